@@ -1,0 +1,58 @@
+//! The Kubernetes contract shared with the original runboat: label,
+//! annotation and finalizer keys and the job kinds.
+//!
+//! These strings are part of the compatibility contract (SPEC "Kubernetes
+//! contract"): an existing namespace full of builds created by the Python
+//! controller must keep working, so never change them.
+
+/// Label carrying the build name, on every resource of a build.
+pub const LABEL_BUILD: &str = "runboat/build";
+/// Label carrying the job kind ([`JOB_KIND_INITIALIZE`] or [`JOB_KIND_CLEANUP`])
+/// on jobs and their pods.
+pub const LABEL_JOB_KIND: &str = "runboat/job-kind";
+
+/// Deployment annotation: `owner/repo`, lower case.
+pub const ANNOTATION_REPO: &str = "runboat/repo";
+/// Deployment annotation: the target branch.
+pub const ANNOTATION_TARGET_BRANCH: &str = "runboat/target-branch";
+/// Deployment annotation: the pull request number, or empty for a branch build.
+pub const ANNOTATION_PR: &str = "runboat/pr";
+/// Deployment annotation: the 40-hex commit sha.
+pub const ANNOTATION_GIT_COMMIT: &str = "runboat/git-commit";
+/// Deployment annotation: the [`InitStatus`](crate::InitStatus) string.
+pub const ANNOTATION_INIT_STATUS: &str = "runboat/init-status";
+/// Deployment annotation: when the deployment was last scaled
+/// (UTC ISO-8601 with seconds and `Z`, see [`format_last_scaled`]).
+pub const ANNOTATION_LAST_SCALED: &str = "runboat/last-scaled";
+/// Annotation naming the container whose log is the build log.
+pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// Finalizer that keeps an undeployed Deployment until its cleanup is done.
+pub const FINALIZER_CLEANUP: &str = "runboat/cleanup";
+
+/// Job kind of initialization jobs.
+pub const JOB_KIND_INITIALIZE: &str = "initialize";
+/// Job kind of cleanup jobs.
+pub const JOB_KIND_CLEANUP: &str = "cleanup";
+
+/// Formats a time as the `runboat/last-scaled` annotation wants it: UTC,
+/// whole seconds, `Z` suffix (`2024-05-01T12:34:56Z`), as the original writes.
+pub fn format_last_scaled(at: jiff::Timestamp) -> String {
+    // Truncate sub-second precision: the original writes whole seconds.
+    let secs = at.as_second();
+    let at = jiff::Timestamp::from_second(secs).unwrap_or(at);
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_scaled_is_whole_seconds_utc_with_z() {
+        let at: jiff::Timestamp = "2024-05-01T12:34:56.789+02:00".parse().expect("timestamp");
+        assert_eq!(format_last_scaled(at), "2024-05-01T10:34:56Z");
+        let back: jiff::Timestamp = format_last_scaled(at).parse().expect("round trip");
+        assert_eq!(back.as_second(), at.as_second());
+    }
+}
