@@ -1,0 +1,194 @@
+//! [`GitHubForge`]: the controller's [`Forge`], posting commit statuses to
+//! GitHub from a background task.
+//!
+//! `post_status` only puts the status in a queue and wakes the sender task:
+//! it never waits on the network nor on a lock held across I/O. The queue
+//! keeps one entry per (repo, commit, context): a newer status for the same
+//! commit replaces the queued one in place, so only the newest is sent.
+//! Statuses are sent one at a time, in queue order, by a single task.
+//!
+//! The queue is bounded at [`MAX_QUEUED`] commits; when full, the oldest
+//! queued status is dropped (with a warning) to make room, because the newest
+//! statuses are the ones reviewers need. A failed post (after the client's
+//! retries) is logged with its response and dropped: it never reaches the
+//! controller.
+//!
+//! Turning statuses off (`disable_commit_statuses`) is the server's choice:
+//! it then hands the controller `runboat_core::forge::NoForge` instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use runboat_core::forge::{CommitStatus, Forge};
+use tokio::sync::{Notify, watch};
+
+use crate::client::{GitHubClient, STATUS_CONTEXT};
+
+/// The most distinct commits with a status waiting to be sent.
+pub const MAX_QUEUED: usize = 10_000;
+
+/// What makes two statuses "the same": only the newest is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    repo: String,
+    git_commit: String,
+    context: &'static str,
+}
+
+impl Key {
+    fn of(status: &CommitStatus) -> Self {
+        Self {
+            repo: status.repo.clone(),
+            git_commit: status.git_commit.clone(),
+            context: STATUS_CONTEXT,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    order: VecDeque<Key>,
+    latest: HashMap<Key, CommitStatus>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    /// Statuses queued or being sent; `flush` waits for zero.
+    outstanding: watch::Sender<usize>,
+    capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue invalid
+        // (each update is a couple of infallible steps): keep going.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Posts commit statuses to GitHub in the background. Dropping it lets the
+/// sender task finish what is queued, then stop.
+pub struct GitHubForge {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GitHubForge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubForge").field("queued", &self.shared.lock().order.len()).finish()
+    }
+}
+
+impl GitHubForge {
+    /// Start the sender task on the current tokio runtime.
+    pub fn new(client: GitHubClient) -> Self {
+        Self::with_capacity(client, MAX_QUEUED)
+    }
+
+    /// Same as [`GitHubForge::new`] with a chosen queue bound (at least 1).
+    pub fn with_capacity(client: GitHubClient, capacity: usize) -> Self {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            outstanding: watch::Sender::new(0),
+            capacity: capacity.max(1),
+        });
+        tokio::spawn(send_loop(client, Arc::clone(&shared)));
+        Self { shared }
+    }
+
+    /// Wait until every status queued so far has been sent (or has failed
+    /// and been logged). For tests and graceful shutdown.
+    pub async fn flush(&self) {
+        let mut outstanding = self.shared.outstanding.subscribe();
+        // The sender lives in `self.shared`, so this cannot see it closed.
+        let _ = outstanding.wait_for(|n| *n == 0).await;
+    }
+
+    /// Statuses waiting to be sent (not counting one being sent).
+    pub fn queued(&self) -> usize {
+        self.shared.lock().order.len()
+    }
+}
+
+impl Forge for GitHubForge {
+    fn post_status(&self, status: CommitStatus) {
+        let key = Key::of(&status);
+        let mut queue = self.shared.lock();
+        if let Some(queued) = queue.latest.get_mut(&key) {
+            *queued = status;
+            return;
+        }
+        if queue.order.len() >= self.shared.capacity
+            && let Some(oldest) = queue.order.pop_front()
+        {
+            queue.latest.remove(&oldest);
+            self.shared.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+            tracing::warn!(
+                repo = %oldest.repo,
+                commit = %oldest.git_commit,
+                "commit status queue full: dropped the oldest queued status"
+            );
+        }
+        queue.order.push_back(key.clone());
+        queue.latest.insert(key, status);
+        self.shared.outstanding.send_modify(|n| *n += 1);
+        drop(queue);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for GitHubForge {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+async fn send_loop(client: GitHubClient, shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut queue = shared.lock();
+            match queue.order.pop_front() {
+                Some(key) => queue.latest.remove(&key),
+                None if queue.closed => return,
+                None => None,
+            }
+        };
+        let Some(status) = next else {
+            // `notify_one` stores a permit when nobody waits, so a status
+            // queued between the check above and this await is not missed.
+            shared.wake.notified().await;
+            continue;
+        };
+        match client.create_status(&status).await {
+            Ok(()) => tracing::debug!(
+                repo = %status.repo,
+                commit = %status.git_commit,
+                state = %status.state,
+                "commit status posted"
+            ),
+            Err(error) => tracing::warn!(
+                repo = %status.repo,
+                commit = %status.git_commit,
+                state = %status.state,
+                error = %error_chain(&error),
+                "could not post commit status"
+            ),
+        }
+        shared.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// `error: its source: its source…`, for one log line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,451 @@
+//! Webhook parsing: a GitHub event name (`X-GitHub-Event`) and its JSON
+//! body become one typed [`WebhookAction`].
+//!
+//! Rules:
+//! - `push` to `refs/heads/<branch>` of a supported repo/branch deploys the
+//!   pushed commit (`after`); with `deleted: true` it undeploys the branch's
+//!   builds; tag pushes, other refs and the all-zero sha are ignored.
+//! - `pull_request` `opened`, `synchronize`, `reopened` whose *base* branch
+//!   is supported deploys the head commit for that PR; `closed` (merged or
+//!   not) undeploys the PR's builds; other actions are ignored.
+//! - `ping` is acknowledged; any other event is ignored.
+//!
+//! Undeploys are not gated by the support check: a repo or branch that was
+//! supported when its builds were made may have been removed from the
+//! settings since, and its builds must still go away when their branch or
+//! PR does. Undeploying what does not exist is a no-op.
+//!
+//! Repository names are lower-cased here, once, so every later comparison
+//! is case-insensitive. This module checks bodies strictly (size, JSON,
+//! fields, sha format) and never panics on any input.
+
+use serde::Deserialize;
+
+use crate::error::PayloadError;
+
+/// Bodies over this size are refused before parsing. GitHub's own payloads
+/// stay far below it (a push lists at most 20 commits); the server should
+/// use the same limit for its request body.
+pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// The header GitHub puts the event name in.
+pub const EVENT_HEADER: &str = "X-GitHub-Event";
+
+/// What a webhook asks of the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAction {
+    /// Deploy `git_commit` for a branch (`pr: None`) or a pull request.
+    Deploy {
+        /// `owner/name`, lower case.
+        repo: String,
+        /// The pushed branch, or the PR's base branch.
+        target_branch: String,
+        pr: Option<u64>,
+        /// 40 (or 64) lower-case hex digits.
+        git_commit: String,
+    },
+    /// The branch was deleted: undeploy its (non-PR) builds.
+    UndeployBranch { repo: String, branch: String },
+    /// The pull request was closed: undeploy its builds.
+    UndeployPr { repo: String, pr: u64 },
+    /// GitHub's `ping` on webhook creation.
+    Ping,
+    /// Acknowledged, nothing to do.
+    Ignored { reason: String },
+}
+
+/// The settings' repo/branch rule check, as the parser sees it. The repo is
+/// given lower case (`owner/name`). Implemented for closures
+/// `Fn(&str, &str) -> bool`.
+pub trait SupportedRepos {
+    fn is_supported(&self, repo: &str, branch: &str) -> bool;
+}
+
+impl<F: Fn(&str, &str) -> bool> SupportedRepos for F {
+    fn is_supported(&self, repo: &str, branch: &str) -> bool {
+        self(repo, branch)
+    }
+}
+
+/// Turn one webhook delivery into an action. `body` is the raw body (the
+/// one whose signature was verified).
+pub fn parse(
+    event: &str,
+    body: &[u8],
+    supported: &dyn SupportedRepos,
+) -> Result<WebhookAction, PayloadError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(PayloadError::TooLarge { size: body.len(), limit: MAX_BODY_BYTES });
+    }
+    if body.starts_with(b"payload=") {
+        return Err(PayloadError::FormEncoded { event: event.to_owned() });
+    }
+    match event {
+        "push" => parse_push(from_json(event, body)?, supported),
+        "pull_request" => parse_pull_request(from_json(event, body)?, supported),
+        "ping" => {
+            from_json::<serde::de::IgnoredAny>(event, body)?;
+            Ok(WebhookAction::Ping)
+        }
+        _ => {
+            from_json::<serde::de::IgnoredAny>(event, body)?;
+            Ok(ignored(format!("event `{}` is not handled", truncate(event, 64))))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    number: u64,
+    pull_request: PullRequest,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    head: Head,
+    base: Base,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct Base {
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+fn from_json<'a, T: Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, PayloadError> {
+    serde_json::from_slice(body).map_err(|source| {
+        let event = event.to_owned();
+        match source.classify() {
+            serde_json::error::Category::Eof => PayloadError::Truncated { event, source },
+            serde_json::error::Category::Data => PayloadError::Shape { event, source },
+            serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                PayloadError::Syntax { event, source }
+            }
+        }
+    })
+}
+
+fn ignored(reason: String) -> WebhookAction {
+    WebhookAction::Ignored { reason }
+}
+
+fn parse_push(
+    push: PushEvent,
+    supported: &dyn SupportedRepos,
+) -> Result<WebhookAction, PayloadError> {
+    let repo = repo_name("push", &push.repository.full_name)?;
+    let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
+        return Ok(if push.git_ref.starts_with("refs/tags/") {
+            ignored(format!("push of tag {} of {repo}", truncate(&push.git_ref, 200)))
+        } else {
+            ignored(format!("push of {} of {repo} is not a branch", truncate(&push.git_ref, 200)))
+        });
+    };
+    let branch = branch_name("push", "ref", branch)?;
+    if push.deleted {
+        return Ok(WebhookAction::UndeployBranch { repo, branch });
+    }
+    let git_commit = commit_sha("push", "after", &push.after)?;
+    if git_commit.bytes().all(|b| b == b'0') {
+        return Ok(ignored(format!("push to {repo} {branch} has no head commit (all-zero sha)")));
+    }
+    if !supported.is_supported(&repo, &branch) {
+        return Ok(ignored(format!(
+            "repo/branch not configured: {repo} {branch} matches no repos rule"
+        )));
+    }
+    Ok(WebhookAction::Deploy { repo, target_branch: branch, pr: None, git_commit })
+}
+
+fn parse_pull_request(
+    event: PullRequestEvent,
+    supported: &dyn SupportedRepos,
+) -> Result<WebhookAction, PayloadError> {
+    let repo = repo_name("pull_request", &event.repository.full_name)?;
+    let pr = event.number;
+    match event.action.as_str() {
+        "opened" | "synchronize" | "reopened" => {
+            let target_branch = branch_name(
+                "pull_request",
+                "pull_request.base.ref",
+                &event.pull_request.base.git_ref,
+            )?;
+            let git_commit =
+                commit_sha("pull_request", "pull_request.head.sha", &event.pull_request.head.sha)?;
+            if !supported.is_supported(&repo, &target_branch) {
+                return Ok(ignored(format!(
+                    "repo/branch not configured: {repo} {target_branch} (base of PR #{pr}) matches no repos rule"
+                )));
+            }
+            Ok(WebhookAction::Deploy { repo, target_branch, pr: Some(pr), git_commit })
+        }
+        "closed" => Ok(WebhookAction::UndeployPr { repo, pr }),
+        other => Ok(ignored(format!(
+            "pull_request action `{}` of {repo} PR #{pr} does not change builds",
+            truncate(other, 64)
+        ))),
+    }
+}
+
+/// `owner/name`, validated with GitHub's rules for the characters, lower
+/// cased.
+fn repo_name(event: &str, full_name: &str) -> Result<String, PayloadError> {
+    let invalid = |reason: &str| PayloadError::Value {
+        event: event.to_owned(),
+        field: "repository.full_name",
+        reason: format!("{reason}: {:?}", truncate(full_name, 200)),
+    };
+    let (owner, name) = full_name.split_once('/').ok_or_else(|| invalid("expected owner/name"))?;
+    if !valid_repo_part(owner) || !valid_repo_part(name) {
+        return Err(invalid("expected owner/name of letters, digits, '-', '_' and '.'"));
+    }
+    Ok(full_name.to_ascii_lowercase())
+}
+
+/// An owner or repository name: GitHub's characters, and never `.`/`..`,
+/// so it is safe as a URL path segment.
+pub(crate) fn valid_repo_part(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A branch name: non-empty, no control characters (it ends up in labels,
+/// annotations and URLs, which are escaped where they are built).
+fn branch_name(event: &str, field: &'static str, branch: &str) -> Result<String, PayloadError> {
+    if branch.is_empty() || branch.chars().any(char::is_control) {
+        return Err(PayloadError::Value {
+            event: event.to_owned(),
+            field,
+            reason: format!("not a branch name: {:?}", truncate(branch, 200)),
+        });
+    }
+    Ok(branch.to_owned())
+}
+
+/// A full commit sha: 40 hex digits (SHA-1 repositories) or 64 (SHA-256),
+/// lower-cased.
+fn commit_sha(event: &str, field: &'static str, sha: &str) -> Result<String, PayloadError> {
+    if !matches!(sha.len(), 40 | 64) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PayloadError::Value {
+            event: event.to_owned(),
+            field,
+            reason: format!("expected a 40 hex digit commit sha, got {:?}", truncate(sha, 80)),
+        });
+    }
+    Ok(sha.to_ascii_lowercase())
+}
+
+/// At most `max` bytes of `s`, cut on a char boundary: outside strings go
+/// into messages, and must not make them huge.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn all(_: &str, _: &str) -> bool {
+        true
+    }
+
+    fn push_body(full_name: &str, git_ref: &str, after: &str, deleted: bool) -> String {
+        serde_json::json!({
+            "ref": git_ref,
+            "before": "0000000000000000000000000000000000000000",
+            "after": after,
+            "deleted": deleted,
+            "repository": {"full_name": full_name},
+        })
+        .to_string()
+    }
+
+    const SHA: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+
+    #[test]
+    fn repo_is_lower_cased_and_passed_lower_to_the_check() {
+        let body = push_body("OCA/Server-Tools", "refs/heads/16.0", SHA, false);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let check = |repo: &str, branch: &str| {
+            seen.borrow_mut().push((repo.to_owned(), branch.to_owned()));
+            true
+        };
+        let action = parse("push", body.as_bytes(), &check).expect("valid");
+        assert_eq!(
+            action,
+            WebhookAction::Deploy {
+                repo: "oca/server-tools".into(),
+                target_branch: "16.0".into(),
+                pr: None,
+                git_commit: SHA.into(),
+            }
+        );
+        assert_eq!(*seen.borrow(), [("oca/server-tools".to_owned(), "16.0".to_owned())]);
+    }
+
+    #[test]
+    fn branch_with_slashes_is_kept_whole() {
+        let body = push_body("oca/web", "refs/heads/feature/x-y", SHA, false);
+        let action = parse("push", body.as_bytes(), &all).expect("valid");
+        assert!(
+            matches!(action, WebhookAction::Deploy { target_branch, .. } if target_branch == "feature/x-y")
+        );
+    }
+
+    #[test]
+    fn upper_case_sha_is_lower_cased() {
+        let body = push_body("oca/web", "refs/heads/16.0", &SHA.to_uppercase(), false);
+        let action = parse("push", body.as_bytes(), &all).expect("valid");
+        assert!(matches!(action, WebhookAction::Deploy { git_commit, .. } if git_commit == SHA));
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        for (body, field) in [
+            (push_body("oca", "refs/heads/16.0", SHA, false), "repository.full_name"),
+            (push_body("oca/../x", "refs/heads/16.0", SHA, false), "repository.full_name"),
+            (push_body("oca/web", "refs/heads/16.0", "abc", false), "after"),
+            (push_body("oca/web", "refs/heads/16.0", &"g".repeat(40), false), "after"),
+            (push_body("oca/web", "refs/heads/", SHA, false), "ref"),
+            (push_body("oca/web", "refs/heads/a\nb", SHA, false), "ref"),
+        ] {
+            match parse("push", body.as_bytes(), &all) {
+                Err(PayloadError::Value { field: f, .. }) => assert_eq!(f, field, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn too_large_body_is_refused_before_parsing() {
+        let body = vec![b' '; 10 * 1024 * 1024];
+        assert!(matches!(
+            parse("push", &body, &all),
+            Err(PayloadError::TooLarge { size, limit: MAX_BODY_BYTES }) if size == body.len()
+        ));
+    }
+
+    #[test]
+    fn form_encoded_body_is_explained() {
+        let body = b"payload=%7B%22zen%22%3A%22x%22%7D";
+        assert!(matches!(parse("ping", body, &all), Err(PayloadError::FormEncoded { .. })));
+    }
+
+    #[test]
+    fn long_outside_strings_are_truncated_in_messages() {
+        let event = "x".repeat(10_000);
+        let action = parse(&event, b"{}", &all).expect("ignored");
+        let WebhookAction::Ignored { reason } = action else { panic!("{action:?}") };
+        assert!(reason.len() < 200, "{reason}");
+        assert_eq!(truncate("héllo", 2), "h");
+    }
+
+    fn branch_strategy() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._/-]{1,40}"
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            event in prop::sample::select(vec!["push", "pull_request", "ping", "issues", ""]),
+            body in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let _ = parse(event, &body, &all);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(
+            event in prop::sample::select(vec!["push", "pull_request"]),
+            json in arb_json(),
+        ) {
+            let _ = parse(event, json.to_string().as_bytes(), &all);
+        }
+
+        #[test]
+        fn valid_pushes_deploy_exactly_what_was_pushed(
+            owner in "[A-Za-z0-9-]{1,20}",
+            name in "[A-Za-z0-9._-]{1,20}",
+            branch in branch_strategy(),
+            sha in "[0-9a-f]{40}",
+            supported: bool,
+        ) {
+            prop_assume!(name != "." && name != "..");
+            prop_assume!(!sha.bytes().all(|b| b == b'0'));
+            let full = format!("{owner}/{name}");
+            let body = push_body(&full, &format!("refs/heads/{branch}"), &sha, false);
+            let action = parse("push", body.as_bytes(), &|_: &str, _: &str| supported)
+                .expect("valid push");
+            if supported {
+                prop_assert_eq!(action, WebhookAction::Deploy {
+                    repo: full.to_lowercase(), target_branch: branch, pr: None, git_commit: sha,
+                });
+            } else {
+                prop_assert!(matches!(action, WebhookAction::Ignored { .. }), "{:?}", action);
+            }
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "[a-z/0-9.]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let key = prop::sample::select(vec![
+                "ref",
+                "after",
+                "deleted",
+                "repository",
+                "full_name",
+                "action",
+                "number",
+                "pull_request",
+                "head",
+                "base",
+                "sha",
+                "x",
+            ]);
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(key.prop_map(str::to_owned), inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
