@@ -11,9 +11,13 @@ pub mod commit;
 pub mod contract;
 pub mod error;
 pub mod forge;
+pub mod index;
 pub mod status;
+#[cfg(test)]
+mod testutil;
 
 pub use build::{Build, BuildView};
 pub use commit::CommitInfo;
 pub use error::{Error, Result};
+pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder};
 pub use status::{BuildStatus, DeploymentFacts, InitStatus};

@@ -41,7 +41,6 @@ impl InitStatus {
     }
 
     /// Position in [`InitStatus::ALL`], for counters.
-    #[allow(dead_code)] // used by the index, next commit
     pub(crate) fn index(self) -> usize {
         self as usize
     }
@@ -111,7 +110,6 @@ impl BuildStatus {
     }
 
     /// Position in [`BuildStatus::ALL`], for counters.
-    #[allow(dead_code)] // used by the index, next commit
     pub(crate) fn index(self) -> usize {
         self as usize
     }

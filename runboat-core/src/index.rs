@@ -1,0 +1,489 @@
+//! The in-memory database of builds, kept up to date from cluster events.
+//!
+//! [`BuildIndex`] keeps, next to the builds themselves, ordered sets for
+//! every question the controller and the API ask, so that none of them scans
+//! all builds: counts per status and init status are counters, "oldest N"
+//! queries walk the front of a `BTreeSet<(Timestamp, name)>`, a repo's
+//! builds are a range of an ordered set already in the API's sort order.
+//!
+//! # Definitions
+//!
+//! - The **newest build of a branch** is, among the *branch builds* (no pull
+//!   request) of a (repo, target branch), the one with the latest `created`
+//!   (ties broken by the greatest name), whatever its status, as in the
+//!   original. Pull request builds are never protected.
+//! - Builds are ordered by **last scaled** with `last_scaled` falling back to
+//!   `created` when absent (as the original does); ties are broken by name.
+//!
+//! # Events
+//!
+//! Every real change emits an [`IndexEvent`] on a bounded tokio broadcast
+//! channel; an upsert of an identical build emits nothing. A subscriber that
+//! falls more than the channel capacity behind gets `RecvError::Lagged` and
+//! should resynchronise from [`BuildIndex::search`]; the index never waits.
+//! To get "every build, then live changes" without a gap, subscribe and read
+//! the snapshot under the same lock that guards the index.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::broadcast;
+
+use crate::build::Build;
+use crate::commit::CommitInfo;
+use crate::status::{BuildStatus, InitStatus};
+
+/// Default capacity of the event channel.
+pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
+
+/// A change of the index, as sent to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexEvent {
+    /// A build was added or changed (the new value).
+    Upd(Build),
+    /// A build was removed (its last value).
+    Del(Build),
+}
+
+impl IndexEvent {
+    /// The SSE event name: `upd` or `del`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IndexEvent::Upd(_) => "upd",
+            IndexEvent::Del(_) => "del",
+        }
+    }
+
+    /// The build concerned.
+    pub fn build(&self) -> &Build {
+        match self {
+            IndexEvent::Upd(b) | IndexEvent::Del(b) => b,
+        }
+    }
+}
+
+/// The filters of the API's build searches; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFilters {
+    /// Repository (`owner/name`, compared case-insensitively).
+    pub repo: Option<String>,
+    /// Target branch, of branch and pull request builds alike.
+    pub target_branch: Option<String>,
+    /// Target branch, branch builds only (no pull request).
+    pub branch: Option<String>,
+    /// Pull request number.
+    pub pr: Option<u64>,
+    /// Build name.
+    pub name: Option<String>,
+    /// Status.
+    pub status: Option<BuildStatus>,
+}
+
+impl SearchFilters {
+    /// True when `build` passes every filter that is set.
+    pub fn matches(&self, build: &Build) -> bool {
+        let c = &build.commit_info;
+        self.repo.as_deref().is_none_or(|r| r.eq_ignore_ascii_case(c.repo()))
+            && self.target_branch.as_deref().is_none_or(|b| b == c.target_branch())
+            && self.branch.as_deref().is_none_or(|b| b == c.target_branch() && c.pr().is_none())
+            && self.pr.is_none_or(|pr| c.pr() == Some(pr))
+            && self.name.as_deref().is_none_or(|n| n == build.name)
+            && self.status.is_none_or(|s| s == build.status)
+    }
+}
+
+/// The two sort orders of the original's search. Both group builds per
+/// repo, then per pull request (ascending number, branch builds after all
+/// pull requests), then per target branch, then by creation time; ties by
+/// name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SortOrder {
+    /// Exactly the reverse of [`SortOrder::Asc`]: repos Z→A, branch builds
+    /// first, then pull requests newest number first, newest build first.
+    #[default]
+    Desc,
+    /// Repos A→Z, pull requests by ascending number then branch builds,
+    /// oldest build first.
+    Asc,
+}
+
+type Name = Arc<str>;
+type Keyed = (Timestamp, Name);
+
+/// Position of a build within its repo in the search order.
+type RepoOrderKey = (u64, String, Timestamp, Name);
+
+fn repo_order_key(build: &Build, name: &Name) -> RepoOrderKey {
+    let c = &build.commit_info;
+    // Branch builds sort after every pull request, as the original's
+    // COALESCE(pr, 999999) intends.
+    (c.pr().unwrap_or(u64::MAX), c.target_branch().to_owned(), build.created, name.clone())
+}
+
+#[derive(Debug)]
+struct Entry {
+    build: Build,
+    /// Whether the build is in `evictable` (membership depends on other
+    /// builds of the branch, so it is tracked explicitly).
+    evictable: bool,
+}
+
+/// The in-memory database of builds. See the [module docs](self).
+///
+/// Not synchronised: wrap it in a lock. All queries return builds in a
+/// deterministic order.
+#[derive(Debug)]
+pub struct BuildIndex {
+    entries: HashMap<Name, Entry>,
+    by_commit: BTreeSet<([u8; 16], Name)>,
+    status_counts: [usize; 7],
+    init_counts: [usize; 4],
+    /// Init status `todo` and not undeploying, by created.
+    todo: BTreeSet<Keyed>,
+    /// Status `started`, by last scaled.
+    started: BTreeSet<Keyed>,
+    /// Stopped, stopping or failed and not the newest of its branch, by
+    /// last scaled.
+    evictable: BTreeSet<Keyed>,
+    /// Status `undeploying`, by created.
+    undeploying: BTreeSet<Keyed>,
+    /// Branch builds per repo and target branch, by created.
+    branches: HashMap<String, HashMap<String, BTreeSet<Keyed>>>,
+    /// Builds per repo in search order.
+    repos: BTreeMap<String, BTreeSet<RepoOrderKey>>,
+    events: broadcast::Sender<IndexEvent>,
+}
+
+impl Default for BuildIndex {
+    fn default() -> Self {
+        BuildIndex::new()
+    }
+}
+
+impl BuildIndex {
+    /// An empty index with an event channel of [`DEFAULT_EVENT_CAPACITY`].
+    pub fn new() -> Self {
+        BuildIndex::with_event_capacity(DEFAULT_EVENT_CAPACITY)
+    }
+
+    /// An empty index whose event channel holds `capacity` events (at least
+    /// 1) before slow subscribers lag.
+    pub fn with_event_capacity(capacity: usize) -> Self {
+        let (events, _) = broadcast::channel(capacity.clamp(1, usize::MAX / 4));
+        BuildIndex {
+            entries: HashMap::new(),
+            by_commit: BTreeSet::new(),
+            status_counts: [0; 7],
+            init_counts: [0; 4],
+            todo: BTreeSet::new(),
+            started: BTreeSet::new(),
+            evictable: BTreeSet::new(),
+            undeploying: BTreeSet::new(),
+            branches: HashMap::new(),
+            repos: BTreeMap::new(),
+            events,
+        }
+    }
+
+    /// Subscribes to the changes made from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<IndexEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: impl FnOnce() -> IndexEvent) {
+        if self.events.receiver_count() > 0 {
+            // An error only means every receiver is gone meanwhile.
+            let _ = self.events.send(event());
+        }
+    }
+
+    /// Adds or replaces the build named `build.name`. Returns whether
+    /// anything changed; only a change emits an [`IndexEvent::Upd`].
+    pub fn upsert(&mut self, build: Build) -> bool {
+        if self.entries.get(build.name.as_str()).is_some_and(|e| e.build == build) {
+            return false;
+        }
+        let name = build.name.clone();
+        self.apply(&name, Some(build));
+        if let Some(entry) = self.entries.get(name.as_str()) {
+            self.emit(|| IndexEvent::Upd(entry.build.clone()));
+        }
+        true
+    }
+
+    /// Removes the build `name`, returning it; emits [`IndexEvent::Del`]
+    /// when it was there.
+    pub fn remove(&mut self, name: &str) -> Option<Build> {
+        if !self.entries.contains_key(name) {
+            return None;
+        }
+        let old = self.apply(name, None);
+        if let Some(old) = &old {
+            self.emit(|| IndexEvent::Del(old.clone()));
+        }
+        old
+    }
+
+    /// Replaces the whole content by `builds` (a full relisting of the
+    /// cluster): emits `del` for builds that vanished and `upd` for new or
+    /// changed ones only. If a name appears twice, the last one wins.
+    pub fn replace_all(&mut self, builds: impl IntoIterator<Item = Build>) {
+        let mut fresh: HashMap<String, Build> = HashMap::new();
+        for b in builds {
+            fresh.insert(b.name.clone(), b);
+        }
+        let vanished: Vec<Name> =
+            self.entries.keys().filter(|n| !fresh.contains_key(&***n)).cloned().collect();
+        for name in vanished {
+            self.remove(&name);
+        }
+        let mut fresh: Vec<Build> = fresh.into_values().collect();
+        // Deterministic event order.
+        fresh.sort_by(|a, b| a.name.cmp(&b.name));
+        for b in fresh {
+            self.upsert(b);
+        }
+    }
+
+    /// Builds `name` if any.
+    pub fn get(&self, name: &str) -> Option<&Build> {
+        self.entries.get(name).map(|e| &e.build)
+    }
+
+    /// The build of this exact commit identity (repo, target branch, pr,
+    /// sha), if any. Should several exist (the original's random names made
+    /// duplicates possible), the one with the smallest name.
+    pub fn get_by_commit(&self, commit: &CommitInfo) -> Option<&Build> {
+        let digest = commit.identity_digest();
+        self.by_commit
+            .range((digest, Arc::<str>::from(""))..)
+            .take_while(|(d, _)| *d == digest)
+            .filter_map(|(_, n)| self.get(n))
+            .find(|b| &b.commit_info == commit)
+    }
+
+    /// Number of builds (undeploying ones included).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there is no build.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All builds, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Build> {
+        self.entries.values().map(|e| &e.build)
+    }
+
+    /// Number of builds with `status`, in O(1).
+    pub fn count_by_status(&self, status: BuildStatus) -> usize {
+        self.status_counts[status.index()]
+    }
+
+    /// Number of builds with `init_status`, in O(1).
+    pub fn count_by_init_status(&self, init_status: InitStatus) -> usize {
+        self.init_counts[init_status.index()]
+    }
+
+    /// Number of deployed builds: all but the undeploying ones.
+    pub fn count_deployed(&self) -> usize {
+        self.len() - self.count_by_status(BuildStatus::Undeploying)
+    }
+
+    /// Up to `limit` builds waiting for initialization (init status `todo`,
+    /// not undeploying), oldest created first.
+    pub fn to_initialize(&self, limit: usize) -> Vec<&Build> {
+        self.resolve(self.todo.iter(), limit)
+    }
+
+    /// Up to `limit` started builds, oldest last scaled first.
+    pub fn oldest_started(&self, limit: usize) -> Vec<&Build> {
+        self.resolve(self.started.iter(), limit)
+    }
+
+    /// Up to `limit` stopped, stopping or failed builds, oldest last scaled
+    /// first, never the newest build of a branch.
+    pub fn oldest_stopped(&self, limit: usize) -> Vec<&Build> {
+        self.resolve(self.evictable.iter(), limit)
+    }
+
+    /// Undeploying builds, oldest created first.
+    pub fn to_cleanup(&self) -> Vec<&Build> {
+        self.resolve(self.undeploying.iter(), usize::MAX)
+    }
+
+    /// The newest branch build of (repo, target branch), if any.
+    pub fn newest_of_branch(&self, repo: &str, target_branch: &str) -> Option<&Build> {
+        self.newest_name(repo, target_branch).and_then(|n| self.get(&n))
+    }
+
+    /// True when `build` is the newest build of its branch (always false for
+    /// pull request builds).
+    pub fn is_newest_of_branch(&self, build: &Build) -> bool {
+        build.is_branch()
+            && self
+                .newest_name(build.commit_info.repo(), build.commit_info.target_branch())
+                .is_some_and(|n| *n == *build.name)
+    }
+
+    /// The builds passing `filters`, in `order`. A repo filter narrows the
+    /// walk to that repo's builds.
+    pub fn search(&self, filters: &SearchFilters, order: SortOrder) -> Vec<&Build> {
+        let repos: Box<dyn DoubleEndedIterator<Item = &BTreeSet<RepoOrderKey>>> =
+            match &filters.repo {
+                Some(repo) => Box::new(self.repos.get(&repo.to_ascii_lowercase()).into_iter()),
+                None => Box::new(self.repos.values()),
+            };
+        let keys: Box<dyn Iterator<Item = &RepoOrderKey>> = match order {
+            SortOrder::Asc => Box::new(repos.flat_map(|set| set.iter())),
+            SortOrder::Desc => Box::new(repos.rev().flat_map(|set| set.iter().rev())),
+        };
+        keys.filter_map(|(_, _, _, name)| self.get(name)).filter(|b| filters.matches(b)).collect()
+    }
+
+    /// The repos having at least one build, sorted.
+    pub fn repos(&self) -> Vec<&str> {
+        self.repos.keys().map(String::as_str).collect()
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        keys: impl Iterator<Item = &'a Keyed>,
+        limit: usize,
+    ) -> Vec<&'a Build> {
+        keys.take(limit).filter_map(|(_, n)| self.get(n)).collect()
+    }
+
+    fn newest_name(&self, repo: &str, target_branch: &str) -> Option<Name> {
+        self.branches.get(repo)?.get(target_branch)?.last().map(|(_, n)| n.clone())
+    }
+
+    fn newest_of(&self, build: &Build) -> Option<Name> {
+        if build.is_branch() {
+            self.newest_name(build.commit_info.repo(), build.commit_info.target_branch())
+        } else {
+            None
+        }
+    }
+
+    /// Replaces the build `name` by `new` (or removes it), keeping every
+    /// derived structure in step. Returns the previous build.
+    fn apply(&mut self, name: &str, new: Option<Build>) -> Option<Build> {
+        // Builds whose "newest of branch" protection may change: the newest
+        // of the affected branches before and after, and the build itself.
+        let mut candidates: Vec<Name> = Vec::with_capacity(5);
+        if let Some(e) = self.entries.get(name) {
+            candidates.extend(self.newest_of(&e.build));
+        }
+        if let Some(b) = &new {
+            candidates.extend(self.newest_of(b));
+        }
+        let old = match self.entries.remove_entry(name) {
+            Some((key, entry)) => {
+                self.unindex(&key, &entry);
+                Some(entry.build)
+            }
+            None => None,
+        };
+        if let Some(build) = new {
+            let key: Name = Arc::from(build.name.as_str());
+            self.index(&key, &build);
+            candidates.extend(self.newest_of(&build));
+            self.entries.insert(key.clone(), Entry { build, evictable: false });
+            candidates.push(key);
+        }
+        if let Some(old) = &old {
+            candidates.extend(self.newest_of(old));
+        }
+        for c in candidates {
+            self.sync_evictable(&c);
+        }
+        old
+    }
+
+    fn sync_evictable(&mut self, name: &Name) {
+        let Some(entry) = self.entries.get(name) else { return };
+        let should = entry.build.status.is_evictable() && !self.is_newest_of_branch(&entry.build);
+        if should == entry.evictable {
+            return;
+        }
+        let key = (entry.build.last_scaled_or_created(), name.clone());
+        if should {
+            self.evictable.insert(key);
+        } else {
+            self.evictable.remove(&key);
+        }
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.evictable = should;
+        }
+    }
+
+    fn index(&mut self, name: &Name, b: &Build) {
+        self.status_counts[b.status.index()] += 1;
+        self.init_counts[b.init_status.index()] += 1;
+        if b.init_status == InitStatus::Todo && b.status != BuildStatus::Undeploying {
+            self.todo.insert((b.created, name.clone()));
+        }
+        match b.status {
+            BuildStatus::Started => {
+                self.started.insert((b.last_scaled_or_created(), name.clone()));
+            }
+            BuildStatus::Undeploying => {
+                self.undeploying.insert((b.created, name.clone()));
+            }
+            _ => {}
+        }
+        self.by_commit.insert((b.commit_info.identity_digest(), name.clone()));
+        let c = &b.commit_info;
+        if c.is_branch() {
+            self.branches
+                .entry(c.repo().to_owned())
+                .or_default()
+                .entry(c.target_branch().to_owned())
+                .or_default()
+                .insert((b.created, name.clone()));
+        }
+        self.repos.entry(c.repo().to_owned()).or_default().insert(repo_order_key(b, name));
+    }
+
+    fn unindex(&mut self, name: &Name, entry: &Entry) {
+        let b = &entry.build;
+        self.status_counts[b.status.index()] -= 1;
+        self.init_counts[b.init_status.index()] -= 1;
+        let created = (b.created, name.clone());
+        let scaled = (b.last_scaled_or_created(), name.clone());
+        self.todo.remove(&created);
+        self.undeploying.remove(&created);
+        self.started.remove(&scaled);
+        if entry.evictable {
+            self.evictable.remove(&scaled);
+        }
+        self.by_commit.remove(&(b.commit_info.identity_digest(), name.clone()));
+        let c = &b.commit_info;
+        if c.is_branch()
+            && let Some(branches) = self.branches.get_mut(c.repo())
+        {
+            if let Some(set) = branches.get_mut(c.target_branch()) {
+                set.remove(&created);
+                if set.is_empty() {
+                    branches.remove(c.target_branch());
+                }
+            }
+            if branches.is_empty() {
+                self.branches.remove(c.repo());
+            }
+        }
+        if let Some(set) = self.repos.get_mut(c.repo()) {
+            set.remove(&repo_order_key(b, name));
+            if set.is_empty() {
+                self.repos.remove(c.repo());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
