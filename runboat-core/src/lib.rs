@@ -12,6 +12,7 @@ pub mod contract;
 pub mod error;
 pub mod forge;
 pub mod index;
+pub mod policy;
 pub mod status;
 #[cfg(test)]
 mod testutil;
@@ -20,4 +21,5 @@ pub use build::{Build, BuildView};
 pub use commit::CommitInfo;
 pub use error::{Error, Result};
 pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder};
+pub use policy::{Action, Limits, decide};
 pub use status::{BuildStatus, DeploymentFacts, InitStatus};
