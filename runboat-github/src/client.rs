@@ -489,14 +489,13 @@ fn status_error(method: Method, path: &str, status: StatusCode, body: &[u8]) -> 
     }
 }
 
-/// `owner/name` split, each part checked so it cannot escape its path
-/// segment.
-fn split_repo(repo: &str) -> Result<(&str, &str), ClientError> {
-    repo.split_once('/')
-        .filter(|(owner, name)| {
-            crate::webhook::valid_repo_part(owner) && crate::webhook::valid_repo_part(name)
-        })
-        .ok_or_else(|| ClientError::InvalidRepo { repo: repo.to_owned() })
+/// `owner/name` checked with core's rules (so each part is safe as a path
+/// segment) and lower-cased (GitHub names are case-insensitive).
+fn split_repo(repo: &str) -> Result<(String, String), ClientError> {
+    runboat_core::commit::normalize_repo(repo)
+        .ok()
+        .and_then(|repo| repo.split_once('/').map(|(o, n)| (o.to_owned(), n.to_owned())))
+        .ok_or_else(|| ClientError::InvalidRepo { repo: truncate_chars(repo, 200).to_owned() })
 }
 
 /// Percent-encode everything but unreserved characters (and `/` when
@@ -635,7 +634,10 @@ mod tests {
         for repo in ["oca", "oca/..", "../x", "oca/web/x", "oca/we?b", "/web", "oca/"] {
             assert!(matches!(split_repo(repo), Err(ClientError::InvalidRepo { .. })), "{repo}");
         }
-        assert!(matches!(split_repo("OCA/server-tools"), Ok(("OCA", "server-tools"))));
+        assert_eq!(
+            split_repo("OCA/server-tools").expect("valid"),
+            ("oca".to_owned(), "server-tools".to_owned())
+        );
     }
 
     #[test]

@@ -16,9 +16,12 @@
 //! PR does. Undeploying what does not exist is a no-op.
 //!
 //! Repository names are lower-cased here, once, so every later comparison
-//! is case-insensitive. This module checks bodies strictly (size, JSON,
-//! fields, sha format) and never panics on any input.
+//! is case-insensitive. Repo, branch and sha are checked with core's rules
+//! (`runboat_core::commit`), so the fields of a [`WebhookAction::Deploy`]
+//! always make a valid `CommitInfo`. This module checks bodies strictly
+//! (size, JSON, fields, values) and never panics on any input.
 
+use runboat_core::commit::{normalize_commit, normalize_repo, validate_branch};
 use serde::Deserialize;
 
 use crate::error::PayloadError;
@@ -41,7 +44,7 @@ pub enum WebhookAction {
         /// The pushed branch, or the PR's base branch.
         target_branch: String,
         pr: Option<u64>,
-        /// 40 (or 64) lower-case hex digits.
+        /// 40 lower-case hex digits.
         git_commit: String,
     },
     /// The branch was deleted: undeploy its (non-PR) builds.
@@ -185,6 +188,13 @@ fn parse_pull_request(
 ) -> Result<WebhookAction, PayloadError> {
     let repo = repo_name("pull_request", &event.repository.full_name)?;
     let pr = event.number;
+    if pr == 0 {
+        return Err(PayloadError::Value {
+            event: "pull_request".to_owned(),
+            field: "number",
+            reason: "expected a positive integer: 0".to_owned(),
+        });
+    }
     match event.action.as_str() {
         "opened" | "synchronize" | "reopened" => {
             let target_branch = branch_name(
@@ -209,54 +219,46 @@ fn parse_pull_request(
     }
 }
 
-/// `owner/name`, validated with GitHub's rules for the characters, lower
-/// cased.
+/// The reason of a core validation error, without the (possibly huge)
+/// rejected input, which the caller quotes truncated.
+fn core_reason(error: &runboat_core::Error) -> &'static str {
+    match error {
+        runboat_core::Error::InvalidRepo { reason, .. }
+        | runboat_core::Error::InvalidBranch { reason, .. } => reason,
+        runboat_core::Error::InvalidCommit { .. } => "expected 40 hexadecimal characters",
+        runboat_core::Error::InvalidPr { .. } => "expected a positive integer",
+        _ => "invalid value",
+    }
+}
+
+/// `owner/name` with core's rules ([`runboat_core::commit::normalize_repo`]),
+/// lower-cased.
 fn repo_name(event: &str, full_name: &str) -> Result<String, PayloadError> {
-    let invalid = |reason: &str| PayloadError::Value {
+    normalize_repo(full_name).map_err(|e| PayloadError::Value {
         event: event.to_owned(),
         field: "repository.full_name",
-        reason: format!("{reason}: {:?}", truncate(full_name, 200)),
-    };
-    let (owner, name) = full_name.split_once('/').ok_or_else(|| invalid("expected owner/name"))?;
-    if !valid_repo_part(owner) || !valid_repo_part(name) {
-        return Err(invalid("expected owner/name of letters, digits, '-', '_' and '.'"));
-    }
-    Ok(full_name.to_ascii_lowercase())
+        reason: format!("{}: {:?}", core_reason(&e), truncate(full_name, 200)),
+    })
 }
 
-/// An owner or repository name: GitHub's characters, and never `.`/`..`,
-/// so it is safe as a URL path segment.
-pub(crate) fn valid_repo_part(part: &str) -> bool {
-    !part.is_empty()
-        && part != "."
-        && part != ".."
-        && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// A branch name: non-empty, no control characters (it ends up in labels,
-/// annotations and URLs, which are escaped where they are built).
+/// A branch name with core's (git's) rules, so that a deploy always makes
+/// a valid `CommitInfo`.
 fn branch_name(event: &str, field: &'static str, branch: &str) -> Result<String, PayloadError> {
-    if branch.is_empty() || branch.chars().any(char::is_control) {
-        return Err(PayloadError::Value {
-            event: event.to_owned(),
-            field,
-            reason: format!("not a branch name: {:?}", truncate(branch, 200)),
-        });
-    }
+    validate_branch(branch).map_err(|e| PayloadError::Value {
+        event: event.to_owned(),
+        field,
+        reason: format!("{}: {:?}", core_reason(&e), truncate(branch, 200)),
+    })?;
     Ok(branch.to_owned())
 }
 
-/// A full commit sha: 40 hex digits (SHA-1 repositories) or 64 (SHA-256),
-/// lower-cased.
+/// A full 40 hex digit commit sha, lower-cased.
 fn commit_sha(event: &str, field: &'static str, sha: &str) -> Result<String, PayloadError> {
-    if !matches!(sha.len(), 40 | 64) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(PayloadError::Value {
-            event: event.to_owned(),
-            field,
-            reason: format!("expected a 40 hex digit commit sha, got {:?}", truncate(sha, 80)),
-        });
-    }
-    Ok(sha.to_ascii_lowercase())
+    normalize_commit(sha).map_err(|e| PayloadError::Value {
+        event: event.to_owned(),
+        field,
+        reason: format!("{}: {:?}", core_reason(&e), truncate(sha, 80)),
+    })
 }
 
 /// At most `max` bytes of `s`, cut on a char boundary: outside strings go
@@ -374,7 +376,9 @@ mod tests {
     }
 
     fn branch_strategy() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9._/-]{1,40}"
+        proptest::collection::vec("[A-Za-z0-9_-]{1,10}(\\.[A-Za-z0-9_-]{1,5})?", 1..4)
+            .prop_map(|parts| parts.join("/"))
+            .prop_filter("git refuses .lock", |b| !b.ends_with(".lock"))
     }
 
     proptest! {
@@ -392,6 +396,31 @@ mod tests {
             json in arb_json(),
         ) {
             let _ = parse(event, json.to_string().as_bytes(), &all);
+        }
+
+        #[test]
+        fn every_deploy_makes_a_valid_commit_info(
+            full_name in prop_oneof!["[A-Za-z0-9._-]{1,6}/[A-Za-z0-9._-]{1,6}", "[A-Za-z0-9./_-]{0,12}"],
+            branch in "\\PC{0,24}",
+            sha in prop_oneof!["[0-9a-fA-F]{40}", "[0-9a-fA-Fg]{38,41}"],
+            pr in proptest::option::of(0u64..5),
+        ) {
+            let body = match pr {
+                None => push_body(&full_name, &format!("refs/heads/{branch}"), &sha, false),
+                Some(number) => serde_json::json!({
+                    "action": "opened",
+                    "number": number,
+                    "pull_request": {"head": {"sha": sha}, "base": {"ref": branch}},
+                    "repository": {"full_name": full_name},
+                }).to_string(),
+            };
+            let event = if pr.is_some() { "pull_request" } else { "push" };
+            if let Ok(WebhookAction::Deploy { repo, target_branch, pr, git_commit }) =
+                parse(event, body.as_bytes(), &all)
+            {
+                let info = runboat_core::CommitInfo::new(&repo, &target_branch, pr, &git_commit);
+                prop_assert!(info.is_ok(), "{:?}", info);
+            }
         }
 
         #[test]

@@ -61,7 +61,7 @@ async fn branch_head_uses_the_right_path_and_headers() {
     let mock = MockGitHub::start().await;
     mock.on(
         Method::GET,
-        "/repos/OCA/web/branches/16.0",
+        "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(200, branch_json(SHA))],
     );
     let sha = client(&mock).branch_head("OCA/web", "16.0").await.expect("branch head");
