@@ -3,8 +3,6 @@
 //! Every variant names the input that was wrong. Secret setting values never
 //! appear in any message: only their key does.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong in runboat-core.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -116,10 +114,8 @@ pub enum Error {
     },
 
     /// The settings file is not valid TOML.
-    #[error("{path}: invalid TOML at line {line}, column {column}: {message}")]
+    #[error("settings file: invalid TOML at line {line}, column {column}: {message}")]
     SettingsToml {
-        /// The settings file (or `<string>`).
-        path: PathBuf,
         /// 1-based line of the problem.
         line: usize,
         /// 1-based column of the problem.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod forge;
 pub mod index;
 pub mod policy;
+pub mod settings;
 pub mod status;
 #[cfg(test)]
 mod testutil;
@@ -22,4 +23,5 @@ pub use commit::CommitInfo;
 pub use error::{Error, Result};
 pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder};
 pub use policy::{Action, Limits, decide};
+pub use settings::{BuildRule, RepoRule, Secret, Settings};
 pub use status::{BuildStatus, DeploymentFacts, InitStatus};
