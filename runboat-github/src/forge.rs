@@ -82,6 +82,10 @@ impl std::fmt::Debug for GitHubForge {
 
 impl GitHubForge {
     /// Start the sender task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (as `tokio::spawn` does).
     pub fn new(client: GitHubClient) -> Self {
         Self::with_capacity(client, MAX_QUEUED)
     }
@@ -98,8 +102,9 @@ impl GitHubForge {
         Self { shared }
     }
 
-    /// Wait until every status queued so far has been sent (or has failed
-    /// and been logged). For tests and graceful shutdown.
+    /// Wait until the queue is empty and nothing is in flight: every
+    /// status posted before (and during) the wait has been sent, or has
+    /// failed and been logged. For tests and graceful shutdown.
     pub async fn flush(&self) {
         let mut outstanding = self.shared.outstanding.subscribe();
         // The sender lives in `self.shared`, so this cannot see it closed.

@@ -19,4 +19,4 @@ pub use client::{ClientConfig, GitHubClient, GitHubToken, PullRequestInfo, Retry
 pub use error::{ClientError, Error, PayloadError, Result, SignatureError};
 pub use forge::GitHubForge;
 pub use signature::WebhookSecret;
-pub use webhook::{SupportedRepos, WebhookAction};
+pub use webhook::{SupportedRepos, WebhookAction, receive};

@@ -24,7 +24,8 @@
 use runboat_core::commit::{normalize_commit, normalize_repo, validate_branch};
 use serde::Deserialize;
 
-use crate::error::PayloadError;
+use crate::error::{Error, PayloadError};
+use crate::signature::WebhookSecret;
 
 /// Bodies over this size are refused before parsing. GitHub's own payloads
 /// stay far below it (a push lists at most 20 commits); the server should
@@ -68,6 +69,28 @@ impl<F: Fn(&str, &str) -> bool> SupportedRepos for F {
     fn is_supported(&self, repo: &str, branch: &str) -> bool {
         self(repo, branch)
     }
+}
+
+/// Check and parse one delivery, as the server's webhook endpoint does:
+/// the size limit first (so nobody makes us hash a huge body), then the
+/// signature when a secret is configured ([`crate::Error::Signature`]: answer
+/// 401), then the body ([`crate::Error::Payload`]: answer 400, or 413 for
+/// [`PayloadError::TooLarge`]). With no secret, any delivery is accepted;
+/// the server warns about that at startup.
+pub fn receive(
+    secret: Option<&WebhookSecret>,
+    event: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    supported: &dyn SupportedRepos,
+) -> Result<WebhookAction, Error> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(PayloadError::TooLarge { size: body.len(), limit: MAX_BODY_BYTES }.into());
+    }
+    if let Some(secret) = secret {
+        secret.verify(signature, body)?;
+    }
+    Ok(parse(event, body, supported)?)
 }
 
 /// Turn one webhook delivery into an action. `body` is the raw body (the
@@ -349,6 +372,35 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn receive_checks_the_signature_only_when_a_secret_is_configured() {
+        let body = push_body("oca/web", "refs/heads/16.0", SHA, false);
+        let secret = WebhookSecret::new("s3cret");
+        let good = secret.sign(body.as_bytes());
+        let deploy = receive(Some(&secret), "push", Some(&good), body.as_bytes(), &all);
+        assert!(matches!(deploy, Ok(WebhookAction::Deploy { .. })), "{deploy:?}");
+        let missing = receive(Some(&secret), "push", None, body.as_bytes(), &all);
+        assert!(
+            matches!(missing, Err(Error::Signature(crate::SignatureError::Missing))),
+            "{missing:?}"
+        );
+        let forged = WebhookSecret::new("guess").sign(body.as_bytes());
+        let forged = receive(Some(&secret), "push", Some(&forged), body.as_bytes(), &all);
+        assert!(
+            matches!(forged, Err(Error::Signature(crate::SignatureError::Mismatch))),
+            "{forged:?}"
+        );
+        let unsigned = receive(None, "push", None, body.as_bytes(), &all);
+        assert!(matches!(unsigned, Ok(WebhookAction::Deploy { .. })), "{unsigned:?}");
+        // A bad body with a good signature is a payload error.
+        let good = secret.sign(b"{");
+        let bad = receive(Some(&secret), "push", Some(&good), b"{", &all);
+        assert!(matches!(bad, Err(Error::Payload(PayloadError::Truncated { .. }))), "{bad:?}");
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        let huge = receive(Some(&secret), "push", None, &huge, &all);
+        assert!(matches!(huge, Err(Error::Payload(PayloadError::TooLarge { .. }))), "{huge:?}");
     }
 
     #[test]

@@ -209,6 +209,31 @@ async fn rate_limit_waits_as_retry_after_says() {
 }
 
 #[tokio::test]
+async fn primary_rate_limit_waits_for_the_reset_time() {
+    let mock = MockGitHub::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    mock.on(
+        Method::GET,
+        "/repos/oca/web/branches/16.0",
+        vec![
+            MockResponse::new(403, r#"{"message":"API rate limit exceeded"}"#)
+                .header("x-ratelimit-remaining", "0")
+                .header("x-ratelimit-reset", (now + 1).to_string()),
+            MockResponse::new(200, branch_json(SHA)),
+        ],
+    );
+    assert_eq!(client(&mock).branch_head("oca/web", "16.0").await.expect("waited"), SHA);
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2);
+    // The wait is at least a second whatever the clock says.
+    let waited = requests[1].at.duration_since(requests[0].at);
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+}
+
+#[tokio::test]
 async fn rate_limit_longer_than_the_cap_fails_at_once() {
     let mock = MockGitHub::start().await;
     mock.on(
