@@ -1,0 +1,2 @@
+//! List and watch throughput (placeholder until the benchmark lands).
+fn main() {}

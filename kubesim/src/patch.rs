@@ -1,0 +1,299 @@
+//! Strategic merge patch and the server-side apply approximation.
+//!
+//! Strategic merge follows the patch strategies of the Kubernetes types for
+//! the lists runboat's kubefiles use: containers, env, volumes, volume
+//! mounts, ports, owner references and conditions merge by key; finalizers
+//! merge as a set; every other list is replaced. `$patch: delete|replace`
+//! and `$deleteFromPrimitiveList/<field>` are honoured; `$setElementOrder`
+//! and `$retainKeys` are accepted and ignored.
+
+use serde_json::{Map, Value};
+
+/// The merge key of a list field, given the path of the object holding it.
+fn merge_key(field: &str, parent: &[String]) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets" => Some("name"),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "ownerReferences" => Some("uid"),
+        "conditions" => Some("type"),
+        "hostAliases" => Some("ip"),
+        "ports" => {
+            // Container ports merge by containerPort, service ports by port.
+            let in_container = parent.iter().rev().nth(1).is_some_and(|p| p.ends_with("ontainers"));
+            Some(if in_container { "containerPort" } else { "port" })
+        }
+        _ => None,
+    }
+}
+
+/// Lists of scalars merged as sets.
+fn is_set_list(field: &str, parent: &[String]) -> bool {
+    field == "finalizers" && parent.last().is_some_and(|p| p == "metadata")
+}
+
+/// Applies a strategic merge patch to `target`.
+pub(crate) fn strategic_merge(target: &mut Value, patch: &Value) {
+    let mut path = Vec::new();
+    merge_value(target, patch, &mut path);
+}
+
+fn merge_value(target: &mut Value, patch: &Value, path: &mut Vec<String>) {
+    let Some(patch_map) = patch.as_object() else {
+        *target = strip_directives(patch);
+        return;
+    };
+    if patch_map.get("$patch").and_then(Value::as_str) == Some("replace") {
+        *target = strip_directives(patch);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    for (key, pv) in patch_map {
+        if key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/") {
+            continue;
+        }
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(list), Some(remove)) =
+                (target.get_mut(field).and_then(Value::as_array_mut), pv.as_array())
+            {
+                list.retain(|v| !remove.contains(v));
+            }
+            continue;
+        }
+        let Some(tmap) = target.as_object_mut() else { return };
+        if pv.is_null() {
+            tmap.remove(key);
+            continue;
+        }
+        match (tmap.get_mut(key), pv) {
+            (Some(tv @ Value::Object(_)), Value::Object(_)) => {
+                path.push(key.clone());
+                merge_value(tv, pv, path);
+                path.pop();
+            }
+            (Some(Value::Array(tlist)), Value::Array(plist)) => {
+                if let Some(mk) = merge_key(key, path) {
+                    path.push(key.clone());
+                    merge_keyed_list(tlist, plist, mk, path);
+                    path.pop();
+                } else if is_set_list(key, path) {
+                    for item in plist {
+                        if !tlist.contains(item) {
+                            tlist.push(item.clone());
+                        }
+                    }
+                } else {
+                    *tlist = plist.iter().map(strip_directives).collect();
+                }
+            }
+            _ => {
+                tmap.insert(key.clone(), strip_directives(pv));
+            }
+        }
+    }
+}
+
+fn merge_keyed_list(target: &mut Vec<Value>, patch: &[Value], key: &str, path: &mut Vec<String>) {
+    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+        *target =
+            patch.iter().filter(|p| p.get("$patch").is_none()).map(strip_directives).collect();
+        return;
+    }
+    for item in patch {
+        let id = item.get(key);
+        let pos = id.and_then(|id| target.iter().position(|t| t.get(key) == Some(id)));
+        if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+            if let Some(pos) = pos {
+                target.remove(pos);
+            }
+            continue;
+        }
+        match pos {
+            Some(pos) => merge_value(&mut target[pos], item, path),
+            None => target.push(strip_directives(item)),
+        }
+    }
+}
+
+/// Removes patch directives from a value that is inserted as is.
+fn strip_directives(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Server-side apply, approximated: the applied configuration is merged
+/// into the live object like a strategic merge patch, and the fields this
+/// manager applied last time but no longer applies are removed (the part
+/// of field ownership that matters when a configuration drops a field).
+/// There is no conflict detection between managers.
+pub(crate) fn apply(live: &mut Value, applied: &Value, previous: Option<&Value>) {
+    if let Some(prev) = previous {
+        let mut path = Vec::new();
+        prune(live, prev, applied, &mut path);
+    }
+    strategic_merge(live, applied);
+}
+
+/// Removes from `live` what `prev` set and `next` no longer sets.
+fn prune(live: &mut Value, prev: &Value, next: &Value, path: &mut Vec<String>) {
+    let (Some(pmap), Some(lmap)) = (prev.as_object(), live.as_object_mut()) else { return };
+    for (key, pv) in pmap {
+        let nv = next.get(key);
+        match nv {
+            None => {
+                // Identity fields are never pruned.
+                if !(path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata"))
+                {
+                    lmap.remove(key);
+                }
+            }
+            Some(nv) => {
+                let Some(lv) = lmap.get_mut(key) else { continue };
+                if pv.is_object() && nv.is_object() {
+                    path.push(key.clone());
+                    prune(lv, pv, nv, path);
+                    path.pop();
+                } else if let (Some(plist), Some(nlist), Some(mk)) =
+                    (pv.as_array(), nv.as_array(), merge_key(key, path))
+                {
+                    path.push(key.clone());
+                    if let Some(llist) = lv.as_array_mut() {
+                        for pitem in plist {
+                            let id = pitem.get(mk);
+                            let next_item = nlist.iter().find(|n| n.get(mk) == id);
+                            let Some(lpos) = llist.iter().position(|l| l.get(mk) == id) else {
+                                continue;
+                            };
+                            match next_item {
+                                None => {
+                                    llist.remove(lpos);
+                                }
+                                Some(nitem) => prune(&mut llist[lpos], pitem, nitem, path),
+                            }
+                        }
+                    }
+                    path.pop();
+                } else if let (Some(plist), Some(nlist), true) =
+                    (pv.as_array(), nv.as_array(), is_set_list(key, path))
+                    && let Some(llist) = lv.as_array_mut()
+                {
+                    llist.retain(|l| !plist.contains(l) || nlist.contains(l));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn deployment(env: Value) -> Value {
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "odoo", "image": "odoo:17", "env": env, "ports": [{"containerPort": 8069}]},
+            {"name": "mail", "image": "mailhog"}
+        ]}}}})
+    }
+
+    #[test]
+    fn containers_and_env_merge_by_name() {
+        let mut target =
+            deployment(json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "odoo", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]}
+        ]}}}});
+        strategic_merge(&mut target, &patch);
+        let containers = &target["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers.as_array().map(Vec::len), Some(2));
+        assert_eq!(containers[0]["image"], "odoo:17");
+        assert_eq!(
+            containers[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+        );
+    }
+
+    #[test]
+    fn directives() {
+        let mut target = deployment(json!([{"name": "A", "value": "1"}]));
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "mail", "$patch": "delete"}]}}}});
+        strategic_merge(&mut target, &patch);
+        assert_eq!(
+            target["spec"]["template"]["spec"]["containers"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let mut meta = json!({"metadata": {"finalizers": ["a", "b"]}});
+        strategic_merge(&mut meta, &json!({"metadata": {"finalizers": ["c"]}}));
+        assert_eq!(meta["metadata"]["finalizers"], json!(["a", "b", "c"]));
+        strategic_merge(
+            &mut meta,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
+        assert_eq!(meta["metadata"]["finalizers"], json!(["b", "c"]));
+        let mut svc = json!({"spec": {"ports": [{"port": 80, "name": "http"}]}});
+        strategic_merge(
+            &mut svc,
+            &json!({"spec": {"ports": [{"port": 80, "targetPort": 8069}, {"port": 443}]}}),
+        );
+        assert_eq!(
+            svc["spec"]["ports"],
+            json!([{"port": 80, "name": "http", "targetPort": 8069}, {"port": 443}])
+        );
+    }
+
+    #[test]
+    fn apply_prunes_what_the_manager_dropped() {
+        let first =
+            json!({"metadata": {"annotations": {"a": "1", "b": "2"}}, "spec": {"replicas": 1}});
+        let mut live =
+            json!({"metadata": {"annotations": {"other": "x"}}, "spec": {"paused": false}});
+        apply(&mut live, &first, None);
+        let second = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"replicas": 2}});
+        apply(&mut live, &second, Some(&first));
+        assert_eq!(
+            live,
+            json!({"metadata": {"annotations": {"a": "1", "other": "x"}}, "spec": {"paused": false, "replicas": 2}})
+        );
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            "[a-z]{0,3}".prop_map(Value::String)
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z$/]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merge_and_apply_never_panic(mut t in arb_json(), p in arb_json()) {
+            strategic_merge(&mut t, &p);
+            let once = t.clone();
+            apply(&mut t, &p, Some(&p));
+            let _ = once;
+        }
+    }
+}
