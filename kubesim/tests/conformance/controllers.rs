@@ -1,0 +1,250 @@
+//! The simulated controllers: deployments become available, jobs succeed
+//! or fail as scripted with their logs, the garbage collector follows
+//! owner references.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kubesim::{ControllerConfig, JobRule, JobScript};
+use serde_json::json;
+
+use crate::{WAIT, deployment, job, sim, sim_with, status_of};
+
+async fn pods_of(api: &Api<Pod>, build: &str) -> Vec<Pod> {
+    api.list(&ListParams::default().labels(&format!("runboat/build={build}")))
+        .await
+        .expect("pods")
+        .items
+}
+
+#[tokio::test]
+async fn deployments_become_available_and_follow_replicas() {
+    let sim = sim().await;
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &deployment("web", "b1")).await.expect("created");
+    let d = tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("condition")
+    .expect("exists");
+    let status = d.status.expect("status");
+    assert_eq!(
+        (status.replicas, status.ready_replicas, status.available_replicas),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(status.observed_generation, Some(1));
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "ns");
+    let pod = pods_of(&pods, "b1").await.pop().expect("a pod");
+    let owner = &pod.metadata.owner_references.expect("owned")[0];
+    assert_eq!(owner.kind, "ReplicaSet");
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+
+    // Scale to zero: pods go, status follows.
+    api.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
+        .await
+        .expect("scaled");
+    let ok = sim
+        .wait_until(WAIT, |h| {
+            let d = h.get("deployments", "ns", "web").ok().flatten().unwrap_or_default();
+            d.pointer("/status/observedGeneration") == Some(&json!(2))
+                && d.pointer("/status/replicas").is_none()
+        })
+        .await;
+    assert!(ok, "deployment scaled down");
+    assert!(pods_of(&pods, "b1").await.is_empty());
+}
+
+#[tokio::test]
+async fn deployment_readiness_waits_for_the_configured_delay() {
+    let sim = sim_with(ControllerConfig {
+        pod_ready_delay: Duration::from_millis(400),
+        ..ControllerConfig::instant()
+    })
+    .await;
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    let started = std::time::Instant::now();
+    api.create(&PostParams::default(), &deployment("web", "b1")).await.expect("created");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("condition");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn jobs_succeed_by_default_with_a_log() {
+    let sim = sim().await;
+    let api: Api<Job> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &job("init", "b1", "initialize")).await.expect("created");
+    let j = tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "init", conditions::is_job_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("condition")
+    .expect("exists");
+    let status = j.status.expect("status");
+    assert_eq!(status.succeeded, Some(1));
+    let types: Vec<String> =
+        status.conditions.unwrap_or_default().into_iter().map(|c| c.type_).collect();
+    assert_eq!(types, vec!["SuccessCriteriaMet", "Complete"]);
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "ns");
+    let pod = pods
+        .list(&ListParams::default().labels("runboat/job-kind=initialize"))
+        .await
+        .expect("pods")
+        .items
+        .pop()
+        .expect("pod");
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Succeeded"));
+    let name = pod.metadata.name.expect("name");
+    let log = pods
+        .logs(&name, &LogParams { container: Some("init".into()), ..LogParams::default() })
+        .await
+        .expect("log");
+    assert!(log.contains("completed successfully"), "{log}");
+    let tail = pods
+        .logs(&name, &LogParams { tail_lines: Some(1), ..LogParams::default() })
+        .await
+        .expect("log");
+    assert_eq!(tail.lines().count(), 1);
+    let err = status_of(
+        pods.logs(&name, &LogParams { container: Some("nope".into()), ..LogParams::default() })
+            .await,
+    );
+    assert_eq!(err.code, 400);
+}
+
+#[tokio::test]
+async fn scripted_jobs_fail_with_their_log() {
+    let sim = sim().await;
+    sim.add_job_rule(JobRule::by_label(
+        "runboat/build",
+        "bad",
+        JobScript::fail().with_log("Traceback: boom\n"),
+    ));
+    let api: Api<Job> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &job("init", "bad", "initialize")).await.expect("created");
+    let failed = |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+    };
+    let j = tokio::time::timeout(WAIT, await_condition(api.clone(), "init", failed))
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("job");
+    let status = j.status.expect("status");
+    assert_eq!(status.failed, Some(1));
+    assert_eq!(status.active, None);
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "ns");
+    let pod = pods_of(&pods, "bad").await.pop().expect("pod");
+    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed"));
+    let log = pods
+        .logs(pod.metadata.name.as_deref().expect("name"), &LogParams::default())
+        .await
+        .expect("log");
+    assert_eq!(log, "Traceback: boom\n");
+
+    // A hook decides before the rules.
+    sim.set_job_hook(std::sync::Arc::new(|j: &serde_json::Value| {
+        (j["metadata"]["name"] == "hooked").then(|| JobScript::succeed().with_log("from hook\n"))
+    }));
+    api.create(&PostParams::default(), &job("hooked", "bad", "initialize")).await.expect("created");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "hooked", conditions::is_job_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+}
+
+#[tokio::test]
+async fn garbage_collector_deletes_dependents_in_background_and_foreground() {
+    let sim = sim().await;
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "ns");
+    let rs: Api<ReplicaSet> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &deployment("bg", "b1")).await.expect("created");
+    api.create(&PostParams::default(), &deployment("fg", "b2")).await.expect("created");
+    assert!(
+        sim.wait_until(WAIT, |h| h.list("pods", Some("ns")).map(|p| p.len()).unwrap_or(0) == 2)
+            .await
+    );
+
+    api.delete("bg", &DeleteParams::background()).await.expect("deleted");
+    assert!(
+        sim.wait_until(WAIT, |h| h.list("pods", Some("ns")).map(|p| p.len()).unwrap_or(0) == 1)
+            .await
+    );
+    assert!(pods_of(&pods, "b1").await.is_empty());
+
+    let held = api
+        .delete("fg", &DeleteParams::foreground())
+        .await
+        .expect("deleted")
+        .left()
+        .expect("held while dependents exist");
+    assert!(
+        held.metadata.finalizers.unwrap_or_default().contains(&"foregroundDeletion".to_string())
+    );
+    let uid = held.metadata.uid.expect("uid");
+    tokio::time::timeout(WAIT, await_condition(api.clone(), "fg", conditions::is_deleted(&uid)))
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert!(pods_of(&pods, "b2").await.is_empty());
+    assert!(rs.list(&ListParams::default()).await.expect("rs").items.is_empty());
+}
+
+#[tokio::test]
+async fn jobs_are_orphaned_by_default_like_batch_v1() {
+    let sim = sim().await;
+    let api: Api<Job> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &job("j", "b1", "cleanup")).await.expect("created");
+    tokio::time::timeout(WAIT, await_condition(api.clone(), "j", conditions::is_job_completed()))
+        .await
+        .expect("in time")
+        .expect("ok");
+    api.delete("j", &DeleteParams::default()).await.expect("deleted");
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "ns");
+    let left = pods_of(&pods, "b1").await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].metadata.owner_references.as_ref().is_none_or(Vec::is_empty));
+}
+
+#[tokio::test]
+async fn paused_controllers_do_nothing_until_resumed() {
+    let sim = sim().await;
+    sim.pause_controllers();
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &deployment("web", "b1")).await.expect("created");
+    assert!(
+        !sim.wait_until(Duration::from_millis(300), |h| h
+            .list("pods", Some("ns"))
+            .map(|p| !p.is_empty())
+            .unwrap_or(false))
+            .await
+    );
+    sim.resume_controllers();
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+}
