@@ -123,19 +123,18 @@ fn repo_order_key(build: &Build, name: &Name) -> RepoOrderKey {
 
 #[derive(Debug)]
 struct Entry {
+    /// The shared name, the key of every ordered set.
+    name: Name,
     build: Build,
     /// Whether the build is in `evictable` (membership depends on other
     /// builds of the branch, so it is tracked explicitly).
     evictable: bool,
 }
 
-/// The in-memory database of builds. See the [module docs](self).
-///
-/// Not synchronised: wrap it in a lock. All queries return builds in a
-/// deterministic order.
-#[derive(Debug)]
-pub struct BuildIndex {
-    entries: HashMap<Name, Entry>,
+/// Everything derived from the builds, kept apart from `entries` so both
+/// can be borrowed at once.
+#[derive(Debug, Default)]
+struct Derived {
     by_commit: BTreeSet<([u8; 16], Name)>,
     status_counts: [usize; 7],
     init_counts: [usize; 4],
@@ -152,12 +151,157 @@ pub struct BuildIndex {
     branches: HashMap<String, HashMap<String, BTreeSet<Keyed>>>,
     /// Builds per repo in search order.
     repos: BTreeMap<String, BTreeSet<RepoOrderKey>>,
+}
+
+/// The in-memory database of builds. See the [module docs](self).
+///
+/// Not synchronised: wrap it in a lock. All queries return builds in a
+/// deterministic order.
+#[derive(Debug)]
+pub struct BuildIndex {
+    entries: HashMap<Name, Entry>,
+    derived: Derived,
     events: broadcast::Sender<IndexEvent>,
 }
 
 impl Default for BuildIndex {
     fn default() -> Self {
         BuildIndex::new()
+    }
+}
+
+fn is_todo(b: &Build) -> bool {
+    b.init_status == InitStatus::Todo && b.status != BuildStatus::Undeploying
+}
+
+/// True when two versions of a build sit at the same place in the
+/// identity-based structures (commit lookup, branch, search order).
+fn same_place(a: &Build, b: &Build) -> bool {
+    a.created == b.created && a.commit_info == b.commit_info
+}
+
+impl Derived {
+    fn newest_name(&self, repo: &str, target_branch: &str) -> Option<&Name> {
+        self.branches.get(repo)?.get(target_branch)?.last().map(|(_, n)| n)
+    }
+
+    fn newest_of(&self, build: &Build) -> Option<Name> {
+        if build.is_branch() {
+            self.newest_name(build.commit_info.repo(), build.commit_info.target_branch()).cloned()
+        } else {
+            None
+        }
+    }
+
+    fn is_newest(&self, build: &Build) -> bool {
+        build.is_branch()
+            && self
+                .newest_name(build.commit_info.repo(), build.commit_info.target_branch())
+                .is_some_and(|n| **n == *build.name)
+    }
+
+    /// Puts `entry` in `evictable` or takes it out, as its status and the
+    /// newest build of its branch say.
+    fn sync_evictable(&mut self, entry: &mut Entry) {
+        let should = entry.build.status.is_evictable() && !self.is_newest(&entry.build);
+        if should != entry.evictable {
+            let key = (entry.build.last_scaled_or_created(), entry.name.clone());
+            if should {
+                self.evictable.insert(key);
+            } else {
+                self.evictable.remove(&key);
+            }
+            entry.evictable = should;
+        }
+    }
+
+    fn drop_evictable(&mut self, entry: &mut Entry) {
+        if entry.evictable {
+            self.evictable.remove(&(entry.build.last_scaled_or_created(), entry.name.clone()));
+            entry.evictable = false;
+        }
+    }
+
+    /// Adds what depends on the build's state (status, init status, last
+    /// scaled), except `evictable`.
+    fn index_state(&mut self, name: &Name, b: &Build) {
+        self.status_counts[b.status.index()] += 1;
+        self.init_counts[b.init_status.index()] += 1;
+        if is_todo(b) {
+            self.todo.insert((b.created, name.clone()));
+        }
+        match b.status {
+            BuildStatus::Started => {
+                self.started.insert((b.last_scaled_or_created(), name.clone()));
+            }
+            BuildStatus::Undeploying => {
+                self.undeploying.insert((b.created, name.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    fn unindex_state(&mut self, name: &Name, b: &Build) {
+        self.status_counts[b.status.index()] -= 1;
+        self.init_counts[b.init_status.index()] -= 1;
+        if is_todo(b) {
+            self.todo.remove(&(b.created, name.clone()));
+        }
+        match b.status {
+            BuildStatus::Started => {
+                self.started.remove(&(b.last_scaled_or_created(), name.clone()));
+            }
+            BuildStatus::Undeploying => {
+                self.undeploying.remove(&(b.created, name.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds what depends on the build's identity (commit, creation time).
+    fn index_place(&mut self, name: &Name, b: &Build) {
+        let c = &b.commit_info;
+        self.by_commit.insert((c.identity_digest(), name.clone()));
+        if c.is_branch() {
+            let branches = match self.branches.get_mut(c.repo()) {
+                Some(branches) => branches,
+                None => self.branches.entry(c.repo().to_owned()).or_default(),
+            };
+            let set = match branches.get_mut(c.target_branch()) {
+                Some(set) => set,
+                None => branches.entry(c.target_branch().to_owned()).or_default(),
+            };
+            set.insert((b.created, name.clone()));
+        }
+        let set = match self.repos.get_mut(c.repo()) {
+            Some(set) => set,
+            None => self.repos.entry(c.repo().to_owned()).or_default(),
+        };
+        set.insert(repo_order_key(b, name));
+    }
+
+    fn unindex_place(&mut self, name: &Name, b: &Build) {
+        let c = &b.commit_info;
+        self.by_commit.remove(&(c.identity_digest(), name.clone()));
+        if c.is_branch()
+            && let Some(branches) = self.branches.get_mut(c.repo())
+        {
+            if let Some(set) = branches.get_mut(c.target_branch()) {
+                set.remove(&(b.created, name.clone()));
+                if set.is_empty() {
+                    branches.remove(c.target_branch());
+                }
+            }
+            if branches.is_empty() {
+                self.branches.remove(c.repo());
+            }
+        }
+        if let Some(set) = self.repos.get_mut(c.repo()) {
+            set.remove(&repo_order_key(b, name));
+            if set.is_empty() {
+                self.repos.remove(c.repo());
+            }
+        }
     }
 }
 
@@ -171,19 +315,7 @@ impl BuildIndex {
     /// 1) before slow subscribers lag.
     pub fn with_event_capacity(capacity: usize) -> Self {
         let (events, _) = broadcast::channel(capacity.clamp(1, usize::MAX / 4));
-        BuildIndex {
-            entries: HashMap::new(),
-            by_commit: BTreeSet::new(),
-            status_counts: [0; 7],
-            init_counts: [0; 4],
-            todo: BTreeSet::new(),
-            started: BTreeSet::new(),
-            evictable: BTreeSet::new(),
-            undeploying: BTreeSet::new(),
-            branches: HashMap::new(),
-            repos: BTreeMap::new(),
-            events,
-        }
+        BuildIndex { entries: HashMap::new(), derived: Derived::default(), events }
     }
 
     /// Subscribes to the changes made from now on.
@@ -256,7 +388,8 @@ impl BuildIndex {
     /// duplicates possible), the one with the smallest name.
     pub fn get_by_commit(&self, commit: &CommitInfo) -> Option<&Build> {
         let digest = commit.identity_digest();
-        self.by_commit
+        self.derived
+            .by_commit
             .range((digest, Arc::<str>::from(""))..)
             .take_while(|(d, _)| *d == digest)
             .filter_map(|(_, n)| self.get(n))
@@ -280,12 +413,12 @@ impl BuildIndex {
 
     /// Number of builds with `status`, in O(1).
     pub fn count_by_status(&self, status: BuildStatus) -> usize {
-        self.status_counts[status.index()]
+        self.derived.status_counts[status.index()]
     }
 
     /// Number of builds with `init_status`, in O(1).
     pub fn count_by_init_status(&self, init_status: InitStatus) -> usize {
-        self.init_counts[init_status.index()]
+        self.derived.init_counts[init_status.index()]
     }
 
     /// Number of deployed builds: all but the undeploying ones.
@@ -296,47 +429,45 @@ impl BuildIndex {
     /// Up to `limit` builds waiting for initialization (init status `todo`,
     /// not undeploying), oldest created first.
     pub fn to_initialize(&self, limit: usize) -> Vec<&Build> {
-        self.resolve(self.todo.iter(), limit)
+        self.resolve(self.derived.todo.iter(), limit)
     }
 
     /// Up to `limit` started builds, oldest last scaled first.
     pub fn oldest_started(&self, limit: usize) -> Vec<&Build> {
-        self.resolve(self.started.iter(), limit)
+        self.resolve(self.derived.started.iter(), limit)
     }
 
     /// Up to `limit` stopped, stopping or failed builds, oldest last scaled
     /// first, never the newest build of a branch.
     pub fn oldest_stopped(&self, limit: usize) -> Vec<&Build> {
-        self.resolve(self.evictable.iter(), limit)
+        self.resolve(self.derived.evictable.iter(), limit)
     }
 
     /// Undeploying builds, oldest created first.
     pub fn to_cleanup(&self) -> Vec<&Build> {
-        self.resolve(self.undeploying.iter(), usize::MAX)
+        self.resolve(self.derived.undeploying.iter(), usize::MAX)
     }
 
     /// The newest branch build of (repo, target branch), if any.
     pub fn newest_of_branch(&self, repo: &str, target_branch: &str) -> Option<&Build> {
-        self.newest_name(repo, target_branch).and_then(|n| self.get(&n))
+        self.derived.newest_name(repo, target_branch).and_then(|n| self.get(n))
     }
 
     /// True when `build` is the newest build of its branch (always false for
     /// pull request builds).
     pub fn is_newest_of_branch(&self, build: &Build) -> bool {
-        build.is_branch()
-            && self
-                .newest_name(build.commit_info.repo(), build.commit_info.target_branch())
-                .is_some_and(|n| *n == *build.name)
+        self.derived.is_newest(build)
     }
 
     /// The builds passing `filters`, in `order`. A repo filter narrows the
     /// walk to that repo's builds.
     pub fn search(&self, filters: &SearchFilters, order: SortOrder) -> Vec<&Build> {
-        let repos: Box<dyn DoubleEndedIterator<Item = &BTreeSet<RepoOrderKey>>> =
-            match &filters.repo {
-                Some(repo) => Box::new(self.repos.get(&repo.to_ascii_lowercase()).into_iter()),
-                None => Box::new(self.repos.values()),
-            };
+        let repos: Box<dyn DoubleEndedIterator<Item = &BTreeSet<RepoOrderKey>>> = match &filters
+            .repo
+        {
+            Some(repo) => Box::new(self.derived.repos.get(&repo.to_ascii_lowercase()).into_iter()),
+            None => Box::new(self.derived.repos.values()),
+        };
         let keys: Box<dyn Iterator<Item = &RepoOrderKey>> = match order {
             SortOrder::Asc => Box::new(repos.flat_map(|set| set.iter())),
             SortOrder::Desc => Box::new(repos.rev().flat_map(|set| set.iter().rev())),
@@ -346,7 +477,7 @@ impl BuildIndex {
 
     /// The repos having at least one build, sorted.
     pub fn repos(&self) -> Vec<&str> {
-        self.repos.keys().map(String::as_str).collect()
+        self.derived.repos.keys().map(String::as_str).collect()
     }
 
     fn resolve<'a>(
@@ -357,131 +488,57 @@ impl BuildIndex {
         keys.take(limit).filter_map(|(_, n)| self.get(n)).collect()
     }
 
-    fn newest_name(&self, repo: &str, target_branch: &str) -> Option<Name> {
-        self.branches.get(repo)?.get(target_branch)?.last().map(|(_, n)| n.clone())
-    }
-
-    fn newest_of(&self, build: &Build) -> Option<Name> {
-        if build.is_branch() {
-            self.newest_name(build.commit_info.repo(), build.commit_info.target_branch())
-        } else {
-            None
-        }
-    }
-
     /// Replaces the build `name` by `new` (or removes it), keeping every
     /// derived structure in step. Returns the previous build.
     fn apply(&mut self, name: &str, new: Option<Build>) -> Option<Build> {
+        let d = &mut self.derived;
+        // Fast path: a build changing state only (the common case: scaled,
+        // initialized…) keeps its place; its branch's newest build cannot
+        // change, so only its own state structures move.
+        if let (Some(nb), Some(entry)) = (&new, self.entries.get_mut(name))
+            && same_place(&entry.build, nb)
+            && let Some(nb) = new
+        {
+            let key = entry.name.clone();
+            d.drop_evictable(entry);
+            d.unindex_state(&key, &entry.build);
+            d.index_state(&key, &nb);
+            let old = std::mem::replace(&mut entry.build, nb);
+            d.sync_evictable(entry);
+            return Some(old);
+        }
         // Builds whose "newest of branch" protection may change: the newest
         // of the affected branches before and after, and the build itself.
         let mut candidates: Vec<Name> = Vec::with_capacity(5);
         if let Some(e) = self.entries.get(name) {
-            candidates.extend(self.newest_of(&e.build));
+            candidates.extend(d.newest_of(&e.build));
         }
         if let Some(b) = &new {
-            candidates.extend(self.newest_of(b));
+            candidates.extend(d.newest_of(b));
         }
-        let old = match self.entries.remove_entry(name) {
-            Some((key, entry)) => {
-                self.unindex(&key, &entry);
-                Some(entry.build)
-            }
-            None => None,
-        };
+        let old = self.entries.remove(name).map(|mut e| {
+            d.drop_evictable(&mut e);
+            d.unindex_state(&e.name, &e.build);
+            d.unindex_place(&e.name, &e.build);
+            e.build
+        });
         if let Some(build) = new {
             let key: Name = Arc::from(build.name.as_str());
-            self.index(&key, &build);
-            candidates.extend(self.newest_of(&build));
-            self.entries.insert(key.clone(), Entry { build, evictable: false });
-            candidates.push(key);
+            d.index_state(&key, &build);
+            d.index_place(&key, &build);
+            candidates.extend(d.newest_of(&build));
+            candidates.push(key.clone());
+            self.entries.insert(key.clone(), Entry { name: key, build, evictable: false });
         }
         if let Some(old) = &old {
-            candidates.extend(self.newest_of(old));
+            candidates.extend(d.newest_of(old));
         }
         for c in candidates {
-            self.sync_evictable(&c);
+            if let Some(entry) = self.entries.get_mut(&*c) {
+                d.sync_evictable(entry);
+            }
         }
         old
-    }
-
-    fn sync_evictable(&mut self, name: &Name) {
-        let Some(entry) = self.entries.get(name) else { return };
-        let should = entry.build.status.is_evictable() && !self.is_newest_of_branch(&entry.build);
-        if should == entry.evictable {
-            return;
-        }
-        let key = (entry.build.last_scaled_or_created(), name.clone());
-        if should {
-            self.evictable.insert(key);
-        } else {
-            self.evictable.remove(&key);
-        }
-        if let Some(entry) = self.entries.get_mut(name) {
-            entry.evictable = should;
-        }
-    }
-
-    fn index(&mut self, name: &Name, b: &Build) {
-        self.status_counts[b.status.index()] += 1;
-        self.init_counts[b.init_status.index()] += 1;
-        if b.init_status == InitStatus::Todo && b.status != BuildStatus::Undeploying {
-            self.todo.insert((b.created, name.clone()));
-        }
-        match b.status {
-            BuildStatus::Started => {
-                self.started.insert((b.last_scaled_or_created(), name.clone()));
-            }
-            BuildStatus::Undeploying => {
-                self.undeploying.insert((b.created, name.clone()));
-            }
-            _ => {}
-        }
-        self.by_commit.insert((b.commit_info.identity_digest(), name.clone()));
-        let c = &b.commit_info;
-        if c.is_branch() {
-            self.branches
-                .entry(c.repo().to_owned())
-                .or_default()
-                .entry(c.target_branch().to_owned())
-                .or_default()
-                .insert((b.created, name.clone()));
-        }
-        self.repos.entry(c.repo().to_owned()).or_default().insert(repo_order_key(b, name));
-    }
-
-    fn unindex(&mut self, name: &Name, entry: &Entry) {
-        let b = &entry.build;
-        self.status_counts[b.status.index()] -= 1;
-        self.init_counts[b.init_status.index()] -= 1;
-        let created = (b.created, name.clone());
-        let scaled = (b.last_scaled_or_created(), name.clone());
-        self.todo.remove(&created);
-        self.undeploying.remove(&created);
-        self.started.remove(&scaled);
-        if entry.evictable {
-            self.evictable.remove(&scaled);
-        }
-        self.by_commit.remove(&(b.commit_info.identity_digest(), name.clone()));
-        let c = &b.commit_info;
-        if c.is_branch()
-            && let Some(branches) = self.branches.get_mut(c.repo())
-        {
-            if let Some(set) = branches.get_mut(c.target_branch()) {
-                set.remove(&created);
-                if set.is_empty() {
-                    branches.remove(c.target_branch());
-                }
-            }
-            if branches.is_empty() {
-                self.branches.remove(c.repo());
-            }
-        }
-        if let Some(set) = self.repos.get_mut(c.repo()) {
-            set.remove(&repo_order_key(b, name));
-            if set.is_empty() {
-                self.repos.remove(c.repo());
-            }
-        }
     }
 }
 

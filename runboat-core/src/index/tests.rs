@@ -2,7 +2,7 @@ use proptest::prelude::*;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::*;
-use crate::testutil::{Model, Spec, arb_build};
+use crate::testutil::{Model, Spec, arb_build, arb_states, ts};
 
 fn names(builds: &[&Build]) -> Vec<String> {
     builds.iter().map(|b| b.name.clone()).collect()
@@ -240,13 +240,17 @@ fn an_upsert_may_change_every_field() {
 #[derive(Debug, Clone)]
 enum Op {
     Upsert(Build),
+    /// Change the state of an existing build (same commit and creation).
+    Touch(usize, (InitStatus, BuildStatus), Option<i64>),
     Remove(usize),
     ReplaceAll(Vec<Build>),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => arb_build(12).prop_map(Op::Upsert),
+        6 => arb_build(12).prop_map(Op::Upsert),
+        6 => (0..12usize, arb_states(), prop::option::of(0..20i64))
+            .prop_map(|(n, states, scaled)| Op::Touch(n, states, scaled)),
         3 => (0..12usize).prop_map(Op::Remove),
         1 => prop::collection::vec(arb_build(12), 0..8).prop_map(Op::ReplaceAll),
     ]
@@ -346,6 +350,20 @@ proptest! {
             let mut expected = Vec::new();
             match op {
                 Op::Upsert(b) => {
+                    let changed = model.upsert(b.clone());
+                    prop_assert_eq!(idx.upsert(b.clone()), changed);
+                    if changed {
+                        expected.push(IndexEvent::Upd(b));
+                    }
+                }
+                Op::Touch(n, (init, status), scaled) => {
+                    let Some(mut b) = model.builds.iter().find(|b| b.name == format!("b{n}")).cloned()
+                    else {
+                        continue;
+                    };
+                    b.init_status = init;
+                    b.status = status;
+                    b.last_scaled = scaled.map(ts);
                     let changed = model.upsert(b.clone());
                     prop_assert_eq!(idx.upsert(b.clone()), changed);
                     if changed {
