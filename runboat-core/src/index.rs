@@ -28,10 +28,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::build::Build;
 use crate::commit::CommitInfo;
+use crate::policy::Limits;
 use crate::status::{BuildStatus, InitStatus};
 
 /// Default capacity of the event channel.
@@ -61,6 +63,42 @@ impl IndexEvent {
             IndexEvent::Upd(b) | IndexEvent::Del(b) => b,
         }
     }
+}
+
+impl IndexEvent {
+    /// The SSE payload of SPEC: `{"event": "upd"|"del", "build": {...}}`,
+    /// the build as [`Build::view`] shows it.
+    pub fn to_json(&self, build_domain: &str, base_url: &str) -> serde_json::Value {
+        serde_json::json!({
+            "event": self.kind(),
+            "build": self.build().to_json(build_domain, base_url),
+        })
+    }
+}
+
+/// The counters of `GET /api/v1/status`, with SPEC's field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    /// Builds not undeploying.
+    pub deployed: usize,
+    /// The `max_deployed` limit.
+    pub max_deployed: usize,
+    /// Builds whose initialization failed.
+    pub failed: usize,
+    /// Stopped builds.
+    pub stopped: usize,
+    /// Started builds.
+    pub started: usize,
+    /// The `max_started` limit.
+    pub max_started: usize,
+    /// Builds waiting for initialization (init status `todo`).
+    pub to_initialize: usize,
+    /// Builds whose initialization job runs (init status `started`).
+    pub initializing: usize,
+    /// The `max_initializing` limit.
+    pub max_initializing: usize,
+    /// Builds being undeployed.
+    pub undeploying: usize,
 }
 
 /// The filters of the API's build searches; `None` means "any".
@@ -419,6 +457,22 @@ impl BuildIndex {
     /// Number of builds with `init_status`, in O(1).
     pub fn count_by_init_status(&self, init_status: InitStatus) -> usize {
         self.derived.init_counts[init_status.index()]
+    }
+
+    /// The counters of the status endpoint, in O(1).
+    pub fn status_counts(&self, limits: &Limits) -> StatusCounts {
+        StatusCounts {
+            deployed: self.count_deployed(),
+            max_deployed: limits.max_deployed,
+            failed: self.count_by_status(BuildStatus::Failed),
+            stopped: self.count_by_status(BuildStatus::Stopped),
+            started: self.count_by_status(BuildStatus::Started),
+            max_started: limits.max_started,
+            to_initialize: self.count_by_init_status(InitStatus::Todo),
+            initializing: self.count_by_init_status(InitStatus::Started),
+            max_initializing: limits.max_initializing,
+            undeploying: self.count_by_status(BuildStatus::Undeploying),
+        }
     }
 
     /// Number of deployed builds: all but the undeploying ones.

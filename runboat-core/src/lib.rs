@@ -21,7 +21,7 @@ mod testutil;
 pub use build::{Build, BuildView};
 pub use commit::CommitInfo;
 pub use error::{Error, Result};
-pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder};
+pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};
 pub use policy::{Action, Limits, decide};
 pub use settings::{BuildRule, RepoRule, Secret, Settings};
 pub use status::{BuildStatus, DeploymentFacts, InitStatus};

@@ -48,6 +48,28 @@ fn events_only_for_real_changes() {
 }
 
 #[test]
+fn event_json_and_status_counts() {
+    let mut idx = BuildIndex::new();
+    let b = Spec::new("b1", BuildStatus::Stopped).build();
+    idx.upsert(b.clone());
+    let mut t = Spec::new("t", BuildStatus::Initializing);
+    t.sha = 1;
+    idx.upsert(t.build());
+    let v = IndexEvent::Del(b.clone()).to_json("d.example", "http://x");
+    assert_eq!(v["event"], "del");
+    assert_eq!(v["build"], b.to_json("d.example", "http://x"));
+    let counts = idx.status_counts(&crate::policy::Limits::default());
+    assert_eq!(
+        serde_json::to_value(counts).expect("json"),
+        serde_json::json!({
+            "deployed": 2, "max_deployed": 10, "failed": 0, "stopped": 1, "started": 0,
+            "max_started": 6, "to_initialize": 1, "initializing": 0, "max_initializing": 2,
+            "undeploying": 0,
+        })
+    );
+}
+
+#[test]
 fn a_slow_subscriber_lags_and_never_blocks_the_index() {
     let mut idx = BuildIndex::with_event_capacity(2);
     let mut rx = idx.subscribe();
