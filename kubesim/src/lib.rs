@@ -28,6 +28,7 @@ mod server;
 mod sim;
 mod status;
 mod store;
+mod table;
 mod validate;
 
 pub use config::{

@@ -300,6 +300,7 @@ async fn dispatch_inner(
         return Err(err);
     }
     let ns = t.ns.as_deref().unwrap_or_default();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let sub = match t.sub.as_deref() {
         None => Sub::Main,
         Some("status") if def.has_subresource("status") => Sub::Status,
@@ -320,6 +321,11 @@ async fn dispatch_inner(
                 return watch_response(inner, t.res, t.ns.clone(), query, &q);
             }
             let (code, body) = inner.list(t.res, t.ns.as_deref(), &query)?;
+            if crate::table::wants_table(accept) {
+                let list: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                return Ok(json_value(&crate::table::table(def, &items, list["metadata"].clone())));
+            }
             Ok(json_response(code, body))
         }
         ("GET", Some(name)) => {
@@ -327,6 +333,13 @@ async fn dispatch_inner(
             if sub == Sub::Scale {
                 let scale = crate::api::scale_response(def, &obj.value());
                 return Ok(json_value(&scale));
+            }
+            if sub == Sub::Main && crate::table::wants_table(accept) {
+                return Ok(json_value(&crate::table::table(
+                    def,
+                    &[obj.value()],
+                    json!({"resourceVersion": obj.rv.to_string()}),
+                )));
             }
             Ok(json_response(200, obj.json.clone()))
         }
