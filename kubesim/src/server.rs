@@ -731,3 +731,38 @@ async fn pod_log(
     });
     Ok(plain(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_resolve_to_resources() {
+        let Some(Parsed::Resource(t)) =
+            parse_path("/apis/apps/v1/namespaces/ns/deployments/web/scale")
+        else {
+            panic!("a deployment scale path");
+        };
+        assert_eq!(
+            (resources::def(t.res).plural, t.ns.as_deref(), t.name.as_deref(), t.sub.as_deref()),
+            ("deployments", Some("ns"), Some("web"), Some("scale"))
+        );
+        let Some(Parsed::Resource(t)) = parse_path("/api/v1/namespaces/ns") else {
+            panic!("a namespace path")
+        };
+        assert_eq!((resources::def(t.res).plural, t.name.as_deref()), ("namespaces", Some("ns")));
+        let Some(Parsed::Resource(t)) = parse_path("/api/v1/pods") else { panic!("all pods") };
+        assert_eq!((t.ns, t.name), (None, None));
+        assert!(parse_path("/api/v1/pods/x").is_none(), "namespaced items need a namespace");
+        assert!(parse_path("/apis/apps/v2/deployments").is_none());
+        assert!(matches!(parse_path("/apis/batch/v1"), Some(Parsed::Discovery(..))));
+    }
+
+    proptest! {
+        #[test]
+        fn path_parsing_never_panics(p in "(/[a-z0-9.]{0,12}){0,8}") {
+            let _ = parse_path(&p);
+        }
+    }
+}

@@ -237,3 +237,40 @@ async fn secrets_string_data_is_encoded_and_namespaces_delete_their_content() {
     );
     assert_eq!(status_of(secrets.get("s").await).code, 404);
 }
+
+#[tokio::test]
+async fn discovery_is_complete_enough_for_kube() {
+    let sim = sim().await;
+    let info = sim.client().apiserver_version().await.expect("version");
+    assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "33"));
+    let discovery = kube::discovery::Discovery::new(sim.client()).run().await.expect("discovery");
+    let mut kinds = Vec::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            kinds.push(format!(
+                "{}/{}:{}",
+                ar.group,
+                ar.kind,
+                caps.scope == kube::discovery::Scope::Namespaced
+            ));
+        }
+    }
+    for expected in [
+        "apps/Deployment:true",
+        "batch/Job:true",
+        "/Namespace:false",
+        "/Pod:true",
+        "networking.k8s.io/Ingress:true",
+        "coordination.k8s.io/Lease:true",
+    ] {
+        assert!(kinds.contains(&expected.to_string()), "{expected} in {kinds:?}");
+    }
+    let (ar, caps) = kube::discovery::pinned_kind(
+        &sim.client(),
+        &kube::api::GroupVersionKind::gvk("apps", "v1", "Deployment"),
+    )
+    .await
+    .expect("pinned");
+    assert_eq!(ar.plural, "deployments");
+    assert!(caps.subresources.iter().any(|(sub, _)| sub.plural == "scale"));
+}
