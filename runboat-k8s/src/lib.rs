@@ -1,4 +1,15 @@
-//! `Cluster` on a real Kubernetes API server (kube-rs), and kubefiles rendering.
+//! runboat on a real Kubernetes cluster: kubefiles rendering (native minijinja
+//! templates or kustomize directories) with runboat's contract stamped on every
+//! object, and (later) the `Cluster` implementation on kube-rs.
 //!
-//! Skeleton: the implementation is tracked by the runboat-k8s issue. Nothing
-//! here works yet, and nothing pretends to.
+//! Rendering does no Kubernetes API I/O: it turns kubefiles and a [`RenderContext`]
+//! into JSON objects; applying them is the cluster's job. Nothing here decides
+//! *when* to render or apply: that is runboat-core's controller.
+
+mod error;
+pub mod render;
+
+pub use error::{Error, Result};
+pub use render::{
+    CommitVars, Format, Kubefiles, Mode, RenderContext, check_kubectl_at, check_kustomize_available,
+};

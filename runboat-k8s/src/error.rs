@@ -1,0 +1,125 @@
+//! The errors of this crate.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong in runboat-k8s.
+///
+/// Messages never carry secret values: text quoted from rendered kubefiles or from
+/// kubectl is redacted first.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The kubefiles directory (or one of its files) could not be read.
+    #[error("cannot read kubefiles at {}", path.display())]
+    ReadKubefiles {
+        /// The file or directory that failed.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A kubefile is not UTF-8 text.
+    #[error("kubefile {} is not UTF-8 text", path.display())]
+    NotText {
+        /// The offending file, relative to the kubefiles directory.
+        path: PathBuf,
+    },
+
+    /// A kubefile path is not a plain relative path inside the set.
+    #[error("kubefile path {path:?} is not a relative path inside the kubefiles")]
+    BadPath {
+        /// The offending path.
+        path: String,
+    },
+
+    /// The kubefiles contain no template at all.
+    #[error("no kubefiles found in {origin} (expected *.yaml, *.yaml.jinja or a kustomization)")]
+    NoKubefiles {
+        /// Where the kubefiles were looked for.
+        origin: String,
+    },
+
+    /// The render variables cannot be used (e.g. a build name that is not a DNS label).
+    #[error("invalid render context: {reason}")]
+    InvalidContext {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A template failed to compile or to render (an unknown variable, a syntax error...).
+    #[error("kubefile {file}, line {line}: {message}")]
+    Template {
+        /// The template that failed.
+        file: String,
+        /// Its line, 0 when unknown.
+        line: usize,
+        /// What failed.
+        message: String,
+        /// The template engine's error.
+        #[source]
+        source: minijinja::Error,
+    },
+
+    /// A rendered kubefile is not valid YAML.
+    #[error("kubefile {file} does not render to valid YAML: {message}")]
+    Yaml {
+        /// The kubefile (or `kubectl kustomize output`).
+        file: String,
+        /// The parser's message, secrets redacted.
+        message: String,
+    },
+
+    /// A rendered document is not a Kubernetes object runboat can apply.
+    #[error("kubefile {file}: {reason}")]
+    InvalidObject {
+        /// The kubefile (or `kubectl kustomize output`).
+        file: String,
+        /// What is wrong with the object.
+        reason: String,
+    },
+
+    /// Two rendered objects have the same kind and name.
+    #[error("kubefiles render {kind} {name:?} twice")]
+    DuplicateObject {
+        /// The object's kind.
+        kind: String,
+        /// Its (prefixed) name.
+        name: String,
+    },
+
+    /// `kubectl` cannot be run, and kustomize-format kubefiles need it.
+    #[error(
+        "kustomize kubefiles need `kubectl` on PATH (`kubectl kustomize`), and it cannot be run"
+    )]
+    KustomizeUnavailable {
+        /// Why it could not be run.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `kubectl kustomize` ran and failed.
+    #[error("kubectl kustomize failed ({status}): {stderr}")]
+    Kustomize {
+        /// Its exit status.
+        status: String,
+        /// Its error output, secrets redacted, truncated.
+        stderr: String,
+    },
+
+    /// `kubectl kustomize` did not finish in time.
+    #[error("kubectl kustomize did not finish within {0:?}")]
+    KustomizeTimeout(Duration),
+
+    /// The temporary directory for kustomize could not be prepared.
+    #[error("cannot prepare the kustomize directory")]
+    TempDir {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,212 @@
+//! Values from outside (branch and repository names, env values, template vars)
+//! cannot inject YAML into the default kubefiles: whatever they contain, the
+//! rendered objects carry exactly those strings, and nothing more.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use runboat_k8s::{Kubefiles, Mode, RenderContext};
+use serde_json::{Value, json};
+
+use crate::support::{find, full, kubectl_available, kustomize, names, native};
+
+/// Strings made of the pieces that break naive YAML templating, plus anything.
+fn hostile_string() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("\"".to_owned()),
+        Just("'".to_owned()),
+        Just("\n".to_owned()),
+        Just("\r\n".to_owned()),
+        Just(": ".to_owned()),
+        Just("{{ build_name }}".to_owned()),
+        Just("{%".to_owned()),
+        Just("#".to_owned()),
+        Just("\n---\nkind: Secret\n".to_owned()),
+        Just("- ".to_owned()),
+        Just("\\".to_owned()),
+        Just("&a *a !!str |".to_owned()),
+        Just("é漢🦀".to_owned()),
+        Just("\u{85}".to_owned()),
+        Just("\u{2028}\u{2029}".to_owned()),
+        Just("\u{feff}".to_owned()),
+        Just("\u{7f}".to_owned()),
+        Just("\t\u{b}\u{1b}".to_owned()),
+        "[ -~]{1,6}",
+        any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+#[derive(Debug, Clone)]
+struct Outside {
+    repo: String,
+    branch: String,
+    env: BTreeMap<String, String>,
+    secret: String,
+    storage_class: String,
+    tls_secret: String,
+    domain: String,
+}
+
+fn outside() -> impl Strategy<Value = Outside> {
+    (
+        hostile_string(),
+        hostile_string(),
+        prop::collection::btree_map("[A-Z][A-Z0-9_]{0,8}", hostile_string(), 0..4),
+        hostile_string(),
+        hostile_string(),
+        hostile_string(),
+        hostile_string(),
+    )
+        .prop_map(|(repo, branch, env, secret, storage_class, tls_secret, domain)| Outside {
+            repo,
+            branch,
+            env,
+            secret,
+            storage_class,
+            tls_secret,
+            domain,
+        })
+}
+
+/// Characters the kustomize format refuses (see `kustomize_cannot_carry` in the crate):
+/// DEL, C1 controls (NEL included), U+FFFE/U+FFFF.
+fn kustomize_cannot_carry(outside: &Outside) -> bool {
+    let bad =
+        |s: &String| s.chars().any(|c| matches!(c, '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}'));
+    [
+        &outside.repo,
+        &outside.branch,
+        &outside.secret,
+        &outside.storage_class,
+        &outside.tls_secret,
+        &outside.domain,
+    ]
+    .into_iter()
+    .chain(outside.env.values())
+    .any(bad)
+}
+
+fn context(mode: Mode, outside: &Outside) -> RenderContext {
+    let mut ctx = full(mode);
+    ctx.commit_info.repo = outside.repo.clone();
+    ctx.commit_info.target_branch = outside.branch.clone();
+    ctx.build_domain = outside.domain.clone();
+    ctx.build_env = outside.env.clone();
+    ctx.build_secret_env.insert("PGPASSWORD".into(), outside.secret.clone());
+    ctx.build_template_vars.insert("storageClassName".into(), json!(outside.storage_class));
+    ctx.build_template_vars.insert("tlsSecretName".into(), json!(outside.tls_secret));
+    ctx
+}
+
+fn check(
+    objects: &[Value],
+    mode: Mode,
+    ctx: &RenderContext,
+    expected_names: &[String],
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(names(objects), expected_names, "no object injected or lost");
+    for object in objects {
+        let annotations = &object["metadata"]["annotations"];
+        prop_assert_eq!(
+            &annotations["runboat/target-branch"],
+            &json!(ctx.commit_info.target_branch)
+        );
+        prop_assert_eq!(&annotations["runboat/repo"], &json!(ctx.commit_info.repo.to_lowercase()));
+    }
+    let env = find(objects, "ConfigMap", "-odooenv");
+    prop_assert_eq!(&env["data"]["RUNBOAT_GIT_REPO"], &json!(ctx.commit_info.repo));
+    for (key, value) in &ctx.build_env {
+        if !["PGDATABASE", "ADDONS_DIR", "RUNBOAT_GIT_REPO", "RUNBOAT_GIT_REF"]
+            .contains(&key.as_str())
+        {
+            prop_assert_eq!(&env["data"][key], &json!(value));
+        }
+    }
+    let secret = find(objects, "Secret", "-odoosecretenv");
+    let password = secret["data"]["PGPASSWORD"].as_str().unwrap_or_default();
+    prop_assert_eq!(decode_base64(password), ctx.build_secret_env["PGPASSWORD"].as_bytes());
+    if mode == Mode::Deployment {
+        let pvc = find(objects, "PersistentVolumeClaim", "-data");
+        prop_assert_eq!(
+            &pvc["spec"]["storageClassName"],
+            &ctx.build_template_vars["storageClassName"]
+        );
+        let ingress = find(objects, "Ingress", "-odoo");
+        let host = format!("{}.{}", ctx.build_slug, ctx.build_domain);
+        prop_assert_eq!(&ingress["spec"]["rules"][0]["host"], &json!(host));
+        prop_assert_eq!(
+            &ingress["spec"]["tls"][0]["secretName"],
+            &ctx.build_template_vars["tlsSecretName"]
+        );
+    }
+    Ok(())
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => u32::from(c - b'A'),
+        b'a'..=b'z' => u32::from(c - b'a') + 26,
+        b'0'..=b'9' => u32::from(c - b'0') + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let data: Vec<u8> = chunk.iter().copied().filter(|&c| c != b'=').collect();
+        let n = data.iter().enumerate().fold(0, |n, (i, &c)| n | (value(c) << (18 - 6 * i)));
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..data.len().saturating_sub(1)]);
+    }
+    out
+}
+
+async fn expected_names(kubefiles: &Kubefiles, mode: Mode) -> Vec<String> {
+    names(&kubefiles.render(&full(mode)).await.expect("renders"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn native_default_kubefiles_carry_outside_strings_exactly(outside in outside()) {
+        let rt = runtime();
+        let kubefiles = native();
+        for mode in [Mode::Deployment, Mode::Initialize] {
+            let expected = rt.block_on(expected_names(&kubefiles, mode));
+            let ctx = context(mode, &outside);
+            let objects = rt.block_on(kubefiles.render(&ctx));
+            let objects = objects.map_err(|err| TestCaseError::fail(format!("render failed: {err}")))?;
+            check(&objects, mode, &ctx, &expected)?;
+        }
+    }
+}
+
+proptest! {
+    // kubectl kustomize takes ~100 ms a call: fewer cases.
+    #![proptest_config(ProptestConfig::with_cases(20))]
+
+    #[test]
+    fn kustomize_default_kubefiles_carry_outside_strings_exactly(outside in outside()) {
+        let rt = runtime();
+        if !rt.block_on(kubectl_available("kustomize_default_kubefiles_carry_outside_strings_exactly")) {
+            return Ok(());
+        }
+        let kubefiles = kustomize();
+        let mode = Mode::Deployment;
+        let expected = rt.block_on(expected_names(&kubefiles, mode));
+        let ctx = context(mode, &outside);
+        let objects = rt.block_on(kubefiles.render(&ctx));
+        if kustomize_cannot_carry(&outside) {
+            let outcome = objects.map(|objects| names(&objects));
+            prop_assert!(matches!(outcome, Err(runboat_k8s::Error::InvalidContext { .. })), "{:?}", outcome);
+            return Ok(());
+        }
+        let objects = objects.map_err(|err| TestCaseError::fail(format!("render failed: {err}")))?;
+        check(&objects, mode, &ctx, &expected)?;
+    }
+}

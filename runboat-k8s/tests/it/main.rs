@@ -1,0 +1,9 @@
+//! Integration tests of runboat-k8s, one binary.
+
+mod support;
+
+mod contract;
+mod default_kubefiles;
+mod injection;
+mod kustomize;
+mod native;
