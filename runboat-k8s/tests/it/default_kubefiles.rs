@@ -235,3 +235,15 @@ fn the_kustomize_scripts_are_the_native_ones() {
         assert_eq!(native, kustomize, "{script} differs between the native and kustomize sets");
     }
 }
+
+#[tokio::test]
+async fn kubefiles_render_from_spawned_tasks() {
+    // The server shares one loaded set between tasks: it must be Sync and its render
+    // future Send.
+    let kubefiles = std::sync::Arc::new(native());
+    let task = {
+        let kubefiles = std::sync::Arc::clone(&kubefiles);
+        tokio::spawn(async move { kubefiles.render(&minimal(Mode::Stop)).await.map(|o| o.len()) })
+    };
+    assert_eq!(task.await.expect("task").expect("renders"), 3);
+}
