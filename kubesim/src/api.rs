@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::patch;
-use crate::resources::{self, NAMESPACES, ResId, ResourceDef};
+use crate::resources::{self, NAMESPACES, PODS, ResId, ResourceDef};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::sim::Inner;
 use crate::status::{ApiError, Cause, success_status};
@@ -812,9 +812,34 @@ impl Inner {
         if res == NAMESPACES {
             return Ok(self.delete_namespace(state, name, v));
         }
+        if res == PODS && fins.is_empty() {
+            let delay = self.controller_config().pod_termination_delay;
+            let grace = opts.grace_period.unwrap_or_else(|| {
+                v.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30)
+            });
+            let terminal = matches!(
+                v.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            if !delay.is_zero() && grace > 0 && !terminal {
+                // Graceful deletion: the simulated kubelet removes the pod later.
+                let at = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(grace))
+                    .unwrap_or_else(|_| jiff::Timestamp::now());
+                v["metadata"]["deletionTimestamp"] = json!(
+                    jiff::Timestamp::from_second(at.as_second())
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|_| now())
+                );
+                v["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                let stored = state.commit(res, ns, name, Some(v));
+                return Ok((200, stored.json.clone()));
+            }
+        }
         if fins.is_empty() {
-            let gone = state.commit(res, ns, name, None);
-            let _ = gone;
+            state.commit(res, ns, name, None);
             return Ok((200, to_bytes(&success_status(name, def, &existing.uid))));
         }
         v["metadata"]["deletionTimestamp"] = json!(now());

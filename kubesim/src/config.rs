@@ -58,6 +58,9 @@ pub struct ControllerConfig {
     pub garbage_collector: bool,
     /// Time from a pod's creation to it being Running and Ready.
     pub pod_ready_delay: Duration,
+    /// Time a deleted pod stays Terminating (capped by its grace period);
+    /// zero deletes pods at once.
+    pub pod_termination_delay: Duration,
     /// Default time a job pod runs before its outcome.
     pub job_duration: Duration,
     /// Scripted job outcomes, first match wins; unmatched jobs succeed.
@@ -73,6 +76,7 @@ impl Default for ControllerConfig {
             jobs: true,
             garbage_collector: true,
             pod_ready_delay: Duration::from_secs(1),
+            pod_termination_delay: Duration::ZERO,
             job_duration: Duration::from_secs(1),
             job_rules: Vec::new(),
             job_hook: None,
@@ -108,6 +112,7 @@ impl std::fmt::Debug for ControllerConfig {
             .field("jobs", &self.jobs)
             .field("garbage_collector", &self.garbage_collector)
             .field("pod_ready_delay", &self.pod_ready_delay)
+            .field("pod_termination_delay", &self.pod_termination_delay)
             .field("job_duration", &self.job_duration)
             .field("job_rules", &self.job_rules)
             .field("job_hook", &self.job_hook.as_ref().map(|_| "<fn>"))

@@ -33,6 +33,7 @@ enum Work {
 enum Timer {
     PodRunning(String, String),
     PodFinished(String, String),
+    PodTerminated(String, String),
 }
 
 struct Controllers {
@@ -220,6 +221,22 @@ impl Controllers {
                 }
             }
         }
+        if res == PODS
+            && kind == EventType::Modified
+            && v.pointer("/metadata/deletionTimestamp").is_some()
+            && finalizers(v).is_empty()
+        {
+            let grace = v
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let delay = self
+                .inner
+                .controller_config()
+                .pod_termination_delay
+                .min(Duration::from_secs(grace));
+            self.schedule(delay, Timer::PodTerminated(ns.into(), name.into()));
+        }
         if kind == EventType::Deleted {
             self.enqueue(Work::Orphans(uid.into()));
             if !ns.is_empty() {
@@ -266,6 +283,16 @@ impl Controllers {
             match t {
                 Timer::PodRunning(ns, name) => self.pod_running(&ns, &name, cfg),
                 Timer::PodFinished(ns, name) => self.pod_finished(&ns, &name),
+                Timer::PodTerminated(ns, name) => self.inner.store.write(|state| {
+                    let gone = state.get(PODS, &ns, &name).is_some_and(|p| {
+                        let v = p.value();
+                        v.pointer("/metadata/deletionTimestamp").is_some()
+                            && finalizers(&v).is_empty()
+                    });
+                    if gone {
+                        state.commit(PODS, &ns, &name, None);
+                    }
+                }),
             }
         }
     }

@@ -217,6 +217,11 @@ impl Handle {
         self.control(ControlAction::AddJobRule(rule));
     }
 
+    /// Changes the controllers' configuration at run time (timings, switches, rules).
+    pub fn update_controllers(&self, f: impl FnOnce(&mut ControllerConfig)) {
+        f(&mut self.inner.controllers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
     /// Sets the test hook deciding job scripts (before the rules).
     pub fn set_job_hook(&self, hook: JobHook) {
         self.inner.controllers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).job_hook =

@@ -248,3 +248,49 @@ async fn paused_controllers_do_nothing_until_resumed() {
     .expect("in time")
     .expect("ok");
 }
+
+#[tokio::test]
+async fn pods_terminate_gracefully_when_configured() {
+    let sim = sim_with(ControllerConfig {
+        pod_termination_delay: Duration::from_millis(300),
+        ..ControllerConfig::instant()
+    })
+    .await;
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &deployment("web", "b1")).await.expect("created");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "ns");
+    let name = pods_of(&pods, "b1").await.pop().and_then(|p| p.metadata.name).expect("pod");
+    let terminating = pods
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleted")
+        .left()
+        .expect("still there");
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    assert!(pods.get(&name).await.expect("terminating pod").metadata.deletion_timestamp.is_some());
+    let uid = terminating.metadata.uid.expect("uid");
+    tokio::time::timeout(WAIT, await_condition(pods.clone(), &name, conditions::is_deleted(&uid)))
+        .await
+        .expect("in time")
+        .expect("ok");
+    // The ReplicaSet replaced it; gracePeriodSeconds=0 deletes at once.
+    assert!(
+        sim.wait_until(WAIT, |h| h.list("pods", Some("ns")).map(|p| p.len()).unwrap_or(0) == 1)
+            .await
+    );
+    let other =
+        pods_of(&pods, "b1").await.pop().and_then(|p| p.metadata.name).expect("replacement pod");
+    assert_ne!(other, name);
+    pods.delete(&other, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() })
+        .await
+        .expect("deleted")
+        .right()
+        .expect("gone at once");
+}
