@@ -30,10 +30,11 @@ enum Work {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A pod transition due at some time.
 enum Timer {
-    PodRunning(String, String),
-    PodFinished(String, String),
-    PodTerminated(String, String),
+    Running(String, String),
+    Finished(String, String),
+    Terminated(String, String),
 }
 
 struct Controllers {
@@ -235,7 +236,7 @@ impl Controllers {
                 .controller_config()
                 .pod_termination_delay
                 .min(Duration::from_secs(grace));
-            self.schedule(delay, Timer::PodTerminated(ns.into(), name.into()));
+            self.schedule(delay, Timer::Terminated(ns.into(), name.into()));
         }
         if kind == EventType::Deleted {
             self.enqueue(Work::Orphans(uid.into()));
@@ -281,9 +282,9 @@ impl Controllers {
         while self.timers.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
             let Some(Reverse((_, _, t))) = self.timers.pop() else { break };
             match t {
-                Timer::PodRunning(ns, name) => self.pod_running(&ns, &name, cfg),
-                Timer::PodFinished(ns, name) => self.pod_finished(&ns, &name),
-                Timer::PodTerminated(ns, name) => self.inner.store.write(|state| {
+                Timer::Running(ns, name) => self.pod_running(&ns, &name, cfg),
+                Timer::Finished(ns, name) => self.pod_finished(&ns, &name),
+                Timer::Terminated(ns, name) => self.inner.store.write(|state| {
                     let gone = state.get(PODS, &ns, &name).is_some_and(|p| {
                         let v = p.value();
                         v.pointer("/metadata/deletionTimestamp").is_some()
@@ -508,7 +509,7 @@ impl Controllers {
                 });
                 if let Some(pod) = self.create(PODS, ns, body) {
                     let pname = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                    self.schedule(cfg.pod_ready_delay, Timer::PodRunning(ns.into(), pname));
+                    self.schedule(cfg.pod_ready_delay, Timer::Running(ns.into(), pname));
                 }
             }
         } else if have > want {
@@ -604,8 +605,8 @@ impl Controllers {
                 let script = self.script_for(&job, cfg);
                 let run_for = script.duration.unwrap_or(cfg.job_duration);
                 self.scripts.insert((ns.into(), pname.clone()), script);
-                self.schedule(Duration::ZERO, Timer::PodRunning(ns.into(), pname.clone()));
-                self.schedule(run_for, Timer::PodFinished(ns.into(), pname));
+                self.schedule(Duration::ZERO, Timer::Running(ns.into(), pname.clone()));
+                self.schedule(run_for, Timer::Finished(ns.into(), pname));
                 active += 1;
             }
         }
