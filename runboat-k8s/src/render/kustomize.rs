@@ -126,7 +126,7 @@ fn write_rendered(kubefiles: &Kubefiles, ctx: &RenderContext, dir: &Path) -> Res
     let io_error = |source| Error::TempDir { source };
     for (path, content) in kubefiles.files.iter() {
         let (target, text) = match path.strip_suffix(".jinja") {
-            Some(target) => (target, Cow::Owned(kubefiles.render_template(path, &vars)?)),
+            Some(target) => (target, Cow::Owned(kubefiles.render_template(path, &vars, ctx)?)),
             None => (path.as_str(), Cow::Borrowed(content.as_str())),
         };
         let destination = dir.join(target);

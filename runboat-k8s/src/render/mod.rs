@@ -155,8 +155,19 @@ impl Kubefiles {
     }
 
     /// Renders one template to text.
-    fn render_template(&self, path: &str, ctx: &minijinja::Value) -> Result<String> {
-        self.env.get_template(path).and_then(|t| t.render(ctx)).map_err(template_error)
+    fn render_template(
+        &self,
+        path: &str,
+        vars: &minijinja::Value,
+        ctx: &RenderContext,
+    ) -> Result<String> {
+        self.env.get_template(path).and_then(|t| t.render(vars)).map_err(|err| {
+            let mut err = template_error(err);
+            if let Error::Template { message, .. } = &mut err {
+                *message = ctx.redact(message);
+            }
+            err
+        })
     }
 }
 

@@ -14,7 +14,7 @@ pub(super) fn render(kubefiles: &Kubefiles, ctx: &RenderContext) -> Result<Vec<V
     let vars = minijinja::Value::from(minijinja::value::Serde(ctx));
     let mut objects = Vec::new();
     for path in &kubefiles.templates {
-        let text = kubefiles.render_template(path, &vars)?;
+        let text = kubefiles.render_template(path, &vars, ctx)?;
         for mut document in parse_documents(&text, path, ctx)? {
             if !document.is_object() {
                 return Err(Error::InvalidObject {

@@ -314,3 +314,31 @@ pub(crate) fn finish(mut objects: Vec<Value>, mode: Mode) -> Result<Vec<Value>> 
     }
     Ok(objects)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn names_are_prefixed_once() {
+        assert_eq!(prefixed_name("b1", "odoo"), "b1-odoo");
+        assert_eq!(prefixed_name("b1", "b1-odoo"), "b1-odoo");
+        assert_eq!(prefixed_name("b1", "b1"), "b1");
+        assert_eq!(prefixed_name("b1", "b12-odoo"), "b1-b12-odoo");
+    }
+
+    proptest! {
+        #[test]
+        fn a_prefixed_name_belongs_to_the_build_and_is_stable(
+            build in "[a-z][a-z0-9-]{0,10}[a-z0-9]",
+            name in "[a-z0-9.-]{1,20}",
+        ) {
+            let once = prefixed_name(&build, &name);
+            let prefix = format!("{}-", build);
+            prop_assert!(once == build || once.starts_with(&prefix));
+            prop_assert_eq!(prefixed_name(&build, &once), once.clone());
+            prop_assert!(once.ends_with(&name));
+        }
+    }
+}

@@ -96,6 +96,11 @@ fn context(mode: Mode, outside: &Outside) -> RenderContext {
     ctx.build_secret_env.insert("PGPASSWORD".into(), outside.secret.clone());
     ctx.build_template_vars.insert("storageClassName".into(), json!(outside.storage_class));
     ctx.build_template_vars.insert("tlsSecretName".into(), json!(outside.tls_secret));
+    // A map from outside: hostile keys and values.
+    ctx.build_template_vars.insert(
+        "ingressAnnotations".into(),
+        json!({ outside.branch.clone(): outside.storage_class.clone(), "x": outside.repo.clone() }),
+    );
     ctx
 }
 
