@@ -215,3 +215,29 @@ proptest! {
         check(&objects, mode, &ctx, &expected)?;
     }
 }
+
+#[tokio::test]
+async fn long_values_are_carried_too() {
+    let long = "x: \"y\"\n---\n{{ 'é' }} # ".repeat(1000);
+    let outside = Outside {
+        repo: long.clone(),
+        branch: long.clone(),
+        env: BTreeMap::from([("LONG".to_owned(), long.clone())]),
+        secret: long.clone(),
+        storage_class: long.clone(),
+        tls_secret: long.clone(),
+        domain: long,
+    };
+    let kubefiles = native();
+    let expected = expected_names(&kubefiles, Mode::Deployment).await;
+    let mut ctx = context(Mode::Deployment, &outside);
+    // YAML limits implicit keys to 1024 characters (Kubernetes keys to 253 anyway):
+    // only values are long here.
+    ctx.build_template_vars.insert("ingressAnnotations".into(), json!({ "k": outside.repo }));
+    let objects = kubefiles.render(&ctx).await.expect("renders");
+    check(&objects, Mode::Deployment, &ctx, &expected).expect("carried exactly");
+    if kubectl_available("long_values_are_carried_too (kustomize)").await {
+        let objects = kustomize().render(&ctx).await.expect("renders");
+        check(&objects, Mode::Deployment, &ctx, &expected).expect("carried exactly");
+    }
+}
