@@ -80,6 +80,14 @@ async fn fetch(addr: &str, path: &str, lines: Option<usize>) -> usize {
     total
 }
 
+/// The process's resident memory, from /proc (Linux), for the report.
+fn resident_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.trim_start_matches("VmRSS:").trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 struct Fixture {
     rt: tokio::runtime::Runtime,
     sim: KubeSim,
@@ -111,9 +119,10 @@ fn fixture(count: usize, namespaces: usize) -> Fixture {
         sim.create("deployments", &format!("ns{}", i % namespaces), deployment(i)).expect("seeded");
     }
     eprintln!(
-        "seeded {count} deployments in {:?} ({:.0} creates/s)",
+        "seeded {count} deployments in {:?} ({:.0} creates/s), resident memory {}",
         started.elapsed(),
-        count as f64 / started.elapsed().as_secs_f64()
+        count as f64 / started.elapsed().as_secs_f64(),
+        resident_memory()
     );
     let addr = sim.url().trim_start_matches("http://").to_string();
     Fixture { rt, sim, addr, start_rv }

@@ -39,6 +39,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/kubesim/faults", post(post_faults))
         .route("/kubesim/stats", get(stats))
         .fallback(dispatch)
+        // The real server accepts objects up to about 1.5 MB, plus request overhead.
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
         .with_state(inner)
 }
 
