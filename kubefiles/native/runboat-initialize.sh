@@ -9,6 +9,13 @@
 
 set -ex
 
+# The `download` init container's log, here where the build's init log is read.
+cat /mnt/data/runboat-download.log || true
+if [ ! -f /mnt/data/runboat-download.ok ]; then
+    echo "Downloading the source failed."
+    exit 1
+fi
+
 ODOO=$(which odoo || which openerp-server)
 
 # Install the repository and its dependencies in the image's virtualenv.
