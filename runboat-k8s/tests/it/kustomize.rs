@@ -142,6 +142,15 @@ async fn an_original_runboat_directory_renders() {
 }
 
 #[tokio::test]
+async fn the_startup_check_reports_versions() {
+    if !kubectl_available("the_startup_check_reports_versions").await {
+        return;
+    }
+    let versions = runboat_k8s::check_kustomize_available().await.expect("kubectl runs");
+    assert!(versions.starts_with("kubectl v") && versions.contains(", kustomize v"), "{versions}");
+}
+
+#[tokio::test]
 async fn a_missing_kubectl_is_a_clear_error() {
     let err = runboat_k8s::check_kubectl_at("/nonexistent/kubectl".as_ref())
         .await
