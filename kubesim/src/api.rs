@@ -310,8 +310,8 @@ impl Inner {
         mut body: Value,
     ) -> Result<Value, ApiError> {
         let def = resources::def(res);
-        if !body.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        if let Some(why) = validate::shape_error(&body) {
+            return Err(ApiError::bad_request(why));
         }
         if let Some(kind) = str_field(&body, "/kind")
             && kind != def.kind
@@ -442,8 +442,8 @@ impl Inner {
         opts: &WriteOpts,
     ) -> Result<Bytes, ApiError> {
         let def = resources::def(res);
-        if !new.is_object() {
-            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        if let Some(why) = validate::shape_error(&new) {
+            return Err(ApiError::bad_request(why));
         }
         if let Some(n) = str_field(&new, "/metadata/name")
             && n != name
@@ -618,6 +618,9 @@ impl Inner {
         self.store.write(|state| {
             let Some(existing) = state.get(res, ns, name).cloned() else {
                 if ptype == PatchType::Apply && sub == Sub::Main {
+                    if let Some(why) = validate::shape_error(&patch_value) {
+                        return Err(ApiError::bad_request(why));
+                    }
                     if let Some(n) = str_field(&patch_value, "/metadata/name")
                         && n != name {
                             return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
@@ -1193,7 +1196,60 @@ mod tests {
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            "[a-z0-9/.-]{0,6}".prop_map(Value::String)
+        ];
+        let keys = prop_oneof![
+            Just("metadata".to_string()),
+            Just("spec".to_string()),
+            Just("status".to_string()),
+            Just("template".to_string()),
+            Just("containers".to_string()),
+            Just("labels".to_string()),
+            Just("name".to_string()),
+            Just("ports".to_string()),
+            Just("replicas".to_string()),
+            Just("selector".to_string()),
+            Just("finalizers".to_string()),
+            "[a-z]{1,3}".prop_map(|s| s)
+        ];
+        leaf.prop_recursive(4, 32, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map(keys.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn writes_of_arbitrary_json_never_panic(body in arb_json(), patch in arb_json(), res in prop_oneof![Just(resources::DEPLOYMENTS), Just(resources::JOBS), Just(PODS), Just(2usize), Just(4usize), Just(5usize)]) {
+            let inner = Inner::new(&crate::Config::default());
+            let opts = WriteOpts::default();
+            let _ = inner.create(NAMESPACES, "", json!({"metadata": {"name": "ns"}}), &opts);
+            let mut named = body.clone();
+            if named.is_object() {
+                named["metadata"] = json!({"name": "x"});
+            }
+            let _ = inner.create(res, "ns", body, &opts);
+            let _ = inner.create(res, "ns", named.clone(), &opts);
+            let bytes = serde_json::to_vec(&patch).unwrap_or_default();
+            for ptype in [PatchType::Merge, PatchType::Strategic, PatchType::Json] {
+                let _ = inner.patch(res, "ns", "x", ptype, &bytes, Sub::Main, &opts);
+                let _ = inner.patch(res, "ns", "x", ptype, &bytes, Sub::Status, &opts);
+            }
+            let apply = WriteOpts { field_manager: Some("m".into()), ..WriteOpts::default() };
+            let _ = inner.patch(res, "ns", "y", PatchType::Apply, &bytes, Sub::Main, &apply);
+            let _ = inner.update(res, "ns", "x", patch, Sub::Main, &opts);
+            let _ = inner.delete(res, "ns", "x", &DeleteOpts::default());
+        }
+
         #[test]
         fn continue_tokens_round_trip(rv in any::<u64>(), ns in "[a-z-]{0,10}", name in "[a-z.-]{1,20}") {
             let key = (ns, name);

@@ -274,3 +274,52 @@ async fn discovery_is_complete_enough_for_kube() {
     assert_eq!(ar.plural, "deployments");
     assert!(caps.subresources.iter().any(|(sub, _)| sub.plural == "scale"));
 }
+
+#[tokio::test]
+async fn malformed_objects_answer_400_not_a_crash() {
+    let sim = sim().await;
+    let client = sim.client();
+    let send = |method: http::Method, path: &str, ct: &str, body: serde_json::Value| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ct)
+            .body(body.to_string().into_bytes())
+            .expect("request")
+    };
+    for body in [
+        json!({"metadata": {"name": "x"}, "spec": "oops"}),
+        json!({"metadata": "x"}),
+        json!([1, 2]),
+        json!({"metadata": {"name": "x", "labels": ["a"]}}),
+    ] {
+        let req = send(
+            http::Method::POST,
+            "/apis/apps/v1/namespaces/ns/deployments",
+            "application/json",
+            body,
+        );
+        assert_eq!(status_of(client.request::<serde_json::Value>(req).await).code, 400);
+    }
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &configmap("c", json!({}))).await.expect("created");
+    let req = send(
+        http::Method::PATCH,
+        "/api/v1/namespaces/ns/configmaps/c",
+        "application/merge-patch+json",
+        json!({"data": 5}),
+    );
+    assert_eq!(status_of(client.request::<serde_json::Value>(req).await).code, 400);
+    let req = send(
+        http::Method::PATCH,
+        "/api/v1/namespaces/ns/configmaps/c",
+        "application/json-patch+json",
+        json!([{"op": "replace", "path": "", "value": "s"}]),
+    );
+    assert_eq!(status_of(client.request::<serde_json::Value>(req).await).code, 400);
+    let req =
+        send(http::Method::PATCH, "/api/v1/namespaces/ns/configmaps/c", "text/plain", json!({}));
+    assert_eq!(status_of(client.request::<serde_json::Value>(req).await).code, 415);
+    // The server is still there.
+    assert!(api.get("c").await.is_ok());
+}
