@@ -84,7 +84,11 @@ async fn fetch(addr: &str, path: &str, lines: Option<usize>) -> usize {
 fn resident_memory() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.trim_start_matches("VmRSS:").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 

@@ -345,6 +345,88 @@ pub(crate) fn validate(res: ResId, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Paths that must hold objects (or be absent/null) before the server
+/// defaults and indexes into them.
+const OBJECT_PATHS: &[&str] = &[
+    "/metadata",
+    "/metadata/labels",
+    "/metadata/annotations",
+    "/spec",
+    "/status",
+    "/data",
+    "/stringData",
+    "/binaryData",
+    "/spec/selector",
+    "/spec/selector/matchLabels",
+    "/spec/resources",
+    "/spec/template",
+    "/spec/template/metadata",
+    "/spec/template/metadata/labels",
+    "/spec/template/metadata/annotations",
+    "/spec/template/spec",
+];
+
+/// Paths that must hold arrays of objects (or be absent/null).
+const OBJECT_LIST_PATHS: &[&str] = &[
+    "/metadata/ownerReferences",
+    "/spec/ports",
+    "/spec/rules",
+    "/spec/containers",
+    "/spec/initContainers",
+    "/spec/template/spec/containers",
+    "/spec/template/spec/initContainers",
+    "/status/conditions",
+    "/status/containerStatuses",
+];
+
+/// Why an object does not have the shape of a Kubernetes object, if it
+/// does not: answered as 400, like the real server's decoding errors.
+pub(crate) fn shape_error(v: &Value) -> Option<String> {
+    if !v.is_object() {
+        return Some("the body must be a JSON object".into());
+    }
+    for p in OBJECT_PATHS {
+        if let Some(x) = v.pointer(p)
+            && !x.is_object()
+            && !x.is_null()
+        {
+            return Some(format!("{}: expected an object", &p[1..].replace('/', ".")));
+        }
+    }
+    for p in OBJECT_LIST_PATHS {
+        if let Some(x) = v.pointer(p) {
+            let ok = x.is_null() || x.as_array().is_some_and(|a| a.iter().all(Value::is_object));
+            if !ok {
+                return Some(format!("{}: expected a list of objects", &p[1..].replace('/', ".")));
+            }
+        }
+    }
+    if let Some(f) = v.pointer("/metadata/finalizers")
+        && !f.is_null()
+        && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        return Some("metadata.finalizers: expected a list of strings".into());
+    }
+    for containers in [
+        "/spec/containers",
+        "/spec/initContainers",
+        "/spec/template/spec/containers",
+        "/spec/template/spec/initContainers",
+    ] {
+        for c in v.pointer(containers).and_then(Value::as_array).into_iter().flatten() {
+            for list in ["ports", "env", "volumeMounts"] {
+                if let Some(x) = c.get(list)
+                    && !x.is_null()
+                    && !x.as_array().is_some_and(|a| a.iter().all(Value::is_object))
+                {
+                    return Some(format!("{containers}[].{list}: expected a list of objects"));
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,84 +484,4 @@ mod tests {
             prop_assert_eq!(is_dns1123_label(&s), label.is_match(&s) && s.len() <= 63);
         }
     }
-}
-
-/// Paths that must hold objects (or be absent/null) before the server
-/// defaults and indexes into them.
-const OBJECT_PATHS: &[&str] = &[
-    "/metadata",
-    "/metadata/labels",
-    "/metadata/annotations",
-    "/spec",
-    "/status",
-    "/data",
-    "/stringData",
-    "/binaryData",
-    "/spec/selector",
-    "/spec/selector/matchLabels",
-    "/spec/resources",
-    "/spec/template",
-    "/spec/template/metadata",
-    "/spec/template/metadata/labels",
-    "/spec/template/metadata/annotations",
-    "/spec/template/spec",
-];
-
-/// Paths that must hold arrays of objects (or be absent/null).
-const OBJECT_LIST_PATHS: &[&str] = &[
-    "/metadata/ownerReferences",
-    "/spec/ports",
-    "/spec/rules",
-    "/spec/containers",
-    "/spec/initContainers",
-    "/spec/template/spec/containers",
-    "/spec/template/spec/initContainers",
-    "/status/conditions",
-    "/status/containerStatuses",
-];
-
-/// Why an object does not have the shape of a Kubernetes object, if it
-/// does not: answered as 400, like the real server's decoding errors.
-pub(crate) fn shape_error(v: &Value) -> Option<String> {
-    if !v.is_object() {
-        return Some("the body must be a JSON object".into());
-    }
-    for p in OBJECT_PATHS {
-        if let Some(x) = v.pointer(p) {
-            if !x.is_object() && !x.is_null() {
-                return Some(format!("{}: expected an object", &p[1..].replace('/', ".")));
-            }
-        }
-    }
-    for p in OBJECT_LIST_PATHS {
-        if let Some(x) = v.pointer(p) {
-            let ok = x.is_null() || x.as_array().is_some_and(|a| a.iter().all(Value::is_object));
-            if !ok {
-                return Some(format!("{}: expected a list of objects", &p[1..].replace('/', ".")));
-            }
-        }
-    }
-    if let Some(f) = v.pointer("/metadata/finalizers") {
-        if !f.is_null() && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-            return Some("metadata.finalizers: expected a list of strings".into());
-        }
-    }
-    for containers in [
-        "/spec/containers",
-        "/spec/initContainers",
-        "/spec/template/spec/containers",
-        "/spec/template/spec/initContainers",
-    ] {
-        for c in v.pointer(containers).and_then(Value::as_array).into_iter().flatten() {
-            for list in ["ports", "env", "volumeMounts"] {
-                if let Some(x) = c.get(list) {
-                    if !x.is_null() && !x.as_array().is_some_and(|a| a.iter().all(Value::is_object))
-                    {
-                        return Some(format!("{containers}[].{list}: expected a list of objects"));
-                    }
-                }
-            }
-        }
-    }
-    None
 }
