@@ -121,7 +121,7 @@ impl CommitInfo {
     }
 
     /// The first 128 bits of the identity hash behind [`CommitInfo::build_name`].
-    pub(crate) fn identity_digest(&self) -> [u8; 16] {
+    fn identity_digest(&self) -> [u8; 16] {
         let mut hasher = Sha256::new();
         hasher.update(b"runboat-build-v1\0");
         hasher.update(self.repo.as_bytes());

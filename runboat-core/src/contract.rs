@@ -48,6 +48,42 @@ pub fn format_last_scaled(at: jiff::Timestamp) -> String {
 mod tests {
     use super::*;
 
+    // These strings are what existing clusters carry: a change here would
+    // orphan every build created by the original controller.
+    #[test]
+    fn keys_are_the_originals() {
+        assert_eq!(
+            [
+                LABEL_BUILD,
+                LABEL_JOB_KIND,
+                ANNOTATION_REPO,
+                ANNOTATION_TARGET_BRANCH,
+                ANNOTATION_PR,
+                ANNOTATION_GIT_COMMIT,
+                ANNOTATION_INIT_STATUS,
+                ANNOTATION_LAST_SCALED,
+                ANNOTATION_DEFAULT_CONTAINER,
+                FINALIZER_CLEANUP,
+                JOB_KIND_INITIALIZE,
+                JOB_KIND_CLEANUP,
+            ],
+            [
+                "runboat/build",
+                "runboat/job-kind",
+                "runboat/repo",
+                "runboat/target-branch",
+                "runboat/pr",
+                "runboat/git-commit",
+                "runboat/init-status",
+                "runboat/last-scaled",
+                "kubectl.kubernetes.io/default-container",
+                "runboat/cleanup",
+                "initialize",
+                "cleanup",
+            ]
+        );
+    }
+
     #[test]
     fn last_scaled_is_whole_seconds_utc_with_z() {
         let at: jiff::Timestamp = "2024-05-01T12:34:56.789+02:00".parse().expect("timestamp");

@@ -25,6 +25,7 @@
 //! the snapshot under the same lock that guards the index.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -173,7 +174,9 @@ struct Entry {
 /// can be borrowed at once.
 #[derive(Debug, Default)]
 struct Derived {
-    by_commit: BTreeSet<([u8; 16], Name)>,
+    /// (hash of the commit identity, name): a cheap key; lookups compare
+    /// the commit infos, so hash collisions are harmless.
+    by_commit: BTreeSet<(u64, Name)>,
     status_counts: [usize; 7],
     init_counts: [usize; 4],
     /// Init status `todo` and not undeploying, by created.
@@ -206,6 +209,13 @@ impl Default for BuildIndex {
     fn default() -> Self {
         BuildIndex::new()
     }
+}
+
+/// A fixed-key hash of a commit identity (deterministic across runs).
+fn commit_hash(commit: &CommitInfo) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    commit.hash(&mut h);
+    h.finish()
 }
 
 fn is_todo(b: &Build) -> bool {
@@ -299,7 +309,7 @@ impl Derived {
     /// Adds what depends on the build's identity (commit, creation time).
     fn index_place(&mut self, name: &Name, b: &Build) {
         let c = &b.commit_info;
-        self.by_commit.insert((c.identity_digest(), name.clone()));
+        self.by_commit.insert((commit_hash(c), name.clone()));
         if c.is_branch() {
             let branches = match self.branches.get_mut(c.repo()) {
                 Some(branches) => branches,
@@ -320,7 +330,7 @@ impl Derived {
 
     fn unindex_place(&mut self, name: &Name, b: &Build) {
         let c = &b.commit_info;
-        self.by_commit.remove(&(c.identity_digest(), name.clone()));
+        self.by_commit.remove(&(commit_hash(c), name.clone()));
         if c.is_branch()
             && let Some(branches) = self.branches.get_mut(c.repo())
         {
@@ -425,7 +435,7 @@ impl BuildIndex {
     /// sha), if any. Should several exist (the original's random names made
     /// duplicates possible), the one with the smallest name.
     pub fn get_by_commit(&self, commit: &CommitInfo) -> Option<&Build> {
-        let digest = commit.identity_digest();
+        let digest = commit_hash(commit);
         self.derived
             .by_commit
             .range((digest, Arc::<str>::from(""))..)
@@ -513,9 +523,12 @@ impl BuildIndex {
         self.derived.is_newest(build)
     }
 
-    /// The builds passing `filters`, in `order`. A repo filter narrows the
-    /// walk to that repo's builds.
+    /// The builds passing `filters`, in `order`. A name filter is a direct
+    /// lookup; a repo filter narrows the walk to that repo's builds.
     pub fn search(&self, filters: &SearchFilters, order: SortOrder) -> Vec<&Build> {
+        if let Some(name) = &filters.name {
+            return self.get(name).filter(|b| filters.matches(b)).into_iter().collect();
+        }
         let repos: Box<dyn DoubleEndedIterator<Item = &BTreeSet<RepoOrderKey>>> = match &filters
             .repo
         {
