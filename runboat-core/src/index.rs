@@ -426,7 +426,7 @@ impl BuildIndex {
         }
     }
 
-    /// Builds `name` if any.
+    /// The build named `name`, if any.
     pub fn get(&self, name: &str) -> Option<&Build> {
         self.entries.get(name).map(|e| &e.build)
     }
