@@ -57,6 +57,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         scripts: HashMap::new(),
     };
     let mut cursor = 0;
+    let mut idle = false;
     loop {
         if *paused.borrow_and_update() {
             if paused.changed().await.is_err() {
@@ -65,6 +66,24 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
         let cfg = inner.controller_config();
+        let active = cfg.deployments
+            || cfg.jobs
+            || cfg.garbage_collector
+            || !cfg.pod_termination_delay.is_zero();
+        if !active {
+            // Nothing to simulate: skip the events, look at everything when switched on.
+            idle = true;
+            cursor = inner.store.read().rv;
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                r = paused.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        if idle {
+            idle = false;
+            cursor = c.resync();
+        }
         let batch = {
             let state = inner.store.read();
             state.events_after(cursor, 10_000).map(|evs| (evs, state.rv))

@@ -49,6 +49,23 @@ fn json_response(code: u16, body: Bytes) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A large body sent in slices (no copy): hyper writes one big buffer
+/// much more slowly than a stream of moderate chunks.
+fn chunked_json(body: Bytes) -> Response {
+    if body.len() <= CHUNK {
+        return json_response(200, body);
+    }
+    let slices: Vec<Result<Bytes, std::convert::Infallible>> = (0..body.len())
+        .step_by(CHUNK)
+        .map(|start| Ok(body.slice(start..(start + CHUNK).min(body.len()))))
+        .collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures::stream::iter(slices)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 fn json_value(v: &Value) -> Response {
     json_response(200, Bytes::from(v.to_string()))
 }
@@ -322,13 +339,13 @@ async fn dispatch_inner(
             if watch {
                 return watch_response(inner, t.res, t.ns.clone(), query, &q);
             }
-            let (code, body) = inner.list(t.res, t.ns.as_deref(), &query)?;
+            let (_, body) = inner.list(t.res, t.ns.as_deref(), &query)?;
             if crate::table::wants_table(accept) {
                 let list: Value = serde_json::from_slice(&body).unwrap_or_default();
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 return Ok(json_value(&crate::table::table(def, &items, list["metadata"].clone())));
             }
-            Ok(json_response(code, body))
+            Ok(chunked_json(body))
         }
         ("GET", Some(name)) => {
             let obj = inner.get(t.res, ns, name)?;
