@@ -18,11 +18,12 @@
 //! A repo rule is `{repo, branch, builds: [one build]}` (a TOML rule may
 //! also say `build = {…}`); the first rule whose repo pattern matches the
 //! repository (case-insensitively) and whose branch pattern matches the
-//! target branch wins. **Patterns must match the whole name**: they are
-//! compiled as `^(?:pattern)$`. The original used Python's `re.match`, which
-//! anchors at the start only, so a pattern relying on prefix matching (say
-//! `16\.0` meant to match `16.0-foo`) must now say `16\.0.*`. Patterns
-//! written as `^…$`, the usual style, behave the same.
+//! target branch wins. Patterns match **from the start of the name**, exactly
+//! as the original's Python `re.match` does: they are compiled as
+//! `^(?:pattern)`, so `16\.0` also matches `16.0-foo`, and a pattern that
+//! must match the whole name ends with `$` (the usual style, `^16\.0$`).
+//! Keeping `re.match` semantics means an existing configuration selects
+//! exactly the same repositories and branches after a migration.
 //!
 //! # Secrets
 //!
@@ -159,7 +160,8 @@ pub struct RepoRule {
 }
 
 impl RepoRule {
-    /// Compiles the patterns (whole-name match, repo case-insensitive).
+    /// Compiles the patterns (matched from the start like Python's
+    /// `re.match`; repo case-insensitive).
     /// Errors name `repo` or `branch` as the key.
     pub fn new(repo_pattern: &str, branch_pattern: &str, build: BuildRule) -> Result<RepoRule> {
         Self::compile(repo_pattern, branch_pattern, build, "repo", "branch")
@@ -173,7 +175,7 @@ impl RepoRule {
         branch_key: &str,
     ) -> Result<RepoRule> {
         let compile = |pattern: &str, ci: bool, key: &str| {
-            RegexBuilder::new(&format!("^(?:{pattern})$"))
+            RegexBuilder::new(&format!("^(?:{pattern})"))
                 .case_insensitive(ci)
                 .build()
                 .map_err(|e| Error::SettingRegex { key: key.to_owned(), source: Box::new(e) })

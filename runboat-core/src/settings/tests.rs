@@ -131,23 +131,31 @@ fn first_matching_rule_wins_and_repo_is_case_insensitive() {
     assert_eq!(s.rule_for("oca/web", "14.0"), Some(&s.repos[1].build));
     assert!(s.is_supported("ACSONE/x", "anything"));
     assert!(!s.is_supported("other/x", "16.0"));
-    // Branch patterns are case-sensitive and must match the whole name.
+    // Branch patterns are case-sensitive; `$` makes them match the whole name.
     let s = Settings::from_toml_str(MINIMAL_TOML).expect("valid");
     assert!(!s.is_supported("oca/web", "16.0-mig"));
     assert!(!s.is_supported("xoca/web", "16.0"));
+    assert!(!s.is_supported("oca/web", "16.x"));
 }
 
 #[test]
-fn patterns_are_anchored_at_both_ends() {
+fn patterns_match_from_the_start_like_python_re_match() {
     let rule = RepoRule::new("oca/web", "16\\.0", BuildRule::new("odoo")).expect("valid");
     assert!(rule.matches("oca/web", "16.0"));
-    assert!(!rule.matches("oca/web-x", "16.0"));
+    // Python's re.match anchors at the start only: a prefix match counts.
+    assert!(rule.matches("oca/web-x", "16.0"));
+    assert!(rule.matches("oca/web", "16.0-foo"));
     assert!(!rule.matches("x-oca/web", "16.0"));
+    assert!(!rule.matches("oca/web", "x16.0"));
+    // `$` anchors the end, as in Python.
+    let rule = RepoRule::new("oca/web$", "16\\.0$", BuildRule::new("odoo")).expect("valid");
+    assert!(!rule.matches("oca/web-x", "16.0"));
     assert!(!rule.matches("oca/web", "16.0-foo"));
-    // Alternations stay inside the anchors.
+    // Alternations stay inside the anchor: `a|b` never matches in the middle.
     let rule = RepoRule::new("a|b", "x|y", BuildRule::new("odoo")).expect("valid");
     assert!(rule.matches("b", "x"));
-    assert!(!rule.matches("ab", "x"));
+    assert!(rule.matches("ab", "x"));
+    assert!(!rule.matches("cb", "x"));
 }
 
 #[test]
