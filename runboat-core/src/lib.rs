@@ -1,25 +1,40 @@
 //! runboat's domain: builds, their derived status, the in-memory build index,
-//! the scheduling policies, settings, and (later) the controller loop with the
-//! `Cluster` and forge traits it drives.
+//! the scheduling policies, settings, and the controller loop with the
+//! [`Cluster`] and forge traits it drives.
 //!
 //! This crate does no I/O and depends on no transport (no kube, no HTTP):
-//! everything here is plain data and pure functions, testable without a
-//! cluster. Times are `jiff::Timestamp`, the type k8s-openapi uses.
+//! everything here is plain data, pure functions, and the async
+//! [`controller`] that talks to the cluster only through the [`Cluster`]
+//! trait. Times are `jiff::Timestamp`, the type k8s-openapi uses.
+//!
+//! Feature `testing` adds [`sim`], an in-memory simulated cluster for tests
+//! and benchmarks (of this crate and of others).
 
 pub mod build;
+pub mod cluster;
 pub mod commit;
 pub mod contract;
+pub mod controller;
 pub mod error;
 pub mod forge;
 pub mod index;
 pub mod policy;
 pub mod settings;
+#[cfg(feature = "testing")]
+pub mod sim;
 pub mod status;
 #[cfg(test)]
 mod testutil;
 
 pub use build::{Build, BuildView};
+pub use cluster::{
+    Cluster, ClusterError, ClusterEvent, ClusterResult, JobFacts, JobKind, JobPhase, KubefilesMode,
+};
 pub use commit::CommitInfo;
+pub use controller::{
+    CommandError, CommandOutcome, CommandResult, Controller, ControllerConfig, ControllerHandle,
+    ControllerStats, IgnoredReason, RetryPolicy,
+};
 pub use error::{Error, Result};
 pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};
 pub use policy::{Action, Limits, decide};

@@ -1,0 +1,281 @@
+//! The [`Cluster`] trait: exactly what the controller needs from Kubernetes.
+//!
+//! runboat-core owns the trait; runboat-k8s implements it with kube-rs, and
+//! [`crate::sim::SimCluster`] (feature `testing`) implements it in memory.
+//! Everything is addressed by **build name** (the `runboat/build` label),
+//! never by a resource name: the implementation finds the build's resources
+//! by label.
+//!
+//! # Events
+//!
+//! [`Cluster::deployment_events`] and [`Cluster::job_events`] each return an
+//! endless stream for the build namespace. The first item is always
+//! [`ClusterEvent::Relisted`] with the complete current state; then come
+//! [`ClusterEvent::Applied`] / [`ClusterEvent::Deleted`] changes; whenever the
+//! implementation had to restart its watch it sends a fresh
+//! [`ClusterEvent::Relisted`] (again the complete state: the consumer replaces
+//! what it knew, so anything deleted while disconnected disappears). Events of
+//! one object arrive in order; events of different objects may interleave
+//! arbitrarily and may be duplicated. A stream should never end; if it does,
+//! the controller asks for a new one.
+//!
+//! # Errors
+//!
+//! [`ClusterError`] separates what the controller handles differently:
+//! `NotFound` (often fine: deleting what is gone), `Conflict` and `Transient`
+//! (retried with backoff), `Invalid` (the cluster rejected what we sent:
+//! retrying the same thing will not help).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::commit::CommitInfo;
+use crate::contract::{JOB_KIND_CLEANUP, JOB_KIND_INITIALIZE};
+use crate::status::{DeploymentFacts, InitStatus};
+
+/// The `mode` variable the kubefiles are rendered with (SPEC "Kubefiles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KubefilesMode {
+    /// Create (or reset) the build: Deployment with 0 replicas and init
+    /// status `todo`, Service, Ingresses, PVC, ConfigMaps, Secret.
+    Deployment,
+    /// The initialization Job.
+    Initialize,
+    /// Before scaling up.
+    Start,
+    /// After scaling down, or after initialization.
+    Stop,
+    /// The cleanup Job of an undeploying build.
+    Cleanup,
+}
+
+impl KubefilesMode {
+    /// Every mode.
+    pub const ALL: [KubefilesMode; 5] = [
+        KubefilesMode::Deployment,
+        KubefilesMode::Initialize,
+        KubefilesMode::Start,
+        KubefilesMode::Stop,
+        KubefilesMode::Cleanup,
+    ];
+
+    /// The template variable value: `deployment`, `initialize`, `start`,
+    /// `stop`, `cleanup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KubefilesMode::Deployment => "deployment",
+            KubefilesMode::Initialize => "initialize",
+            KubefilesMode::Start => "start",
+            KubefilesMode::Stop => "stop",
+            KubefilesMode::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl fmt::Display for KubefilesMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `runboat/job-kind` of a Job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobKind {
+    /// Initialization job (kubefiles mode `initialize`).
+    Initialize,
+    /// Cleanup job (kubefiles mode `cleanup`).
+    Cleanup,
+}
+
+impl JobKind {
+    /// The label value: `initialize` or `cleanup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Initialize => JOB_KIND_INITIALIZE,
+            JobKind::Cleanup => JOB_KIND_CLEANUP,
+        }
+    }
+
+    /// Parses a label value.
+    pub fn from_label(value: &str) -> Option<JobKind> {
+        match value {
+            JOB_KIND_INITIALIZE => Some(JobKind::Initialize),
+            JOB_KIND_CLEANUP => Some(JobKind::Cleanup),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a Job is, from its status: `active > 0` → `Running`,
+/// `succeeded > 0` → `Succeeded`, `failed > 0` → `Failed` (checked in that
+/// order, as the original does), otherwise `Pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JobPhase {
+    /// Created, no pod running yet.
+    Pending,
+    /// A pod is running.
+    Running,
+    /// Completed successfully.
+    Succeeded,
+    /// Failed (backoff limit or deadline reached).
+    Failed,
+}
+
+impl JobPhase {
+    /// True while the job may still run (pending or running).
+    pub fn is_active(self) -> bool {
+        matches!(self, JobPhase::Pending | JobPhase::Running)
+    }
+}
+
+/// What was observed of one runboat Job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobFacts {
+    /// `metadata.name` (unique in the namespace).
+    pub name: String,
+    /// The `runboat/build` label.
+    pub build_name: String,
+    /// The `runboat/job-kind` label.
+    pub kind: JobKind,
+    /// Derived from the Job status.
+    pub phase: JobPhase,
+    /// `metadata.deletionTimestamp` is set: the job is being killed and is
+    /// ignored by the controller.
+    pub deleting: bool,
+}
+
+/// One item of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent<T> {
+    /// The complete current state (the initial listing, or a fresh listing
+    /// after the watch restarted): replaces everything known before.
+    Relisted(Vec<T>),
+    /// An object was created or changed (its new state).
+    Applied(T),
+    /// An object is gone (its last known state).
+    Deleted(T),
+}
+
+/// Why a cluster call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// The object does not exist (HTTP 404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A concurrent change won (HTTP 409); retrying on fresh state helps.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The cluster rejected what we sent (HTTP 400/422, rendering error,
+    /// unsupported repo): retrying the same call will not help.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A network error, timeout, 5xx or throttling: retry later.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl ClusterError {
+    /// True for errors worth retrying with backoff: `Transient` and
+    /// `Conflict`.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClusterError::Transient(_) | ClusterError::Conflict(_))
+    }
+
+    /// True for `NotFound`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClusterError::NotFound(_))
+    }
+}
+
+/// Result of a cluster call.
+pub type ClusterResult<T> = std::result::Result<T, ClusterError>;
+
+/// Everything the controller asks of the cluster. Object safe: use it as
+/// `Arc<dyn Cluster>`. All mutating calls must be idempotent (applying the
+/// same thing twice is harmless); see the [module docs](self) for the
+/// event-stream contract.
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Deployment events of the build namespace (runboat Deployments only,
+    /// i.e. labelled `runboat/build`). Starts with [`ClusterEvent::Relisted`].
+    fn deployment_events(&self) -> BoxStream<'static, ClusterEvent<DeploymentFacts>>;
+
+    /// Job events of the build namespace (Jobs labelled `runboat/build` and
+    /// `runboat/job-kind`). Starts with [`ClusterEvent::Relisted`].
+    fn job_events(&self) -> BoxStream<'static, ClusterEvent<JobFacts>>;
+
+    /// Renders the kubefiles of the settings rule matching `commit` (name
+    /// and slug derived from it) in `mode` and applies them (after a
+    /// server-side dry run). An unsupported repo/branch is `Invalid`.
+    async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()>;
+
+    /// Sets the Deployment's replicas and writes `runboat/last-scaled`
+    /// (now, see [`crate::contract::format_last_scaled`]).
+    async fn scale(&self, build_name: &str, replicas: i32) -> ClusterResult<()>;
+
+    /// Writes the `runboat/init-status` annotation.
+    async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()>;
+
+    /// Deletes the build's Deployment (its finalizer then keeps it,
+    /// undeploying, until [`Cluster::remove_finalizer`]). Already gone is Ok.
+    async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()>;
+
+    /// Removes the `runboat/cleanup` finalizer from the Deployment. Already
+    /// gone is Ok.
+    async fn remove_finalizer(&self, build_name: &str) -> ClusterResult<()>;
+
+    /// Deletes the build's Jobs of `kind` and their pods, grace period 0.
+    /// None there is Ok.
+    async fn kill_jobs(&self, build_name: &str, kind: JobKind) -> ClusterResult<()>;
+
+    /// Deletes every resource labelled `runboat/build=<build_name>` of the
+    /// configured resource types. None there is Ok.
+    async fn delete_build_resources(&self, build_name: &str) -> ClusterResult<()>;
+
+    /// The log of the build's initialization pod, if there is one.
+    async fn init_log(&self, build_name: &str) -> ClusterResult<Option<String>>;
+
+    /// The log of the build's Deployment pod (default container), if any.
+    async fn log(&self, build_name: &str) -> ClusterResult<Option<String>>;
+
+    /// Reads the build's Deployment now (not from the watch cache).
+    async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_and_kind_strings_are_the_contract() {
+        let modes: Vec<&str> = KubefilesMode::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(modes, ["deployment", "initialize", "start", "stop", "cleanup"]);
+        for kind in [JobKind::Initialize, JobKind::Cleanup] {
+            assert_eq!(JobKind::from_label(kind.as_str()), Some(kind));
+        }
+        assert_eq!(JobKind::from_label("build"), None);
+    }
+
+    #[test]
+    fn only_transient_and_conflict_are_retried() {
+        assert!(ClusterError::Transient("timeout".into()).is_transient());
+        assert!(ClusterError::Conflict("rv".into()).is_transient());
+        assert!(!ClusterError::Invalid("bad".into()).is_transient());
+        assert!(!ClusterError::NotFound("b1".into()).is_transient());
+        assert!(ClusterError::NotFound("b1".into()).is_not_found());
+    }
+
+    #[test]
+    fn the_trait_is_object_safe() {
+        fn takes(_: Option<std::sync::Arc<dyn Cluster>>) {}
+        takes(None);
+    }
+}

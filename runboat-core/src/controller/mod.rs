@@ -1,0 +1,492 @@
+//! The controller: one task that owns the [`BuildIndex`], turns cluster
+//! events and user commands into cluster actions, and stays correct when the
+//! cluster misbehaves.
+//!
+//! # Shape
+//!
+//! [`Controller::spawn`] starts the loop and returns a [`ControllerHandle`]
+//! (cheap to clone) for commands and for reading the index. The loop:
+//!
+//! 1. waits for any input (a Deployment or Job event, a command, a finished
+//!    action, a timer), then drains every input already available (up to
+//!    [`ControllerConfig::max_batch`]) so that a burst is handled as one batch;
+//! 2. applies the events: Deployment events update the index
+//!    ([`ClusterEvent::Relisted`] replaces it atomically, so builds that
+//!    vanished while disconnected go away), Job events update its job table;
+//! 3. reconciles, level-triggered on the builds touched by the batch: user
+//!    commands first, then SPEC's job handling, then the policies (stop,
+//!    undeploy, cleanup, initialize), and spawns the resulting actions, at
+//!    most [`ControllerConfig::max_concurrent_actions`] at once.
+//!
+//! Nothing happens before both streams delivered their first listing
+//! ([`ControllerHandle::ready`]); commands sent earlier wait.
+//!
+//! # Never twice
+//!
+//! At most one action per build runs at a time. When it finishes, the build
+//! stays *awaiting* until the events show its effect (e.g. an `initialize`
+//! action until the init Job appears) or [`ControllerConfig::reflect_timeout`]
+//! passes; meanwhile nothing else is issued for that build (commands for it
+//! wait). So an action is never issued twice because events lag behind. The
+//! `max_initializing` room counts builds whose init status is `started`,
+//! builds with a pending or running init Job, and initialize actions not yet
+//! reflected, so stale or lagging events cannot launch extra init jobs.
+//!
+//! # Failures
+//!
+//! Inside an action, transient and conflict errors are retried with capped
+//! exponential backoff and full jitter ([`RetryPolicy`]). An action that still
+//! fails (or panics: the panic is contained by the task and logged) puts its
+//! build in backoff (doubling up to [`ControllerConfig::failure_backoff_max`])
+//! before the policies may retry it. The loop itself never returns on an
+//! error; if a stream ends it subscribes again after a short delay.
+//!
+//! # Job handling (SPEC, idempotent)
+//!
+//! - init job running, init status `todo` → set `started`, post `pending`;
+//! - init job succeeded, init `todo`/`started` → (after re-reading the
+//!   Deployment, so a stale event cannot act) apply mode `stop`, set
+//!   `succeeded`, post `success`, then start the build if
+//!   [`Settings::start_after_init`];
+//! - init job failed, init `todo`/`started` → scale to 0, apply mode `stop`,
+//!   set `failed`, post `failure`;
+//! - cleanup job succeeded (build undeploying) → delete the build's
+//!   resources, remove the finalizer;
+//! - cleanup job failed → logged at error level once, reported by
+//!   [`ControllerHandle::cleanup_failures`]; the build stays `undeploying`;
+//! - a job whose build has no Deployment → after checking with
+//!   [`Cluster::get_deployment`], delete the build's resources.
+//!
+//! Undeploying builds (policy `cleanup`): kill the init job, scale to 0 and
+//! apply mode `cleanup` (or, with `no_cleanup_job`, delete the resources and
+//! remove the finalizer directly).
+//!
+//! Commit statuses go to the [`Forge`] with the build page as target URL;
+//! `post_status` only queues, so the forge never delays an action.
+
+mod run;
+mod task;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::build::Build;
+use crate::cluster::{Cluster, ClusterError, ClusterResult};
+use crate::commit::CommitInfo;
+use crate::forge::Forge;
+use crate::index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};
+use crate::settings::Settings;
+use crate::status::BuildStatus;
+
+#[cfg(doc)]
+use crate::cluster::ClusterEvent;
+
+/// Retries of one cluster call inside an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total (at least 1).
+    pub max_attempts: u32,
+    /// Backoff ceiling before the first retry; doubles each time.
+    pub initial_backoff: Duration,
+    /// Backoff ceiling cap.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 6 attempts, 100 ms doubling up to 5 s (≈ 10 s at worst).
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff ceiling before retry number `retry` (0-based):
+    /// `initial * 2^retry`, capped. The actual wait is uniform in
+    /// `[ceiling/2, ceiling]` (jitter).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// Tuning of the controller loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    /// Actions running at once, at most.
+    pub max_concurrent_actions: usize,
+    /// Inputs handled in one batch, at most.
+    pub max_batch: usize,
+    /// Retries of cluster calls inside an action.
+    pub retry: RetryPolicy,
+    /// How long a finished action may take to show in the events before the
+    /// build is considered again.
+    pub reflect_timeout: Duration,
+    /// Cap of the per-build backoff after a failed action (starts at 1 s).
+    pub failure_backoff_max: Duration,
+    /// Delay before subscribing again to a stream that ended.
+    pub resubscribe_delay: Duration,
+    /// Seed of the backoff jitter (tests use a fixed one).
+    pub seed: u64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            max_concurrent_actions: 32,
+            max_batch: 4096,
+            retry: RetryPolicy::default(),
+            reflect_timeout: Duration::from_secs(30),
+            failure_backoff_max: Duration::from_secs(60),
+            resubscribe_delay: Duration::from_secs(1),
+            seed: 0x5eed_1234_abcd_0001,
+        }
+    }
+}
+
+/// Why a command was accepted but did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IgnoredReason {
+    /// `deploy_commit` of a commit that already has this build (whatever
+    /// its state).
+    AlreadyDeployed {
+        /// The existing build.
+        build_name: String,
+    },
+    /// The build's status does not allow the command (start from
+    /// `stopped`/`stopping` only, stop from `started` only, no reset or
+    /// undeploy of an `undeploying` build).
+    Status(BuildStatus),
+}
+
+impl fmt::Display for IgnoredReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IgnoredReason::AlreadyDeployed { build_name } => {
+                write!(f, "commit already deployed as {build_name}")
+            }
+            IgnoredReason::Status(status) => write!(f, "build is {status}"),
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// The cluster actions were applied (their effect shows in the index
+    /// once the events arrive).
+    Done,
+    /// Nothing to do, and why.
+    Ignored(IgnoredReason),
+    /// No build of that name.
+    NotFound,
+    /// `deploy_commit` of a repo/branch no settings rule supports.
+    Unsupported,
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A cluster call failed (after retries for transient errors).
+    #[error("cluster error: {0}")]
+    Cluster(#[source] ClusterError),
+    /// The action panicked (a bug; logged).
+    #[error("the action panicked")]
+    Panicked,
+    /// The controller is not running any more.
+    #[error("the controller is stopped")]
+    Stopped,
+}
+
+/// Result of a command.
+pub type CommandResult = std::result::Result<CommandOutcome, CommandError>;
+
+/// Counters of what the controller did, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ControllerStats {
+    /// Batches reconciled.
+    pub batches: u64,
+    /// Deployment and Job events received.
+    pub events: u64,
+    /// Actions spawned.
+    pub actions_started: u64,
+    /// Actions that ended in an error.
+    pub actions_failed: u64,
+    /// Actions that panicked.
+    pub actions_panicked: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    events: AtomicU64,
+    actions_started: AtomicU64,
+    actions_failed: AtomicU64,
+    actions_panicked: AtomicU64,
+}
+
+/// State shared by the loop and the handles.
+struct Shared {
+    index: RwLock<BuildIndex>,
+    settings: Arc<Settings>,
+    cluster: Arc<dyn Cluster>,
+    ready: watch::Sender<bool>,
+    idle: AtomicBool,
+    cleanup_failures: Mutex<BTreeSet<String>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, BuildIndex> {
+        // A poisoned lock only means a reader panicked; the index itself is
+        // only mutated by the loop, which does not panic while holding it.
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, BuildIndex> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Reply = oneshot::Sender<CommandResult>;
+
+/// A user command for the loop.
+enum Command {
+    Deploy(CommitInfo, Option<Reply>),
+    Start(String, Option<Reply>),
+    Stop(String, Option<Reply>),
+    Reset(String, Option<Reply>),
+    Undeploy(String, Option<Reply>),
+    UndeployMatching(SearchFilters, oneshot::Sender<usize>),
+    Shutdown,
+}
+
+/// Entry point: see the [module docs](self).
+#[derive(Debug)]
+pub struct Controller;
+
+impl Controller {
+    /// Starts the controller loop on the current tokio runtime. The loop
+    /// runs until [`ControllerHandle::shutdown`] or until every handle is
+    /// dropped.
+    pub fn spawn(
+        cluster: Arc<dyn Cluster>,
+        forge: Arc<dyn Forge>,
+        settings: Arc<Settings>,
+        config: ControllerConfig,
+    ) -> ControllerHandle {
+        let (commands, command_rx) = mpsc::channel(1024);
+        let (ready, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            index: RwLock::new(BuildIndex::new()),
+            settings,
+            cluster,
+            ready,
+            idle: AtomicBool::new(false),
+            cleanup_failures: Mutex::new(BTreeSet::new()),
+            counters: Counters::default(),
+        });
+        let looper = run::Loop::new(shared.clone(), forge, config, command_rx);
+        let task = tokio::spawn(looper.run());
+        ControllerHandle { shared, commands, task: Arc::new(Mutex::new(Some(task))) }
+    }
+}
+
+/// Commands and read access to a running controller. Clone it freely.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for ControllerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControllerHandle")
+            .field("ready", &self.is_ready())
+            .field("builds", &self.shared.read_index().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerHandle {
+    async fn ask(&self, make: impl FnOnce(Option<Reply>) -> Command) -> CommandResult {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(Some(tx))).await.map_err(|_| CommandError::Stopped)?;
+        rx.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Deploys `commit` (kubefiles mode `deployment`, then `pending` status):
+    /// [`CommandOutcome::Unsupported`] when no rule supports its repo and
+    /// branch, [`IgnoredReason::AlreadyDeployed`] when the commit already
+    /// has a build, whatever its state.
+    pub async fn deploy_commit(&self, commit: CommitInfo) -> CommandResult {
+        self.ask(|r| Command::Deploy(commit, r)).await
+    }
+
+    /// Starts a `stopped`/`stopping` build: mode `start`, then 1 replica.
+    pub async fn start(&self, build_name: &str) -> CommandResult {
+        let name = build_name.to_owned();
+        self.ask(|r| Command::Start(name, r)).await
+    }
+
+    /// Stops a `started` build: 0 replicas, then mode `stop`.
+    pub async fn stop(&self, build_name: &str) -> CommandResult {
+        let name = build_name.to_owned();
+        self.ask(|r| Command::Stop(name, r)).await
+    }
+
+    /// Resets a build (not undeploying): kills its jobs, re-applies mode
+    /// `deployment` (init status back to `todo`), posts `pending`.
+    pub async fn reset(&self, build_name: &str) -> CommandResult {
+        let name = build_name.to_owned();
+        self.ask(|r| Command::Reset(name, r)).await
+    }
+
+    /// Undeploys a build (deletes its Deployment; cleanup follows).
+    pub async fn undeploy(&self, build_name: &str) -> CommandResult {
+        let name = build_name.to_owned();
+        self.ask(|r| Command::Undeploy(name, r)).await
+    }
+
+    /// Undeploys every build matching `filters` that is not already
+    /// undeploying (PR closed, branch deleted, admin `DELETE /builds`).
+    /// Returns how many were queued; they proceed in the background.
+    pub async fn undeploy_matching(
+        &self,
+        filters: SearchFilters,
+    ) -> std::result::Result<usize, CommandError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::UndeployMatching(filters, tx))
+            .await
+            .map_err(|_| CommandError::Stopped)?;
+        rx.await.map_err(|_| CommandError::Stopped)
+    }
+
+    /// Runs `f` on the index under its read lock (keep `f` short: the loop
+    /// waits for the lock to apply events).
+    pub fn with_index<R>(&self, f: impl FnOnce(&BuildIndex) -> R) -> R {
+        f(&self.shared.read_index())
+    }
+
+    /// The build `name`, if known.
+    pub fn get(&self, name: &str) -> Option<Build> {
+        self.with_index(|idx| idx.get(name).cloned())
+    }
+
+    /// The builds matching `filters`, in `order`.
+    pub fn search(&self, filters: &SearchFilters, order: SortOrder) -> Vec<Build> {
+        self.with_index(|idx| idx.search(filters, order).into_iter().cloned().collect())
+    }
+
+    /// The repos having builds.
+    pub fn repos(&self) -> Vec<String> {
+        self.with_index(|idx| idx.repos().into_iter().map(str::to_owned).collect())
+    }
+
+    /// Index changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<IndexEvent> {
+        self.with_index(BuildIndex::subscribe)
+    }
+
+    /// The builds matching `filters` now and the changes from then on, with
+    /// no gap and no overlap (both taken under the same lock): what
+    /// `GET /build-events` needs.
+    pub fn snapshot_and_subscribe(
+        &self,
+        filters: &SearchFilters,
+        order: SortOrder,
+    ) -> (Vec<Build>, broadcast::Receiver<IndexEvent>) {
+        self.with_index(|idx| {
+            let rx = idx.subscribe();
+            (idx.search(filters, order).into_iter().cloned().collect(), rx)
+        })
+    }
+
+    /// The counts of `GET /status`.
+    pub fn status_counts(&self) -> StatusCounts {
+        self.with_index(|idx| idx.status_counts(&self.shared.settings.limits()))
+    }
+
+    /// True once both streams delivered their first full listing.
+    pub fn is_ready(&self) -> bool {
+        *self.shared.ready.borrow()
+    }
+
+    /// Waits until [`ControllerHandle::is_ready`] (returns at once if the
+    /// controller stopped).
+    pub async fn ready(&self) {
+        let mut rx = self.shared.ready.subscribe();
+        // An error means the loop is gone: nothing to wait for.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// True when, after the last batch, no action ran, none awaited its
+    /// effect and no command waited (tests use it to detect quiescence).
+    pub fn is_idle(&self) -> bool {
+        self.shared.idle.load(Ordering::Acquire)
+    }
+
+    /// Undeploying builds whose cleanup job failed (they stay undeploying
+    /// until someone looks).
+    pub fn cleanup_failures(&self) -> Vec<String> {
+        self.shared
+            .cleanup_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// What the controller did so far.
+    pub fn stats(&self) -> ControllerStats {
+        let c = &self.shared.counters;
+        ControllerStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+            actions_started: c.actions_started.load(Ordering::Relaxed),
+            actions_failed: c.actions_failed.load(Ordering::Relaxed),
+            actions_panicked: c.actions_panicked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The settings the controller runs with.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.shared.settings
+    }
+
+    /// The build's init log (straight from the cluster).
+    pub async fn init_log(&self, build_name: &str) -> ClusterResult<Option<String>> {
+        self.shared.cluster.init_log(build_name).await
+    }
+
+    /// The build's log (straight from the cluster).
+    pub async fn log(&self, build_name: &str) -> ClusterResult<Option<String>> {
+        self.shared.cluster.log(build_name).await
+    }
+
+    /// Stops the loop at once, aborting running actions (like a crash: the
+    /// cluster keeps whatever they did so far), and waits for it to end.
+    pub async fn shutdown(&self) {
+        // An error means the loop is already gone.
+        let _ = self.commands.send(Command::Shutdown).await;
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task {
+            // The loop never panics; a JoinError would mean it was aborted.
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! mockall interaction tests of the job and command handlers.

@@ -1,0 +1,265 @@
+//! Scenario tests of the controller against the simulated cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runboat_core::forge::NoForge;
+use runboat_core::sim::{JobScript, SimConfig, SimMethod};
+use runboat_core::{
+    BuildStatus, Cluster, ClusterError, CommandError, CommandOutcome, IgnoredReason, InitStatus,
+    KubefilesMode, SearchFilters,
+};
+
+use crate::common::{RecordingForge, commit, eventually, settings, sim, spawn};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn status_of(h: &runboat_core::ControllerHandle, name: &str) -> Option<BuildStatus> {
+    h.get(name).map(|b| b.status)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_goes_through_its_whole_life() {
+    let sim = sim(SimConfig::default());
+    let forge = Arc::new(RecordingForge::default());
+    let h = spawn(&sim, forge.clone(), settings(2, 6, 10, false, false), 1);
+    h.ready().await;
+    let c = commit(1, "16.0", Some(1), 1);
+    let name = c.build_name();
+
+    assert_eq!(h.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(h.get(&name).map(|b| b.init_status), Some(InitStatus::Succeeded));
+    assert_eq!(forge.states_for(c.git_commit()), ["pending", "pending", "success"]);
+    let target = forge.0.lock().expect("lock")[0].target_url.clone();
+    assert_eq!(target, format!("https://runboat.example.com/builds/{name}"));
+    assert_eq!(
+        h.deploy_commit(c.clone()).await,
+        Ok(CommandOutcome::Ignored(IgnoredReason::AlreadyDeployed { build_name: name.clone() }))
+    );
+
+    assert_eq!(
+        h.stop(&name).await,
+        Ok(CommandOutcome::Ignored(IgnoredReason::Status(BuildStatus::Stopped)))
+    );
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Started)).await);
+    assert!(h.get(&name).and_then(|b| b.last_scaled).is_some());
+    assert!(h.log(&name).await.expect("log").is_some());
+    assert!(h.init_log(&name).await.expect("init log").is_some());
+    assert_eq!(h.stop(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+
+    assert_eq!(h.undeploy(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.get(&name).is_none()).await);
+    assert!(sim.deployment(&name).is_none());
+    assert!(!sim.has_resources(&name));
+    assert!(sim.jobs().is_empty(), "the cleanup job went with the resources");
+    assert_eq!(sim.report().cleanup_jobs_created, 1);
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::NotFound));
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_are_checked_against_the_build_status_and_settings() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(1, 6, 10, false, false), 2);
+    h.ready().await;
+    let unsupported =
+        runboat_core::CommitInfo::new("acme/x", "main", None, &"a".repeat(40)).expect("commit");
+    assert_eq!(h.deploy_commit(unsupported).await, Ok(CommandOutcome::Unsupported));
+    let c = commit(1, "16.0", Some(2), 2);
+    let name = c.build_name();
+    assert_eq!(h.deploy_commit(c).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.get(&name).is_some()).await);
+    assert_eq!(
+        h.start(&name).await,
+        Ok(CommandOutcome::Ignored(IgnoredReason::Status(BuildStatus::Initializing)))
+    );
+    assert_eq!(h.reset("nope").await, Ok(CommandOutcome::NotFound));
+    assert_eq!(h.undeploy(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.get(&name).is_none()).await);
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_initialization_marks_the_build_failed_and_it_cannot_start() {
+    let sim = sim(SimConfig::default());
+    let forge = Arc::new(RecordingForge::default());
+    let h = spawn(&sim, forge.clone(), settings(2, 6, 10, false, false), 3);
+    h.ready().await;
+    let c = commit(1, "16.0", Some(7), 3);
+    let name = c.build_name();
+    sim.script_init(&name, JobScript::fail_after(Duration::from_secs(10)));
+    h.deploy_commit(c.clone()).await.expect("deploy");
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Failed)).await);
+    assert_eq!(forge.states_for(c.git_commit()), ["pending", "pending", "failure"]);
+    assert_eq!(sim.deployment(&name).and_then(|d| d.spec_replicas), Some(0));
+    assert_eq!(
+        h.start(&name).await,
+        Ok(CommandOutcome::Ignored(IgnoredReason::Status(BuildStatus::Failed)))
+    );
+    // Reset: back to todo, initialized again (successfully this time).
+    sim.script_init(&name, JobScript::succeed_after(Duration::from_secs(10)));
+    assert_eq!(h.reset(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(sim.report().init_jobs_created, 2);
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_after_init_starts_the_build_once_initialized() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, true, false), 4);
+    h.ready().await;
+    let c = commit(2, "17.0", None, 4);
+    let name = c.build_name();
+    h.deploy_commit(c).await.expect("deploy");
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Started)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_cleanup_leaves_the_build_undeploying_and_reported() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 5);
+    h.ready().await;
+    let c = commit(1, "16.0", Some(3), 5);
+    let name = c.build_name();
+    sim.script_cleanup(&name, JobScript::fail_after(Duration::from_secs(3)));
+    h.deploy_commit(c).await.expect("deploy");
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(h.undeploy(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.cleanup_failures() == vec![name.clone()]).await);
+    tokio::time::sleep(10 * MINUTE).await;
+    assert_eq!(status_of(&h, &name), Some(BuildStatus::Undeploying));
+    assert!(sim.has_finalizer(&name) && sim.has_resources(&name));
+    assert_eq!(sim.report().cleanup_jobs_created, 1, "a failed cleanup is not retried blindly");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_cleanup_job_resources_are_deleted_directly() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, true), 6);
+    h.ready().await;
+    let c = commit(1, "16.0", Some(4), 6);
+    let name = c.build_name();
+    h.deploy_commit(c).await.expect("deploy");
+    assert!(eventually(MINUTE, || h.get(&name).is_some()).await);
+    // Undeploy while initializing: the init job is killed too.
+    assert_eq!(h.undeploy(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.get(&name).is_none()).await);
+    assert!(!sim.has_resources(&name) && sim.jobs().is_empty());
+    assert_eq!(sim.report().cleanup_jobs_created, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_resources_of_a_job_without_deployment_are_deleted() {
+    let sim = sim(SimConfig::default());
+    let c = commit(3, "16.0", None, 7);
+    let name = c.build_name();
+    // An init job left behind by a build whose Deployment is gone.
+    sim.apply_kubefiles(&c, KubefilesMode::Initialize).await.expect("apply");
+    assert_eq!(sim.jobs().len(), 1);
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 7);
+    h.ready().await;
+    assert!(eventually(MINUTE, || sim.jobs().is_empty()).await);
+    assert!(h.get(&name).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn existing_builds_are_adopted_and_ghosts_vanish_on_relisting() {
+    let sim = sim(SimConfig::default());
+    let created: jiff::Timestamp = "2025-06-01T00:00:00Z".parse().expect("ts");
+    let a = sim.insert_deployment(&commit(1, "16.0", None, 8), InitStatus::Succeeded, 1, created);
+    let b =
+        sim.insert_deployment(&commit(1, "16.0", Some(9), 9), InitStatus::Succeeded, 0, created);
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 8);
+    h.ready().await;
+    assert_eq!(status_of(&h, &a), Some(BuildStatus::Started));
+    assert_eq!(status_of(&h, &b), Some(BuildStatus::Stopped));
+    assert_eq!(h.status_counts().started, 1);
+    // While the watches are down, b is removed behind the controller's back.
+    sim.end_watches();
+    sim.delete_build_resources(&b).await.expect("delete");
+    sim.remove_finalizer(&b).await.expect("finalizer");
+    assert!(eventually(MINUTE, || h.get(&b).is_none()).await, "the relisting removed the ghost");
+    assert_eq!(status_of(&h, &a), Some(BuildStatus::Started));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limits_stop_the_oldest_started_and_undeploy_the_oldest_stopped() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(4, 2, 3, true, false), 9);
+    h.ready().await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        let c = commit(1, "16.0", Some(10 + i), 10 + i);
+        names.push(c.build_name());
+        h.deploy_commit(c).await.expect("deploy");
+        // Distinct creation and scaling seconds.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(
+        eventually(10 * MINUTE, || {
+            h.with_index(|idx| {
+                idx.count_by_status(BuildStatus::Started) == 2
+                    && idx.count_by_status(BuildStatus::Stopped) == 1
+            })
+        })
+        .await
+    );
+    // The first to be started is the one stopped.
+    assert_eq!(status_of(&h, &names[0]), Some(BuildStatus::Stopped));
+    // A fourth build: max_deployed 3, so the oldest stopped build goes.
+    let c = commit(1, "16.0", Some(20), 20);
+    h.deploy_commit(c).await.expect("deploy");
+    assert!(eventually(10 * MINUTE, || h.get(&names[0]).is_none()).await);
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_are_retried_and_invalid_ones_reported() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 10);
+    h.ready().await;
+    let c = commit(1, "16.0", None, 11);
+    let name = c.build_name();
+    sim.fail_next(SimMethod::ApplyKubefiles, 2, ClusterError::Transient("503".into()));
+    assert_eq!(h.deploy_commit(c).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+    sim.fail_next(SimMethod::ApplyKubefiles, 1, ClusterError::Invalid("bad kubefile".into()));
+    assert_eq!(
+        h.start(&name).await,
+        Err(CommandError::Cluster(ClusterError::Invalid("bad kubefile".into())))
+    );
+    // After its backoff, the build can be started.
+    assert!(eventually(MINUTE, || h.is_idle()).await, "backoff ends and the controller goes idle");
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::Done));
+    assert!(h.stats().actions_failed >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn undeploy_matching_undeploys_a_pull_request() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(4, 6, 10, false, false), 11);
+    h.ready().await;
+    for n in 0..3 {
+        h.deploy_commit(commit(1, "16.0", Some(42), 30 + n)).await.expect("deploy");
+    }
+    let keep = commit(1, "16.0", Some(43), 40);
+    h.deploy_commit(keep.clone()).await.expect("deploy");
+    assert!(eventually(MINUTE, || h.with_index(|i| i.len()) == 4).await);
+    let filters = SearchFilters { pr: Some(42), ..SearchFilters::default() };
+    assert_eq!(h.undeploy_matching(filters).await, Ok(3));
+    assert!(eventually(10 * MINUTE, || h.with_index(|i| i.len()) == 1).await);
+    assert!(h.get(&keep.build_name()).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_controller_stops_on_shutdown_and_commands_then_fail() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 12);
+    h.ready().await;
+    h.shutdown().await;
+    assert_eq!(h.start("b1").await, Err(CommandError::Stopped));
+}

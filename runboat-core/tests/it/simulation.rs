@@ -1,0 +1,1 @@
+//! Seeded chaos simulations (filled below).
