@@ -44,8 +44,7 @@
 //! # Job handling (SPEC, idempotent)
 //!
 //! - init job running, init status `todo` → set `started`, post `pending`;
-//! - init job succeeded, init `todo`/`started` → (after re-reading the
-//!   Deployment, so a stale event cannot act) apply mode `stop`, set
+//! - init job succeeded, init `todo`/`started` → apply mode `stop`, set
 //!   `succeeded`, post `success`, then start the build if
 //!   [`Settings::start_after_init`];
 //! - init job failed, init `todo`/`started` → scale to 0, apply mode `stop`,
@@ -56,6 +55,11 @@
 //!   [`ControllerHandle::cleanup_failures`]; the build stays `undeploying`;
 //! - a job whose build has no Deployment → after checking with
 //!   [`Cluster::get_deployment`], delete the build's resources.
+//!
+//! The three init-job handlers first re-read the Deployment with
+//! [`Cluster::get_deployment`] and do nothing unless the init status still
+//! is what the event implied, so a stale or replayed event cannot act twice
+//! (e.g. post `success` twice, or start a build again).
 //!
 //! Undeploying builds (policy `cleanup`): kill the init job, scale to 0 and
 //! apply mode `cleanup` (or, with `no_cleanup_job`, delete the resources and

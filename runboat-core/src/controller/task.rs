@@ -234,6 +234,12 @@ impl Ctx {
             }
             TaskKind::InitStarted => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
+                if !matches!(
+                    self.current_init_status(j, name).await?,
+                    Some((InitStatus::Todo, false))
+                ) {
+                    return Ok(());
+                }
                 self.set_init(j, name, InitStatus::Started).await?;
                 self.post(task, c, CommitState::Pending, "initializing");
             }

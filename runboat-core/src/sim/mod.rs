@@ -230,7 +230,7 @@ struct Dep {
     created: Timestamp,
     deleting: Option<Timestamp>,
     finalizer: bool,
-    /// Incremented each time init status becomes `todo` by an apply.
+    /// Incremented by each apply of mode `deployment` (a new `todo`).
     todo_generation: u64,
     /// Incremented by each scale, so late replica updates are dropped.
     scale_generation: u64,
@@ -608,11 +608,15 @@ impl SimCluster {
         let delay = Duration::from_millis(5) + s.up_to(Duration::from_millis(50));
         let this = self.clone();
         let build = build.to_owned();
-        let after = Instant::now() + delay;
-        // Keep the per-object order: nothing of this object may overtake.
+        // After everything already scheduled for this object (the stale
+        // event included), and nothing of this object may overtake it.
+        let latest = s.dep_subs.iter().filter_map(|sub| sub.last_at.get(&build)).max().copied();
+        let mut after = Instant::now() + delay;
+        if let Some(latest) = latest {
+            after = after.max(latest + Duration::from_millis(1));
+        }
         for sub in &mut s.dep_subs {
-            let at = sub.last_at.entry(build.clone()).or_insert(after);
-            *at = (*at).max(after);
+            sub.last_at.insert(build.clone(), after);
         }
         tokio::spawn(async move {
             tokio::time::sleep_until(after).await;
@@ -870,9 +874,9 @@ impl Cluster for SimCluster {
                 match s.deps.get_mut(&build) {
                     Some(d) if d.deleting.is_some() => {}
                     Some(d) => {
-                        if d.init_status != InitStatus::Todo {
-                            d.todo_generation += 1;
-                        }
+                        // Re-applying mode `deployment` (a reset) is a new
+                        // `todo`, even when the build was still to do.
+                        d.todo_generation += 1;
                         d.init_status = InitStatus::Todo;
                         d.spec = 0;
                         d.scale_generation += 1;

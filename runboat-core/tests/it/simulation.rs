@@ -1,1 +1,346 @@
-//! Seeded chaos simulations (filled below).
+//! Seeded chaos simulations: hundreds of builds, a random workload of
+//! webhooks and user commands, every fault of the simulated cluster on,
+//! watch restarts and controller restarts; invariants checked at every step
+//! and once everything settled.
+//!
+//! A few seeds run by default; `RUNBOAT_SLOW_TESTS=1` runs many more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runboat_core::forge::NoForge;
+use runboat_core::sim::{Faults, JobScript, SimCluster, SimConfig};
+use runboat_core::{
+    Build, BuildStatus, CommandOutcome, CommitInfo, ControllerHandle, InitStatus, JobKind,
+    JobPhase, SearchFilters, Settings,
+};
+
+use crate::common::{commit, settings, spawn};
+
+/// The workload's random choices (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+struct World {
+    sim: SimCluster,
+    settings: Arc<Settings>,
+    handle: ControllerHandle,
+    seed: u64,
+    restarts: u64,
+    /// Commits whose deploy_commit returned Done.
+    accepted: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// Builds whose cleanup job is scripted to fail.
+    failing_cleanups: BTreeSet<String>,
+}
+
+fn sim_builds(sim: &SimCluster) -> Vec<Build> {
+    sim.deployments()
+        .iter()
+        .map(|f| Build::from_deployment_facts(f).expect("sim deployments are valid builds"))
+        .collect()
+}
+
+/// Invariants that must hold at every step.
+fn check_step(w: &World, max_initializing: usize) {
+    let report = w.sim.report();
+    if let Some(v) = report.violations.first() {
+        let b = v.rsplit(' ').next().unwrap_or("");
+        for c in w.sim.calls().iter().filter(|c| c.build_name == b) {
+            eprintln!("CALL {c:?}");
+        }
+    }
+    assert!(
+        report.violations.is_empty(),
+        "seed {}: invariants broken: {:?}",
+        w.seed,
+        report.violations
+    );
+    assert!(
+        report.peak_active_init_jobs <= max_initializing,
+        "seed {}: {} init jobs at once, max {}",
+        w.seed,
+        report.peak_active_init_jobs,
+        max_initializing
+    );
+}
+
+/// True once nothing is pending any more.
+fn settled(w: &World) -> bool {
+    if !w.handle.is_idle() {
+        return false;
+    }
+    let limits = w.settings.limits();
+    let builds = sim_builds(&w.sim);
+    let jobs = w.sim.jobs();
+    if jobs.iter().any(|j| j.phase.is_active()) {
+        return false;
+    }
+    if builds.iter().any(|b| {
+        b.status != BuildStatus::Undeploying
+            && matches!(b.init_status, InitStatus::Todo | InitStatus::Started)
+    }) {
+        return false;
+    }
+    if builds.iter().any(|b| matches!(b.status, BuildStatus::Starting | BuildStatus::Stopping)) {
+        return false;
+    }
+    let started = builds.iter().filter(|b| b.status == BuildStatus::Started).count();
+    if started > limits.max_started {
+        return false;
+    }
+    // Every undeploying build is one whose cleanup failed.
+    if builds
+        .iter()
+        .any(|b| b.status == BuildStatus::Undeploying && !w.failing_cleanups.contains(&b.name))
+    {
+        return false;
+    }
+    // The index agrees with the cluster.
+    let index: BTreeMap<String, BuildStatus> =
+        w.handle.with_index(|idx| idx.iter().map(|b| (b.name.clone(), b.status)).collect());
+    let cluster: BTreeMap<String, BuildStatus> =
+        builds.iter().map(|b| (b.name.clone(), b.status)).collect();
+    index == cluster
+}
+
+fn check_settled(w: &World) {
+    let limits = w.settings.limits();
+    let builds = sim_builds(&w.sim);
+    let seed = w.seed;
+    // Deployed within max_deployed, unless only protected or busy builds
+    // are left to undeploy.
+    let deployed: Vec<&Build> =
+        builds.iter().filter(|b| b.status != BuildStatus::Undeploying).collect();
+    if deployed.len() > limits.max_deployed {
+        let evictable = w.handle.with_index(|idx| idx.oldest_stopped(1).len());
+        assert_eq!(evictable, 0, "seed {seed}: above max_deployed with evictable builds left");
+    }
+    // Cleanup failures are reported and stay undeploying with their
+    // finalizer; every other undeployed build is entirely gone.
+    let mut failures = w.handle.cleanup_failures();
+    failures.sort();
+    let undeploying: Vec<String> = builds
+        .iter()
+        .filter(|b| b.status == BuildStatus::Undeploying)
+        .map(|b| b.name.clone())
+        .collect();
+    assert_eq!(failures, undeploying, "seed {seed}: failed cleanups are reported");
+    for name in &undeploying {
+        assert!(w.sim.has_finalizer(name), "seed {seed}: {name} keeps its finalizer");
+        assert!(
+            w.sim.jobs().iter().any(|j| &j.build_name == name
+                && j.kind == JobKind::Cleanup
+                && j.phase == JobPhase::Failed),
+            "seed {seed}: {name} is undeploying because its cleanup failed"
+        );
+    }
+    let present: BTreeSet<String> = builds.iter().map(|b| b.name.clone()).collect();
+    let report = w.sim.report();
+    for name in &report.undeployed {
+        if !present.contains(name) {
+            assert!(!w.sim.has_resources(name), "seed {seed}: resources of {name} left behind");
+            assert!(
+                !w.sim.jobs().iter().any(|j| &j.build_name == name),
+                "seed {seed}: jobs of {name} left behind"
+            );
+        }
+    }
+    // Nothing accepted was lost: every build deployed is there, or was
+    // undeployed (by a limit or a closed pull request).
+    for name in w.accepted.lock().expect("lock").iter() {
+        assert!(
+            present.contains(name) || report.undeployed.contains(name),
+            "seed {seed}: accepted build {name} lost"
+        );
+    }
+    // No orphan jobs.
+    for job in w.sim.jobs() {
+        assert!(present.contains(&job.build_name), "seed {seed}: orphan job {}", job.name);
+    }
+    assert_eq!(w.handle.stats().actions_panicked, 0);
+}
+
+async fn simulate(seed: u64, steps: usize) {
+    let mut rng = Rng(seed);
+    let (max_init, max_started, max_deployed) = (3, 4, 40);
+    let start_after_init = seed.is_multiple_of(2);
+    let settings = settings(max_init, max_started, max_deployed, start_after_init, false);
+    let sim = SimCluster::new(SimConfig {
+        seed,
+        init_failure_rate: 0.15,
+        init_job: JobScript::succeed_after(Duration::from_secs(20)),
+        faults: Faults::chaos(),
+        ..SimConfig::default()
+    });
+    let handle = spawn(&sim, Arc::new(NoForge), settings.clone(), seed);
+    let mut w = World {
+        sim,
+        settings,
+        handle,
+        seed,
+        restarts: 0,
+        accepted: Arc::default(),
+        failing_cleanups: BTreeSet::new(),
+    };
+    w.handle.ready().await;
+
+    let repos = 4;
+    let branches = ["16.0", "17.0", "18.0"];
+    let mut commits: Vec<CommitInfo> = Vec::new();
+    let mut open_prs: Vec<u64> = Vec::new();
+    let mut next_pr = 1;
+    let mut sha = seed.wrapping_mul(1_000_003);
+
+    for _ in 0..steps {
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(3000))).await;
+        check_step(&w, max_init);
+        let op = rng.below(100);
+        match op {
+            // A push to a branch or a pull request: a new commit.
+            0..=54 => {
+                sha += 1;
+                let repo = usize::try_from(rng.below(repos)).expect("small");
+                let branch = branches[usize::try_from(rng.below(3)).expect("small")];
+                let pr = if rng.below(2) == 0 {
+                    None
+                } else if !open_prs.is_empty() && rng.below(3) > 0 {
+                    Some(open_prs[usize::try_from(rng.below(open_prs.len() as u64)).expect("i")])
+                } else {
+                    next_pr += 1;
+                    open_prs.push(next_pr);
+                    Some(next_pr)
+                };
+                let c = commit(repo, branch, pr, sha);
+                if pr.is_some() && rng.below(25) == 0 {
+                    w.sim.script_cleanup(
+                        &c.build_name(),
+                        JobScript::fail_after(Duration::from_secs(2)),
+                    );
+                    w.failing_cleanups.insert(c.build_name());
+                }
+                commits.push(c.clone());
+                // A burst of identical webhooks, not awaited.
+                for _ in 0..=rng.below(3) {
+                    let h = w.handle.clone();
+                    let accepted = w.accepted.clone();
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        let name = c.build_name();
+                        if h.deploy_commit(c).await == Ok(CommandOutcome::Done) {
+                            accepted.lock().expect("lock").insert(name);
+                        }
+                    });
+                }
+            }
+            // User commands on random builds.
+            55..=84 if !commits.is_empty() => {
+                let c = &commits[usize::try_from(rng.below(commits.len() as u64)).expect("i")];
+                let name = c.build_name();
+                let h = w.handle.clone();
+                let which = rng.below(3);
+                tokio::spawn(async move {
+                    let _ = match which {
+                        0 => h.start(&name).await,
+                        1 => h.stop(&name).await,
+                        _ => h.reset(&name).await,
+                    };
+                });
+            }
+            // A pull request is closed.
+            85..=89 if !open_prs.is_empty() => {
+                let i = usize::try_from(rng.below(open_prs.len() as u64)).expect("i");
+                let pr = open_prs.swap_remove(i);
+                let h = w.handle.clone();
+                tokio::spawn(async move {
+                    let _ = h
+                        .undeploy_matching(SearchFilters { pr: Some(pr), ..Default::default() })
+                        .await;
+                });
+            }
+            90..=93 => w.sim.restart_watches(),
+            94..=95 => w.sim.end_watches(),
+            96 => {
+                // Controller restart mid-flight.
+                w.handle.shutdown().await;
+                w.restarts += 1;
+                w.handle = spawn(&w.sim, Arc::new(NoForge), w.settings.clone(), seed + w.restarts);
+                w.handle.ready().await;
+            }
+            _ => {}
+        }
+    }
+
+    // Let everything settle, checking the step invariants meanwhile.
+    let mut ok = false;
+    for _ in 0..720 {
+        check_step(&w, max_init);
+        if settled(&w) {
+            ok = true;
+            break;
+        }
+        // Paused clock: this only lets simulated time pass.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    if !ok {
+        let builds = sim_builds(&w.sim);
+        let busy: Vec<String> = builds
+            .iter()
+            .filter(|b| {
+                !matches!(
+                    b.status,
+                    BuildStatus::Stopped | BuildStatus::Failed | BuildStatus::Started
+                )
+            })
+            .map(|b| format!("{} {} {}", b.name, b.status, b.init_status))
+            .collect();
+        let view: Vec<String> = w.handle.with_index(|idx| {
+            idx.iter()
+                .filter(|b| {
+                    !matches!(
+                        b.status,
+                        BuildStatus::Stopped | BuildStatus::Failed | BuildStatus::Started
+                    )
+                })
+                .map(|b| format!("{} {} {}", b.name, b.status, b.init_status))
+                .collect()
+        });
+        panic!(
+            "seed {seed}: did not settle in 2 hours: idle={} stats={:?} view={view:?} jobs={:?} busy={busy:?}",
+            w.handle.is_idle(),
+            w.handle.stats(),
+            w.sim.jobs().iter().filter(|j| j.phase.is_active()).collect::<Vec<_>>()
+        );
+    }
+    check_step(&w, max_init);
+    check_settled(&w);
+    let report = w.sim.report();
+    assert!(
+        report.init_jobs_created > 0 && report.injected_failures > 0,
+        "seed {seed}: {report:?}"
+    );
+}
+
+fn seeds() -> std::ops::Range<u64> {
+    if std::env::var_os("RUNBOAT_SLOW_TESTS").is_some_and(|v| v == "1") { 1..41 } else { 1..4 }
+}
+
+#[tokio::test(start_paused = true)]
+async fn chaos_simulations_keep_every_invariant() {
+    for seed in seeds() {
+        simulate(seed, 400).await;
+    }
+}
