@@ -552,8 +552,10 @@ impl Loop {
         let mut waiting = VecDeque::new();
         while let Some(command) = self.queued.pop_front() {
             if !self.has_capacity() {
+                // The rest waits for a free slot, in order.
                 waiting.push_back(command);
-                continue;
+                waiting.extend(self.queued.drain(..));
+                break;
             }
             if let Some(command) = self.command(&idx, command, now) {
                 waiting.push_back(command);
@@ -623,7 +625,10 @@ impl Loop {
             .iter()
             .filter(|n| !is_started(n) && !self.active_init.contains(*n))
             .count();
-        let mut room = max.saturating_sub(started + extra_jobs + extra_actions);
+        // No more than can be spawned now: the rest waits for the next
+        // batch (this also bounds the candidates walked below).
+        let capacity = self.config.max_concurrent_actions.max(1).saturating_sub(self.tasks.len());
+        let mut room = max.saturating_sub(started + extra_jobs + extra_actions).min(capacity);
         if room == 0 {
             return;
         }

@@ -268,6 +268,8 @@ struct State {
     job_subs: Vec<Sub<JobFacts>>,
     last_dep_facts: HashMap<String, DeploymentFacts>,
     next_id: u64,
+    /// Init jobs pending or running (kept in step by `set_job`).
+    active_init: usize,
     report: SimReport,
     calls: Vec<SimCall>,
 }
@@ -361,15 +363,24 @@ impl State {
         self.jobs.values().map(|j| j.facts.clone()).collect()
     }
 
-    fn active_init_jobs(&self) -> usize {
-        self.jobs
-            .values()
-            .filter(|j| {
-                j.facts.kind == JobKind::Initialize
-                    && !j.facts.deleting
-                    && j.facts.phase.is_active()
-            })
-            .count()
+    fn counts_as_active_init(job: &JobFacts) -> bool {
+        job.kind == JobKind::Initialize && !job.deleting && job.phase.is_active()
+    }
+
+    /// Inserts, replaces (`Some`) or removes (`None`) a job, keeping the
+    /// active init job count in step.
+    fn set_job(&mut self, name: &str, job: Option<Job>) -> Option<Job> {
+        if job.as_ref().is_some_and(|j| State::counts_as_active_init(&j.facts)) {
+            self.active_init += 1;
+        }
+        let old = match job {
+            Some(job) => self.jobs.insert(name.to_owned(), job),
+            None => self.jobs.remove(name),
+        };
+        if old.as_ref().is_some_and(|j| State::counts_as_active_init(&j.facts)) {
+            self.active_init -= 1;
+        }
+        old
     }
 
     fn violation(&mut self, what: String) {
@@ -451,6 +462,7 @@ impl SimCluster {
             job_subs: Vec::new(),
             last_dep_facts: HashMap::new(),
             next_id: 0,
+            active_init: 0,
             report: SimReport::default(),
             calls: Vec::new(),
         };
@@ -771,9 +783,8 @@ impl SimCluster {
             phase: JobPhase::Pending,
             deleting: false,
         };
-        s.jobs.insert(name.clone(), Job { facts, uid });
-        let active = s.active_init_jobs();
-        s.report.peak_active_init_jobs = s.report.peak_active_init_jobs.max(active);
+        s.set_job(&name, Some(Job { facts, uid }));
+        s.report.peak_active_init_jobs = s.report.peak_active_init_jobs.max(s.active_init);
         self.emit_job(s, &name, None);
         let this = self.clone();
         tokio::spawn(async move {
@@ -792,9 +803,11 @@ impl SimCluster {
 
     fn advance_job(&self, name: &str, uid: u64, phase: JobPhase) -> bool {
         let mut s = self.lock();
-        match s.jobs.get_mut(name) {
+        match s.jobs.get(name) {
             Some(job) if job.uid == uid && !job.facts.deleting => {
+                let mut job = job.clone();
                 job.facts.phase = phase;
+                s.set_job(name, Some(job));
                 self.emit_job(&mut s, name, None);
                 true
             }
@@ -810,11 +823,12 @@ impl SimCluster {
             .map(|j| j.facts.name.clone())
             .collect();
         for name in names {
-            if let Some(job) = s.jobs.get_mut(&name) {
+            if let Some(mut job) = s.jobs.get(&name).cloned() {
                 job.facts.deleting = true;
+                s.set_job(&name, Some(job));
             }
             self.emit_job(s, &name, None);
-            if let Some(job) = s.jobs.remove(&name) {
+            if let Some(job) = s.set_job(&name, None) {
                 self.emit_job(s, &name, Some(job.facts));
             }
         }
