@@ -661,6 +661,14 @@ async fn only_the_room_left_by_max_initializing_is_used_oldest_first() {
     )
     .await;
     h.wait_calls(1).await;
+    // More batches while the new init job has not shown up yet: the
+    // initialize action is not issued again, and no other one either.
+    for _ in 0..3 {
+        let event = ClusterEvent::Applied(job(&running, JobKind::Initialize, JobPhase::Running));
+        h.jobs.send(event).expect("send");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(h.handle.stats().actions_started, 1);
     h.finish().await;
 }
 

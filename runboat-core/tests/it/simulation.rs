@@ -178,7 +178,8 @@ async fn simulate(seed: u64, steps: usize) {
     let mut rng = Rng(seed);
     let (max_init, max_started, max_deployed) = (3, 4, 40);
     let start_after_init = seed.is_multiple_of(2);
-    let settings = settings(max_init, max_started, max_deployed, start_after_init, false);
+    let no_cleanup_job = seed.is_multiple_of(3);
+    let settings = settings(max_init, max_started, max_deployed, start_after_init, no_cleanup_job);
     let sim = SimCluster::new(SimConfig {
         seed,
         init_failure_rate: 0.15,
@@ -225,7 +226,7 @@ async fn simulate(seed: u64, steps: usize) {
                     Some(next_pr)
                 };
                 let c = commit(repo, branch, pr, sha);
-                if pr.is_some() && rng.below(25) == 0 {
+                if pr.is_some() && !no_cleanup_job && rng.below(25) == 0 {
                     w.sim.script_cleanup(
                         &c.build_name(),
                         JobScript::fail_after(Duration::from_secs(2)),
