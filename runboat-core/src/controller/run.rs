@@ -548,20 +548,20 @@ impl Loop {
             return;
         }
 
-        // 1. User commands, in arrival order.
-        let mut waiting = VecDeque::new();
-        while let Some(command) = self.queued.pop_front() {
-            if !self.has_capacity() {
-                // The rest waits for a free slot, in order.
-                waiting.push_back(command);
-                waiting.extend(self.queued.drain(..));
-                break;
-            }
+        // 1. User commands, in arrival order, while there are free slots.
+        // Commands whose build is busy go back to the front, in order; the
+        // rest of the queue is not touched (a burst of thousands of
+        // commands costs nothing per batch beyond what is spawned).
+        let mut waiting = Vec::new();
+        while self.has_capacity() {
+            let Some(command) = self.queued.pop_front() else { break };
             if let Some(command) = self.command(&idx, command, now) {
-                waiting.push_back(command);
+                waiting.push(command);
             }
         }
-        self.queued = waiting;
+        for command in waiting.into_iter().rev() {
+            self.queued.push_front(command);
+        }
 
         // 2. Job handling for the builds touched.
         for name in dirty {
