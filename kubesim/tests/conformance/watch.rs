@@ -252,3 +252,49 @@ async fn streaming_lists_send_initial_events_then_the_end_bookmark() {
         other => panic!("expected apply, got {other:?}"),
     }
 }
+
+/// 10,000 objects through kube's paginated initial list, then 1,000 more
+/// through the watch (slow: only with RUNBOAT_SLOW_TESTS=1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_at_scale() {
+    if std::env::var("RUNBOAT_SLOW_TESTS").as_deref() != Ok("1") {
+        return;
+    }
+    let sim = crate::sim_with(kubesim::ControllerConfig::none()).await;
+    for i in 0..10_000 {
+        sim.create("configmaps", "ns", json!({"metadata": {"name": format!("c{i:05}"), "labels": {"runboat/build": format!("b{i}")}}}))
+            .expect("seeded");
+    }
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "ns");
+    let mut stream =
+        watcher(api.clone(), watcher::Config::default().labels("runboat/build")).boxed();
+    let mut initial = 0;
+    loop {
+        match stream.try_next().await.expect("event").expect("some") {
+            watcher::Event::InitApply(_) => initial += 1,
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, 10_000);
+    for i in 0..1_000 {
+        sim.create(
+            "configmaps",
+            "ns",
+            json!({"metadata": {"name": format!("d{i:05}"), "labels": {"runboat/build": "x"}}}),
+        )
+        .expect("created");
+    }
+    let mut applied = 0;
+    while applied < 1_000 {
+        match tokio::time::timeout(Duration::from_secs(30), stream.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("some")
+        {
+            watcher::Event::Apply(_) => applied += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
