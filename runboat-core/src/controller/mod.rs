@@ -66,7 +66,8 @@
 //! remove the finalizer directly).
 //!
 //! Commit statuses go to the [`Forge`] with the build page as target URL;
-//! `post_status` only queues, so the forge never delays an action.
+//! `post_status` only queues, and an action posts its statuses after its
+//! last cluster call, so the forge never delays a cluster action.
 
 mod run;
 mod task;

@@ -184,15 +184,34 @@ impl Ctx {
         });
     }
 
-    /// Runs the cluster calls of `task`.
+    /// Runs the cluster calls of `task`, then posts the commit statuses
+    /// they earned (also when a later call failed): statuses never come
+    /// between two cluster calls, so even a forge that blocks could not
+    /// delay one.
     pub(crate) async fn run(&self, task: &Task, j: &mut Jitter) -> ClusterResult<()> {
+        let mut posts = Vec::new();
+        let result = self.calls(task, j, &mut posts).await;
+        if let Some(commit) = &task.commit {
+            for (state, description) in posts {
+                self.post(task, commit, state, description);
+            }
+        }
+        result
+    }
+
+    async fn calls(
+        &self,
+        task: &Task,
+        j: &mut Jitter,
+        posts: &mut Vec<(CommitState, &'static str)>,
+    ) -> ClusterResult<()> {
         let name = task.build_name.as_str();
         let commit = task.commit.as_ref();
         match task.kind {
             TaskKind::Deploy => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
                 self.apply(j, c, KubefilesMode::Deployment).await?;
-                self.post(task, c, CommitState::Pending, "build queued");
+                posts.push((CommitState::Pending, "build queued"));
             }
             TaskKind::Initialize => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
@@ -213,7 +232,7 @@ impl Ctx {
                 self.kill(j, name, JobKind::Initialize).await?;
                 self.kill(j, name, JobKind::Cleanup).await?;
                 self.apply(j, c, KubefilesMode::Deployment).await?;
-                self.post(task, c, CommitState::Pending, "build queued");
+                posts.push((CommitState::Pending, "build queued"));
             }
             TaskKind::Undeploy => {
                 ok_if_gone(
@@ -233,7 +252,6 @@ impl Ctx {
                 }
             }
             TaskKind::InitStarted => {
-                let c = commit.ok_or_else(|| missing_commit(task))?;
                 if !matches!(
                     self.current_init_status(j, name).await?,
                     Some((InitStatus::Todo, false))
@@ -241,7 +259,7 @@ impl Ctx {
                     return Ok(());
                 }
                 self.set_init(j, name, InitStatus::Started).await?;
-                self.post(task, c, CommitState::Pending, "initializing");
+                posts.push((CommitState::Pending, "initializing"));
             }
             TaskKind::InitSucceeded => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
@@ -252,7 +270,7 @@ impl Ctx {
                 }
                 self.apply(j, c, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Succeeded).await?;
-                self.post(task, c, CommitState::Success, "build ready");
+                posts.push((CommitState::Success, "build ready"));
                 if self.settings.start_after_init {
                     self.apply(j, c, KubefilesMode::Start).await?;
                     self.scale(j, name, 1).await?;
@@ -266,7 +284,7 @@ impl Ctx {
                 self.scale(j, name, 0).await?;
                 self.apply(j, c, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Failed).await?;
-                self.post(task, c, CommitState::Failure, "initialization failed");
+                posts.push((CommitState::Failure, "initialization failed"));
             }
             TaskKind::CleanupSucceeded => {
                 self.delete_resources(j, name).await?;

@@ -42,12 +42,17 @@ mock! {
     }
 }
 
+/// Records statuses, and how many expected cluster calls had happened
+/// when each was posted.
 #[derive(Default)]
-struct RecordingForge(Mutex<Vec<CommitStatus>>);
+struct RecordingForge(Mutex<Vec<CommitStatus>>, Mutex<(Option<Arc<AtomicUsize>>, Vec<usize>)>);
 
 impl Forge for RecordingForge {
     fn post_status(&self, status: CommitStatus) {
         self.0.lock().expect("lock").push(status);
+        let mut calls = self.1.lock().expect("lock");
+        let seen = calls.0.as_ref().map_or(0, |c| c.load(Ordering::SeqCst));
+        calls.1.push(seen);
     }
 }
 
@@ -136,10 +141,20 @@ fn stream<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> BoxStream<'stati
 }
 
 async fn harness(
+    mock: MockCluster,
+    deployments: Vec<DeploymentFacts>,
+    jobs: Vec<JobFacts>,
+    settings: Settings,
+) -> Harness {
+    harness_counting(mock, deployments, jobs, settings, Arc::default()).await
+}
+
+async fn harness_counting(
     mut mock: MockCluster,
     deployments: Vec<DeploymentFacts>,
     jobs: Vec<JobFacts>,
     settings: Settings,
+    calls: Arc<AtomicUsize>,
 ) -> Harness {
     let (dtx, drx) = mpsc::unbounded_channel();
     let (jtx, jrx) = mpsc::unbounded_channel();
@@ -148,6 +163,7 @@ async fn harness(
     mock.expect_deployment_events().times(1).return_once(move || stream(drx));
     mock.expect_job_events().times(1).return_once(move || stream(jrx));
     let forge = Arc::new(RecordingForge::default());
+    forge.1.lock().expect("lock").0 = Some(calls.clone());
     let handle = Controller::spawn(
         Arc::new(mock),
         forge.clone(),
@@ -155,7 +171,7 @@ async fn harness(
         ControllerConfig::default(),
     );
     handle.ready().await;
-    Harness { handle, forge, calls: Arc::default(), jobs: jtx, _deployments: dtx }
+    Harness { handle, forge, calls, jobs: jtx, _deployments: dtx }
 }
 
 impl Harness {
@@ -198,9 +214,7 @@ async fn with_mock(
     let calls = Arc::new(AtomicUsize::new(0));
     let mut mock = MockCluster::new();
     setup(&mut mock, &calls);
-    let mut h = harness(mock, deployments, jobs, settings).await;
-    h.calls = calls;
-    h
+    harness_counting(mock, deployments, jobs, settings, calls).await
 }
 
 fn expect_apply(
@@ -368,6 +382,9 @@ async fn initialization_success_also_starts_with_start_after_init() {
     )
     .await;
     h.wait_calls(5).await;
+    // The status is posted after the action's last cluster call.
+    assert_eq!(h.forge.states(), [CommitState::Success]);
+    assert_eq!(h.forge.1.lock().expect("lock").1, [5]);
     h.finish().await;
 }
 
