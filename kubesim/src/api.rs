@@ -635,7 +635,7 @@ impl Inner {
                     }
                     let uid = str_field(&obj, "/metadata/uid").unwrap_or_default().to_string();
                     let stored = state.commit(res, ns, name, Some(obj));
-                    self.remember_applied(&uid, opts, &patch_value);
+                    remember_applied(state, &uid, opts, &patch_value);
                     return Ok((201, stored.json.clone()));
                 }
                 return Err(ApiError::not_found(def, name));
@@ -667,7 +667,7 @@ impl Inner {
                         && kind != def.kind && sub == Sub::Main {
                             return Err(ApiError::bad_request(format!("kind {kind} does not match the resource {}", def.kind)));
                         }
-                    let previous = self.applied_by(&existing.uid, opts);
+                    let previous = applied_by(state, &existing.uid, opts);
                     let mut applied = patch_value.clone();
                     // The applied configuration's resourceVersion, if any, is a precondition.
                     if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -687,23 +687,10 @@ impl Inner {
                 self.finish_update(state, res, ns, name, &old, patched, sub, opts)?
             };
             if ptype == PatchType::Apply && !opts.dry_run {
-                self.remember_applied(&existing.uid, opts, &patch_value);
+                remember_applied(state, &existing.uid, opts, &patch_value);
             }
             Ok((200, out))
         })
-    }
-
-    fn remember_applied(&self, uid: &str, opts: &WriteOpts, applied: &Value) {
-        if let Some(manager) = &opts.field_manager {
-            let mut map = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.insert((uid.to_string(), manager.clone()), applied.clone());
-        }
-    }
-
-    fn applied_by(&self, uid: &str, opts: &WriteOpts) -> Option<Value> {
-        let manager = opts.field_manager.as_ref()?;
-        let map = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&(uid.to_string(), manager.clone())).cloned()
     }
 
     /// delete: 200 with a success Status when the object is gone, 202 with
@@ -971,6 +958,17 @@ impl Inner {
         let token = next.map(|k| encode_continue(list_rv, &k));
         Ok((200, list_body(def, list_rv, token.as_deref(), &items)))
     }
+}
+
+/// Remembers the configuration a manager applied (forgotten with the object).
+fn remember_applied(state: &mut State, uid: &str, opts: &WriteOpts, applied: &Value) {
+    if let Some(manager) = &opts.field_manager {
+        state.applied.entry(uid.to_string()).or_default().insert(manager.clone(), applied.clone());
+    }
+}
+
+fn applied_by(state: &State, uid: &str, opts: &WriteOpts) -> Option<Value> {
+    state.applied.get(uid)?.get(opts.field_manager.as_ref()?).cloned()
 }
 
 fn parse(b: &Bytes) -> Value {

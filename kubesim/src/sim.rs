@@ -20,8 +20,6 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) seed: u64,
     ids: AtomicU64,
-    /// The last configuration applied, by (uid, field manager).
-    pub(crate) applied: Mutex<HashMap<(String, String), Value>>,
     /// Pod logs by (namespace, pod, container).
     pub(crate) logs: Mutex<HashMap<(String, String, String), String>>,
     pub(crate) controllers: Mutex<ControllerConfig>,
@@ -41,7 +39,6 @@ impl Inner {
             store: Store::new(config.history_window),
             seed,
             ids: AtomicU64::new(1),
-            applied: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             controllers: Mutex::new(config.controllers.clone()),
             paused: tokio::sync::watch::channel(false).0,
