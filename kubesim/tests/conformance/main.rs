@@ -2,6 +2,7 @@
 //! kubesim over real HTTP. Where the real API server's behaviour is known,
 //! the tests assert exactly that: status codes, `Status.reason`, event order.
 
+mod binary;
 mod controllers;
 mod crud;
 mod faults;
