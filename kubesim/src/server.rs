@@ -531,6 +531,20 @@ fn watch_response(
             return;
         }
         let mut cursor = cursor;
+        // A version from the future (e.g. from before a restart): wait a
+        // little for it, then answer like the real server's watch cache.
+        if inner.store.read().rv < cursor && !caught_up(&mut rv_rx, cursor).await {
+            let current = inner.store.read().rv;
+            let status = ApiError {
+                details: Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})),
+                ..ApiError::new(504, "Timeout", format!("Too large resource version: {cursor}, current: {current}"))
+            }
+            .to_status();
+            let mut line = Vec::new();
+            event_line(&mut line, "ERROR", status.to_string().as_bytes());
+            let _ = tx.send(Ok(Bytes::from(line))).await;
+            return;
+        }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
@@ -616,6 +630,21 @@ fn watch_response(
         .header(header::TRANSFER_ENCODING, "chunked")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// Waits up to 3 s for the resourceVersion to reach `target`.
+async fn caught_up(rv_rx: &mut tokio::sync::watch::Receiver<u64>, target: u64) -> bool {
+    let wait = tokio::time::sleep(Duration::from_secs(3));
+    tokio::pin!(wait);
+    loop {
+        if *rv_rx.borrow_and_update() >= target {
+            return true;
+        }
+        tokio::select! {
+            r = rv_rx.changed() => if r.is_err() { return false },
+            () = &mut wait => return false,
+        }
+    }
 }
 
 fn matches(query: &ListQuery, ns: &str, name: &str, obj: &StoredObject) -> bool {

@@ -298,3 +298,21 @@ async fn watcher_at_scale() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_resource_version_from_the_future_times_out_like_the_watch_cache() {
+    let sim = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "ns");
+    let future = (sim.resource_version() + 1000).to_string();
+    let events: Vec<WatchEvent<ConfigMap>> = api
+        .watch(&WatchParams::default().disable_bookmarks().timeout(10), &future)
+        .await
+        .expect("watch")
+        .try_collect()
+        .await
+        .expect("events");
+    match events.as_slice() {
+        [WatchEvent::Error(s)] => assert_eq!((s.code, s.reason.as_str()), (504, "Timeout")),
+        other => panic!("expected one 504, got {}", other.len()),
+    }
+}
