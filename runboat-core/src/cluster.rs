@@ -19,6 +19,9 @@
 //! arbitrarily and may be duplicated. A stream should never end; if it does,
 //! the controller asks for a new one.
 //!
+//! `crate::sim::check_cluster_contract` (feature `testing`) checks an
+//! implementation against this contract.
+//!
 //! # Errors
 //!
 //! [`ClusterError`] separates what the controller handles differently:
@@ -218,10 +221,12 @@ pub trait Cluster: Send + Sync + 'static {
     async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()>;
 
     /// Sets the Deployment's replicas and writes `runboat/last-scaled`
-    /// (now, see [`crate::contract::format_last_scaled`]).
+    /// (now, see [`crate::contract::format_last_scaled`]). `NotFound` when
+    /// the build has no Deployment.
     async fn scale(&self, build_name: &str, replicas: i32) -> ClusterResult<()>;
 
-    /// Writes the `runboat/init-status` annotation.
+    /// Writes the `runboat/init-status` annotation. `NotFound` when the
+    /// build has no Deployment.
     async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()>;
 
     /// Deletes the build's Deployment (its finalizer then keeps it,

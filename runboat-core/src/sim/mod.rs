@@ -38,6 +38,12 @@
 //! branch build does, so tests doing that expect this entry), deleting the resources of a build whose Deployment is
 //! live, init jobs for undeploying builds.
 //!
+//! # Contract check
+//!
+//! [`check_cluster_contract`] runs one build's lifecycle through any
+//! [`Cluster`] and checks what the controller relies on; it is here so that
+//! runboat-k8s can run it against kubesim.
+//!
 //! # Example
 //!
 //! ```
@@ -54,6 +60,10 @@
 //! // `sim.jobs()` and `sim.report()`.
 //! }
 //! ```
+
+mod contract;
+
+pub use contract::check_cluster_contract;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
