@@ -268,6 +268,7 @@ pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             "kind": r.kind,
             "verbs": VERBS,
             "shortNames": r.short_names,
+            "categories": if matches!(r.plural, "pods" | "services" | "deployments" | "replicasets" | "jobs") { vec!["all"] } else { vec![] },
         }));
         for sub in r.subresources {
             let (kind, verbs, grp, ver): (&str, &[&str], &str, &str) = match *sub {

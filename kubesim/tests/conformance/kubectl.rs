@@ -86,6 +86,15 @@ async fn kubectl_get_describe_delete_and_server_side_apply() {
         "{out}"
     );
 
+    let (ok, out) = kubectl(&kubeconfig, &["get", "all", "-n", "ns"]).await;
+    assert!(ok && out.contains("replicaset.apps/web-"), "get all: {out}");
+    let (ok, out) =
+        kubectl(&kubeconfig, &["rollout", "status", "deployment/web", "-n", "ns", "--timeout=10s"])
+            .await;
+    assert!(ok && out.contains("successfully rolled out"), "rollout status: {out}");
+    let (ok, out) = kubectl(&kubeconfig, &["logs", "job/init", "-n", "ns"]).await;
+    assert!(ok && out.contains("kubesim: job init"), "logs: {out}");
+
     let (ok, out) = kubectl(&kubeconfig, &["describe", "deployment", "web", "-n", "ns"]).await;
     assert!(ok, "describe: {out}");
     assert!(out.contains("Name:") && out.contains("web") && out.contains("Replicas:"), "{out}");
