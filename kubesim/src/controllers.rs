@@ -43,6 +43,8 @@ struct Controllers {
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     timer_seq: u64,
     scripts: HashMap<(String, String), JobScript>,
+    /// Job pods stopped by their job's activeDeadlineSeconds.
+    deadline_pods: std::collections::HashSet<(String, String)>,
 }
 
 /// Runs the controllers until the server stops.
@@ -55,6 +57,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         timers: BinaryHeap::new(),
         timer_seq: 0,
         scripts: HashMap::new(),
+        deadline_pods: Default::default(),
     };
     let mut cursor = 0;
     let mut idle = false;
@@ -598,9 +601,17 @@ impl Controllers {
         )
         .unwrap_or(0);
         let backoff = job.pointer("/spec/backoffLimit").and_then(Value::as_i64).unwrap_or(6);
+        let deadline_hit = pods.iter().any(|p| {
+            p.pointer("/status/reason").and_then(Value::as_str) == Some("DeadlineExceeded")
+        });
+        let (fail_reason, fail_message) = if deadline_hit {
+            ("DeadlineExceeded", "Job was active longer than specified deadline")
+        } else {
+            ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        };
         let outcome = if succeeded >= 1 {
             Some(true)
-        } else if failed > backoff {
+        } else if failed > backoff || deadline_hit {
             Some(false)
         } else {
             None
@@ -621,8 +632,19 @@ impl Controllers {
             });
             if let Some(pod) = self.create(PODS, ns, body) {
                 let pname = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                let script = self.script_for(&job, cfg);
-                let run_for = script.duration.unwrap_or(cfg.job_duration);
+                let mut script = self.script_for(&job, cfg);
+                let mut run_for = script.duration.unwrap_or(cfg.job_duration);
+                // activeDeadlineSeconds stops a pod that would run longer.
+                if let Some(deadline) = job
+                    .pointer("/spec/activeDeadlineSeconds")
+                    .and_then(Value::as_u64)
+                    .map(Duration::from_secs)
+                    && run_for > deadline
+                {
+                    run_for = deadline;
+                    script.outcome = JobOutcome::Fail;
+                    self.deadline_pods.insert((ns.into(), pname.clone()));
+                }
                 self.scripts.insert((ns.into(), pname.clone()), script);
                 self.schedule(Duration::ZERO, Timer::Running(ns.into(), pname.clone()));
                 self.schedule(run_for, Timer::Finished(ns.into(), pname));
@@ -660,20 +682,8 @@ impl Controllers {
                     status["completionTime"] = json!(now);
                 }
                 Some(false) => {
-                    set_condition(
-                        &mut status,
-                        "FailureTarget",
-                        "True",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit",
-                    );
-                    set_condition(
-                        &mut status,
-                        "Failed",
-                        "True",
-                        "BackoffLimitExceeded",
-                        "Job has reached the specified backoff limit",
-                    );
+                    set_condition(&mut status, "FailureTarget", "True", fail_reason, fail_message);
+                    set_condition(&mut status, "Failed", "True", fail_reason, fail_message);
                 }
                 None => {}
             }
@@ -765,8 +775,13 @@ impl Controllers {
     fn pod_finished(&mut self, ns: &str, name: &str) {
         let Some(script) = self.scripts.remove(&(ns.to_string(), name.to_string())) else { return };
         let ok = script.outcome == JobOutcome::Succeed;
+        let deadline = self.deadline_pods.remove(&(ns.to_string(), name.to_string()));
         let now = now();
         self.mutate(PODS, ns, name, |v| {
+            if deadline {
+                v["status"]["reason"] = json!("DeadlineExceeded");
+                v["status"]["message"] = json!("Pod was active on the node longer than the specified deadline");
+            }
             let code = if ok { 0 } else { 1 };
             let reason = if ok { "Completed" } else { "Error" };
             v["status"]["phase"] = json!(if ok { "Succeeded" } else { "Failed" });

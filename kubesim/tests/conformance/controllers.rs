@@ -294,3 +294,34 @@ async fn pods_terminate_gracefully_when_configured() {
         .right()
         .expect("gone at once");
 }
+
+#[tokio::test]
+async fn active_deadline_fails_a_job_that_runs_too_long() {
+    let sim = sim().await;
+    sim.add_job_rule(JobRule::by_name(
+        "^slow$",
+        JobScript::succeed().with_duration(Duration::from_secs(3600)),
+    ));
+    let api: Api<Job> = Api::namespaced(sim.client(), "ns");
+    let mut j = job("slow", "b1", "initialize");
+    j.spec.as_mut().expect("spec").active_deadline_seconds = Some(1);
+    api.create(&PostParams::default(), &j).await.expect("created");
+    let failed = |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+    };
+    let j = tokio::time::timeout(WAIT, await_condition(api.clone(), "slow", failed))
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("job");
+    let reasons: Vec<String> = j
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.reason)
+        .collect();
+    assert_eq!(reasons, vec!["DeadlineExceeded", "DeadlineExceeded"]);
+}
