@@ -56,6 +56,8 @@ pub struct ControllerConfig {
     pub jobs: bool,
     /// Owned objects are deleted with their owner.
     pub garbage_collector: bool,
+    /// The controllers record core/v1 Events (shown by `kubectl describe`).
+    pub events: bool,
     /// Time from a pod's creation to it being Running and Ready.
     pub pod_ready_delay: Duration,
     /// Time a deleted pod stays Terminating (capped by its grace period);
@@ -75,6 +77,7 @@ impl Default for ControllerConfig {
             deployments: true,
             jobs: true,
             garbage_collector: true,
+            events: true,
             pod_ready_delay: Duration::from_secs(1),
             pod_termination_delay: Duration::ZERO,
             job_duration: Duration::from_secs(1),
@@ -100,6 +103,7 @@ impl ControllerConfig {
             deployments: false,
             jobs: false,
             garbage_collector: false,
+            events: false,
             ..Self::default()
         }
     }
@@ -111,6 +115,7 @@ impl std::fmt::Debug for ControllerConfig {
             .field("deployments", &self.deployments)
             .field("jobs", &self.jobs)
             .field("garbage_collector", &self.garbage_collector)
+            .field("events", &self.events)
             .field("pod_ready_delay", &self.pod_ready_delay)
             .field("pod_termination_delay", &self.pod_termination_delay)
             .field("job_duration", &self.job_duration)

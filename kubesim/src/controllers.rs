@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::api::{DeleteOpts, WriteOpts, finalizers, now, splitmix};
 use crate::config::{ControllerConfig, JobOutcome, JobScript};
-use crate::resources::{DEPLOYMENTS, JOBS, NAMESPACES, PODS, REPLICASETS, ResId};
+use crate::resources::{DEPLOYMENTS, EVENTS, JOBS, NAMESPACES, PODS, REPLICASETS, ResId};
 use crate::sim::Inner;
 use crate::store::{EventType, Location, State};
 
@@ -43,6 +43,9 @@ struct Controllers {
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     timer_seq: u64,
     scripts: HashMap<(String, String), JobScript>,
+    /// Whether to record Events.
+    events: bool,
+    last_stamp: std::cell::Cell<u64>,
     /// Job pods stopped by their job's activeDeadlineSeconds.
     deadline_pods: std::collections::HashSet<(String, String)>,
 }
@@ -58,6 +61,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         timer_seq: 0,
         scripts: HashMap::new(),
         deadline_pods: Default::default(),
+        events: false,
+        last_stamp: std::cell::Cell::new(0),
     };
     let mut cursor = 0;
     let mut idle = false;
@@ -83,6 +88,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
             continue;
         }
+        c.events = cfg.events;
         if idle {
             idle = false;
             cursor = c.resync();
@@ -343,6 +349,45 @@ impl Controllers {
         }
     }
 
+    /// A name suffix that grows with time, like the real recorder's
+    /// (nanoseconds), and strictly, so names are unique and sort by time.
+    fn event_stamp(&self) -> u64 {
+        let nanos = u64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(0);
+        let stamp = nanos.max(self.last_stamp.get() + 1);
+        self.last_stamp.set(stamp);
+        stamp
+    }
+
+    /// Records a core/v1 Event about `obj`, as the real controllers do.
+    fn event(
+        &self,
+        obj: &Value,
+        kind: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        component: &str,
+    ) {
+        if !self.events {
+            return;
+        }
+        let meta = &obj["metadata"];
+        let name = meta["name"].as_str().unwrap_or_default();
+        let ns = meta["namespace"].as_str().unwrap_or_default();
+        let now = now();
+        let body = json!({
+            "metadata": {"name": format!("{name}.{:016x}", self.event_stamp()), "namespace": ns},
+            "involvedObject": {
+                "kind": kind, "namespace": ns, "name": name, "uid": meta["uid"],
+                "apiVersion": obj["apiVersion"], "resourceVersion": meta["resourceVersion"],
+            },
+            "reason": reason, "message": message, "type": type_,
+            "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1, "eventTime": null,
+        });
+        self.create(EVENTS, ns, body);
+    }
+
     fn get(&self, res: ResId, ns: &str, name: &str) -> Option<Value> {
         self.inner.store.read().get(res, ns, name).map(|o| o.value())
     }
@@ -410,17 +455,36 @@ impl Controllers {
             .unwrap_or(0);
         for rs in &existing {
             let rname = rs["metadata"]["name"].as_str().unwrap_or_default();
-            if rname != rs_name && int(rs, "/spec/replicas") != 0 {
+            let had = int(rs, "/spec/replicas");
+            if rname != rs_name && had != 0 {
                 self.mutate(REPLICASETS, ns, rname, |v| v["spec"]["replicas"] = json!(0));
+                self.event(
+                    &d,
+                    "Deployment",
+                    "Normal",
+                    "ScalingReplicaSet",
+                    &format!("Scaled down replica set {rname} from {had} to 0"),
+                    "deployment-controller",
+                );
             }
         }
         let current = existing.iter().find(|rs| rs["metadata"]["name"] == rs_name.as_str());
         match current {
             Some(rs) => {
-                if int(rs, "/spec/replicas") != replicas {
+                let had = int(rs, "/spec/replicas");
+                if had != replicas {
                     self.mutate(REPLICASETS, ns, &rs_name, |v| {
                         v["spec"]["replicas"] = json!(replicas)
                     });
+                    let dir = if replicas > had { "up" } else { "down" };
+                    self.event(
+                        &d,
+                        "Deployment",
+                        "Normal",
+                        "ScalingReplicaSet",
+                        &format!("Scaled {dir} replica set {rs_name} from {had} to {replicas}"),
+                        "deployment-controller",
+                    );
                 }
             }
             None => {
@@ -436,6 +500,14 @@ impl Controllers {
                     "spec": {"replicas": replicas, "selector": selector, "template": template},
                 });
                 self.create(REPLICASETS, ns, body);
+                self.event(
+                    &d,
+                    "Deployment",
+                    "Normal",
+                    "ScalingReplicaSet",
+                    &format!("Scaled up replica set {rs_name} from 0 to {replicas}"),
+                    "deployment-controller",
+                );
             }
         }
         // Status from the pods of all its ReplicaSets.
@@ -531,6 +603,14 @@ impl Controllers {
                 });
                 if let Some(pod) = self.create(PODS, ns, body) {
                     let pname = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    self.event(
+                        &rs,
+                        "ReplicaSet",
+                        "Normal",
+                        "SuccessfulCreate",
+                        &format!("Created pod: {pname}"),
+                        "replicaset-controller",
+                    );
                     self.schedule(cfg.pod_ready_delay, Timer::Running(ns.into(), pname));
                 }
             }
@@ -632,6 +712,14 @@ impl Controllers {
             });
             if let Some(pod) = self.create(PODS, ns, body) {
                 let pname = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                self.event(
+                    &job,
+                    "Job",
+                    "Normal",
+                    "SuccessfulCreate",
+                    &format!("Created pod: {pname}"),
+                    "job-controller",
+                );
                 let mut script = self.script_for(&job, cfg);
                 let mut run_for = script.duration.unwrap_or(cfg.job_duration);
                 // activeDeadlineSeconds stops a pod that would run longer.
@@ -650,6 +738,15 @@ impl Controllers {
                 self.schedule(run_for, Timer::Finished(ns.into(), pname));
                 active += 1;
             }
+        }
+        match outcome {
+            Some(true) => {
+                self.event(&job, "Job", "Normal", "Completed", "Job completed", "job-controller")
+            }
+            Some(false) => {
+                self.event(&job, "Job", "Warning", fail_reason, fail_message, "job-controller")
+            }
+            None => {}
         }
         let now = now();
         self.mutate(JOBS, ns, name, |v| {
@@ -770,6 +867,24 @@ impl Controllers {
                 "containerStatuses": statuses,
             });
         });
+        self.event(
+            &pod,
+            "Pod",
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {ns}/{name} to kubesim-node"),
+            "default-scheduler",
+        );
+        for (c, _) in &containers {
+            self.event(
+                &pod,
+                "Pod",
+                "Normal",
+                "Started",
+                &format!("Started container {c}"),
+                "kubelet",
+            );
+        }
     }
 
     fn pod_finished(&mut self, ns: &str, name: &str) {

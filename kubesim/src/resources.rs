@@ -237,6 +237,7 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
 /// Well-known resource ids, kept in sync with [`RESOURCES`] by a unit test.
 pub(crate) const NAMESPACES: ResId = 0;
 pub(crate) const PODS: ResId = 1;
+pub(crate) const EVENTS: ResId = 6;
 pub(crate) const DEPLOYMENTS: ResId = 8;
 pub(crate) const REPLICASETS: ResId = 9;
 pub(crate) const JOBS: ResId = 10;
@@ -389,6 +390,7 @@ mod tests {
     fn well_known_ids_match_the_table() {
         assert_eq!(def(NAMESPACES).plural, "namespaces");
         assert_eq!(def(PODS).plural, "pods");
+        assert_eq!(def(EVENTS).plural, "events");
         assert_eq!(def(DEPLOYMENTS).plural, "deployments");
         assert_eq!(def(REPLICASETS).plural, "replicasets");
         assert_eq!(def(JOBS).plural, "jobs");

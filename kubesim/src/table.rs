@@ -48,6 +48,12 @@ fn columns(def: &ResourceDef) -> Vec<(&'static str, &'static str)> {
         "configmaps" => vec![("Data", "integer")],
         "secrets" => vec![("Type", "string"), ("Data", "integer")],
         "ingresses" => vec![("Hosts", "string")],
+        "events" => vec![
+            ("Type", "string"),
+            ("Reason", "string"),
+            ("Object", "string"),
+            ("Message", "string"),
+        ],
         _ => vec![],
     });
     cols.push(("Age", "string"));
@@ -164,6 +170,17 @@ fn cells(def: &ResourceDef, v: &Value) -> Vec<Value> {
                 .map(|rs| rs.iter().filter_map(|r| r["host"].as_str()).collect())
                 .unwrap_or_default();
             out.push(json!(if hosts.is_empty() { "*".to_string() } else { hosts.join(",") }));
+        }
+        "events" => {
+            let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+            out.push(json!(s("/type")));
+            out.push(json!(s("/reason")));
+            out.push(json!(format!(
+                "{}/{}",
+                s("/involvedObject/kind").to_lowercase(),
+                s("/involvedObject/name")
+            )));
+            out.push(json!(s("/message")));
         }
         _ => {}
     }

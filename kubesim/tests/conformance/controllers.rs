@@ -325,3 +325,33 @@ async fn active_deadline_fails_a_job_that_runs_too_long() {
         .collect();
     assert_eq!(reasons, vec!["DeadlineExceeded", "DeadlineExceeded"]);
 }
+
+#[tokio::test]
+async fn controllers_record_events_for_describe() {
+    let sim = sim().await;
+    let api: Api<Job> = Api::namespaced(sim.client(), "ns");
+    let created = api
+        .create(&PostParams::default(), &job("init", "b1", "initialize"))
+        .await
+        .expect("created");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "init", conditions::is_job_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("ok");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sim.client(), "ns");
+    let uid = created.metadata.uid.expect("uid");
+    let selector =
+        format!("involvedObject.name=init,involvedObject.uid={uid},involvedObject.kind=Job");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(reasons, vec!["SuccessfulCreate", "Completed"]);
+}
