@@ -93,6 +93,14 @@ fn merge_value(target: &mut Value, patch: &Value, path: &mut Vec<String>) {
                     *tlist = plist.iter().map(strip_directives).collect();
                 }
             }
+            (_, Value::Object(_)) => {
+                // A new object: merged into nothing, so nulls inside it are dropped.
+                let mut fresh = Value::Object(Map::new());
+                path.push(key.clone());
+                merge_value(&mut fresh, pv, path);
+                path.pop();
+                tmap.insert(key.clone(), fresh);
+            }
             _ => {
                 tmap.insert(key.clone(), strip_directives(pv));
             }
@@ -117,7 +125,11 @@ fn merge_keyed_list(target: &mut Vec<Value>, patch: &[Value], key: &str, path: &
         }
         match pos {
             Some(pos) => merge_value(&mut target[pos], item, path),
-            None => target.push(strip_directives(item)),
+            None => {
+                let mut fresh = Value::Object(Map::new());
+                merge_value(&mut fresh, item, path);
+                target.push(fresh);
+            }
         }
     }
 }
@@ -287,7 +299,27 @@ mod tests {
         })
     }
 
+    fn arb_plain() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            "[a-z]{0,3}".prop_map(Value::String)
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            proptest::collection::btree_map("[a-z]{1,2}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        })
+    }
+
     proptest! {
+        #[test]
+        fn strategic_merge_equals_merge_patch_without_lists(mut a in arb_plain(), p in arb_plain()) {
+            let mut b = a.clone();
+            strategic_merge(&mut a, &p);
+            json_patch::merge(&mut b, &p);
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn merge_and_apply_never_panic(mut t in arb_json(), p in arb_json()) {
             strategic_merge(&mut t, &p);
