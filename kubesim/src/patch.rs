@@ -321,6 +321,15 @@ mod tests {
         }
 
         #[test]
+        fn applying_the_same_configuration_twice_changes_nothing(live in arb_plain(), cfg in arb_plain(), prev in arb_plain()) {
+            let mut once = live;
+            apply(&mut once, &cfg, Some(&prev));
+            let mut twice = once.clone();
+            apply(&mut twice, &cfg, Some(&cfg));
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
         fn merge_and_apply_never_panic(mut t in arb_json(), p in arb_json()) {
             strategic_merge(&mut t, &p);
             let once = t.clone();
