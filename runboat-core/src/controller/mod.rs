@@ -52,11 +52,16 @@
 //! - cleanup job succeeded (build undeploying) → delete the build's
 //!   resources, remove the finalizer;
 //! - cleanup job failed → logged at error level once, reported by
-//!   [`ControllerHandle::cleanup_failures`]; the build stays `undeploying`;
+//!   [`ControllerHandle::cleanup_failures`]; the build stays `undeploying`
+//!   (deleting the failed Job makes the controller run the cleanup again);
 //! - a job whose build has no Deployment → after checking with
-//!   [`Cluster::get_deployment`], delete the build's resources.
+//!   [`Cluster::get_deployment`], delete the build's resources;
+//! - **do better:** init status `started` but no init Job at all (deleted
+//!   by hand, or by a TTL while the controller was down) → back to `todo`
+//!   (after re-reading the Deployment), instead of holding an
+//!   initialization slot forever.
 //!
-//! The three init-job handlers first re-read the Deployment with
+//! The init-job handlers first re-read the Deployment with
 //! [`Cluster::get_deployment`] and do nothing unless the init status still
 //! is what the event implied, so a stale or replayed event cannot act twice
 //! (e.g. post `success` twice, or start a build again).

@@ -74,8 +74,10 @@ pub(super) struct Loop {
     active_init: HashSet<String>,
     running: HashMap<String, Running>,
     awaiting: HashMap<String, Awaiting>,
-    /// Builds with an initialize action running or awaiting its job.
-    initializing_actions: HashSet<String>,
+    /// Builds with an initialize action running, or finished (even with
+    /// an error: the Job may exist all the same) and its Job not seen yet,
+    /// until the given deadline. They count against `max_initializing`.
+    initializing_actions: HashMap<String, Instant>,
     backoff: HashMap<String, Backoff>,
     /// Commands not handled yet (not ready, build busy, or no capacity).
     queued: VecDeque<Command>,
@@ -83,7 +85,8 @@ pub(super) struct Loop {
     task_ids: HashMap<tokio::task::Id, String>,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     /// Builds to look at in the next reconcile.
-    dirty: HashSet<String>,
+    /// (Ordered, so that a simulation replays identically for a seed.)
+    dirty: BTreeSet<String>,
     reported_cleanup_failures: HashSet<String>,
     jitter: Jitter,
     stop: bool,
@@ -150,13 +153,13 @@ impl Loop {
             active_init: HashSet::new(),
             running: HashMap::new(),
             awaiting: HashMap::new(),
-            initializing_actions: HashSet::new(),
+            initializing_actions: HashMap::new(),
             backoff: HashMap::new(),
             queued: VecDeque::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
             timers: BinaryHeap::new(),
-            dirty: HashSet::new(),
+            dirty: BTreeSet::new(),
             reported_cleanup_failures: HashSet::new(),
             jitter,
             stop: false,
@@ -199,11 +202,15 @@ impl Loop {
     async fn next_input(&mut self) -> Input {
         let wake = self.next_wake();
         let has_tasks = !self.tasks.is_empty();
+        // Biased (no random branch order): everything ready is drained
+        // before reconciling anyway, and a fixed order keeps simulations
+        // reproducible.
         tokio::select! {
-            c = self.commands.recv() => Input::Command(c),
+            biased;
+            Some(r) = self.tasks.join_next_with_id(), if has_tasks => Input::TaskDone(r),
             e = self.deployments.next() => Input::Deployments(e),
             e = self.jobs.next() => Input::Jobs(e),
-            Some(r) = self.tasks.join_next_with_id(), if has_tasks => Input::TaskDone(r),
+            c = self.commands.recv() => Input::Command(c),
             () = sleep_until_opt(wake) => Input::Timer,
         }
     }
@@ -416,6 +423,11 @@ impl Loop {
             return;
         };
         let now = Instant::now();
+        if running.kind == TaskKind::Initialize {
+            let deadline = now + self.config.reflect_timeout;
+            self.initializing_actions.insert(build.clone(), deadline);
+            self.timers.push(Reverse((deadline, build.clone())));
+        }
         match outcome {
             Ok(()) => {
                 tracing::debug!(build, action = running.kind.as_str(), "action done");
@@ -427,7 +439,6 @@ impl Loop {
             }
             Err(e) => {
                 self.shared.counters.actions_failed.fetch_add(1, Ordering::Relaxed);
-                self.initializing_actions.remove(&build);
                 let entry = self
                     .backoff
                     .entry(build.clone())
@@ -466,7 +477,8 @@ impl Loop {
         tracing::debug!(build, action = task.kind.as_str(), "action");
         self.shared.counters.actions_started.fetch_add(1, Ordering::Relaxed);
         if task.kind == TaskKind::Initialize {
-            self.initializing_actions.insert(build.clone());
+            let deadline = Instant::now() + self.config.reflect_timeout;
+            self.initializing_actions.insert(build.clone(), deadline);
         }
         self.running.insert(build.clone(), Running { kind: task.kind, reply });
         let ctx = self.ctx.clone();
@@ -486,10 +498,11 @@ impl Loop {
         let init = build.map(|b| b.init_status);
         match kind {
             TaskKind::Deploy => build.is_some(),
+            // Only the Job itself: a stale Deployment event may show a
+            // non-todo init status while the new Job is not counted yet.
             TaskKind::Initialize => {
                 build.is_none()
                     || undeploying
-                    || init != Some(InitStatus::Todo)
                     || self.live_jobs(name, Some(JobKind::Initialize)).next().is_some()
             }
             TaskKind::Start => build.is_none_or(|b| undeploying || b.desired_replicas > 0),
@@ -507,6 +520,7 @@ impl Loop {
                         && self.live_jobs(name, Some(JobKind::Cleanup)).next().is_some())
             }
             TaskKind::InitStarted => init != Some(InitStatus::Todo) || undeploying,
+            TaskKind::Requeue => init != Some(InitStatus::Started) || undeploying,
             TaskKind::InitSucceeded | TaskKind::InitFailed => {
                 !matches!(init, Some(InitStatus::Todo | InitStatus::Started)) || undeploying
             }
@@ -524,7 +538,7 @@ impl Loop {
         let now = Instant::now();
 
         // Builds whose awaited effect showed (or timed out).
-        let dirty: Vec<String> = self.dirty.drain().collect();
+        let dirty = std::mem::take(&mut self.dirty);
         for name in &dirty {
             if let Some(a) = self.awaiting.get(name)
                 && (a.deadline <= now || self.reflected(&idx, a.kind, name))
@@ -537,6 +551,12 @@ impl Loop {
                     );
                 }
                 self.awaiting.remove(name);
+            }
+            if let Some(deadline) = self.initializing_actions.get(name)
+                && ((*deadline <= now && !self.running.contains_key(name))
+                    || idx.get(name).is_none_or(|b| b.status == BuildStatus::Undeploying)
+                    || self.live_jobs(name, Some(JobKind::Initialize)).next().is_some())
+            {
                 self.initializing_actions.remove(name);
             }
         }
@@ -622,7 +642,7 @@ impl Loop {
         let extra_jobs = self.active_init.iter().filter(|n| !is_started(n)).count();
         let extra_actions = self
             .initializing_actions
-            .iter()
+            .keys()
             .filter(|n| !is_started(n) && !self.active_init.contains(*n))
             .count();
         // No more than can be spawned now: the rest waits for the next
@@ -697,6 +717,9 @@ impl Loop {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .insert(name.to_owned());
                 }
+                // Someone deleted the failed cleanup job: cleanup runs
+                // again (the policy picks the build up).
+                None => self.forget_cleanup_failure(name),
                 _ => {}
             }
             return None;
@@ -705,7 +728,21 @@ impl Loop {
         let phase = self
             .live_jobs(name, Some(JobKind::Initialize))
             .map(|j| j.phase)
-            .max_by_key(|p| phase_rank(*p))?;
+            .max_by_key(|p| phase_rank(*p));
+        let Some(phase) = phase else {
+            // Init status `started` but no init job at all (deleted by
+            // hand, or by a TTL while the controller was down): without
+            // this the build would hold an initialization slot forever.
+            let no_job = !self
+                .jobs_by_build
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| self.job_table.get(n))
+                .any(|j| j.kind == JobKind::Initialize);
+            return (build.init_status == InitStatus::Started && no_job)
+                .then(|| Task::for_build(TaskKind::Requeue, build));
+        };
         let kind = match (phase, build.init_status) {
             (JobPhase::Running, InitStatus::Todo) => TaskKind::InitStarted,
             (JobPhase::Succeeded, InitStatus::Todo | InitStatus::Started) => {

@@ -28,6 +28,7 @@ pub(crate) enum TaskKind {
     InitFailed,
     CleanupSucceeded,
     DeleteOrphan,
+    Requeue,
 }
 
 impl TaskKind {
@@ -45,6 +46,7 @@ impl TaskKind {
             TaskKind::InitFailed => "init-failed",
             TaskKind::CleanupSucceeded => "cleanup-succeeded",
             TaskKind::DeleteOrphan => "delete-orphan",
+            TaskKind::Requeue => "requeue",
         }
     }
 }
@@ -285,6 +287,17 @@ impl Ctx {
                 self.apply(j, c, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Failed).await?;
                 posts.push((CommitState::Failure, "initialization failed"));
+            }
+            TaskKind::Requeue => {
+                if !matches!(
+                    self.current_init_status(j, name).await?,
+                    Some((InitStatus::Started, false))
+                ) {
+                    return Ok(());
+                }
+                tracing::warn!(build = name, "initializing without init job: back to todo");
+                self.set_init(j, name, InitStatus::Todo).await?;
+                posts.push((CommitState::Pending, "build queued"));
             }
             TaskKind::CleanupSucceeded => {
                 self.delete_resources(j, name).await?;

@@ -744,3 +744,24 @@ async fn a_panicking_action_is_contained_and_the_controller_goes_on() {
     assert_eq!(h.handle.stats().actions_panicked, 1);
     h.handle.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_build_initializing_without_init_job_goes_back_to_todo() {
+    let c = commit(26);
+    let name = c.build_name();
+    let current = facts(&c, InitStatus::Started, 0, 0, false);
+    let h = with_mock(
+        |m, calls| {
+            let mut seq = Sequence::new();
+            expect_get(m, &mut seq, calls, name.clone(), Some(current.clone()));
+            expect_set_init(m, &mut seq, calls, name.clone(), InitStatus::Todo);
+        },
+        vec![current.clone()],
+        vec![],
+        settings(false, false, 2),
+    )
+    .await;
+    h.wait_calls(2).await;
+    assert_eq!(h.forge.states(), [CommitState::Pending]);
+    h.finish().await;
+}

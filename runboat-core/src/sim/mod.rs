@@ -165,6 +165,9 @@ pub struct SimConfig {
     pub cleanup_job: JobScript,
     /// Faults to inject from the start.
     pub faults: Faults,
+    /// When set, creating an init job while this many are pending or
+    /// running is recorded as a violation (naming them).
+    pub max_initializing: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -176,6 +179,7 @@ impl Default for SimConfig {
             init_failure_rate: 0.0,
             cleanup_job: JobScript::succeed_after(Duration::from_secs(5)),
             faults: Faults::default(),
+            max_initializing: None,
         }
     }
 }
@@ -795,6 +799,15 @@ impl SimCluster {
         };
         s.set_job(&name, Some(Job { facts, uid }));
         s.report.peak_active_init_jobs = s.report.peak_active_init_jobs.max(s.active_init);
+        if s.config.max_initializing.is_some_and(|max| s.active_init > max) {
+            let active: Vec<String> = s
+                .jobs
+                .values()
+                .filter(|j| State::counts_as_active_init(&j.facts))
+                .map(|j| format!("{}:{:?}", j.facts.build_name, j.facts.phase))
+                .collect();
+            s.violation(format!("more init jobs than max_initializing: {active:?}"));
+        }
         self.emit_job(s, &name, None);
         let this = self.clone();
         tokio::spawn(async move {

@@ -7,7 +7,7 @@ use runboat_core::forge::NoForge;
 use runboat_core::sim::{JobScript, SimConfig, SimMethod};
 use runboat_core::{
     BuildStatus, Cluster, ClusterError, CommandError, CommandOutcome, IgnoredReason, InitStatus,
-    KubefilesMode, SearchFilters,
+    JobKind, KubefilesMode, SearchFilters,
 };
 
 use crate::common::{RecordingForge, commit, eventually, settings, sim, spawn};
@@ -134,6 +134,12 @@ async fn a_failed_cleanup_leaves_the_build_undeploying_and_reported() {
     assert_eq!(status_of(&h, &name), Some(BuildStatus::Undeploying));
     assert!(sim.has_finalizer(&name) && sim.has_resources(&name));
     assert_eq!(sim.report().cleanup_jobs_created, 1, "a failed cleanup is not retried blindly");
+    // Deleting the failed job is how an admin asks for another try.
+    sim.script_cleanup(&name, JobScript::succeed_after(Duration::from_secs(3)));
+    sim.kill_jobs(&name, JobKind::Cleanup).await.expect("kill");
+    assert!(eventually(MINUTE, || h.get(&name).is_none()).await);
+    assert!(h.cleanup_failures().is_empty());
+    assert!(!sim.has_resources(&name));
 }
 
 #[tokio::test(start_paused = true)]
