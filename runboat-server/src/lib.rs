@@ -1,4 +1,212 @@
-//! The runboat HTTP server: REST API, GitHub webhook, server-sent events, web
-//! UI and metrics, wired to the controller.
+//! The runboat HTTP server: REST API (`/api/v1`, SPEC's contract), GitHub
+//! webhook endpoint, server-sent build events, the web UI, health and
+//! metrics endpoints, wired to the controller.
 //!
-//! Skeleton: the implementation is tracked by the runboat-server issue.
+//! Entry points: [`app`] builds the axum [`Router`] from an [`AppState`]
+//! (what tests drive with `tower::ServiceExt::oneshot`), [`run`] is what the
+//! `runboat-server` binary calls.
+//!
+//! What it must not do: decide anything about builds (every change goes
+//! through the controller's commands, behind [`Backend`]), hold the index
+//! lock across an `.await`, let a secret reach a log or an answer, or panic
+//! on any request.
+
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod error;
+pub mod events;
+pub mod github;
+pub mod metrics;
+pub mod ops;
+pub mod run;
+pub mod ui;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use runboat_core::{Build, Settings};
+use runboat_github::WebhookSecret;
+use tokio::sync::watch;
+
+pub use auth::AdminCredentials;
+pub use backend::{Backend, BackendError, Outcome};
+pub use error::{ApiError, Error, Result};
+pub use github::GitHubLookup;
+pub use run::{Config, LogFormat, run};
+
+/// Server options that are not runboat settings (command line flags).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Also require admin credentials for start, stop and reset (the
+    /// original leaves them open to anyone who can reach the API).
+    pub admin_for_actions: bool,
+    /// Interval of the keep-alive comments of event streams.
+    pub keep_alive: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { admin_for_actions: false, keep_alive: Duration::from_secs(15) }
+    }
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Arc<Settings>,
+    backend: Arc<dyn Backend>,
+    github: Option<Arc<dyn GitHubLookup>>,
+    webhook_secret: Option<WebhookSecret>,
+    admin: AdminCredentials,
+    options: ServerOptions,
+    metrics: metrics::HttpMetrics,
+    shutdown: watch::Sender<bool>,
+    event_streams: AtomicUsize,
+}
+
+impl AppState {
+    /// State over `backend`, with the settings' admin credentials and
+    /// webhook secret. `github` is used by the trigger endpoints (without
+    /// it they answer 502).
+    pub fn new(
+        settings: Arc<Settings>,
+        backend: Arc<dyn Backend>,
+        github: Option<Arc<dyn GitHubLookup>>,
+        options: ServerOptions,
+    ) -> Self {
+        let webhook_secret = WebhookSecret::from_config(
+            settings.github_webhook_secret.as_ref().map(runboat_core::Secret::expose),
+        );
+        let admin =
+            AdminCredentials::new(&settings.api_admin_user, settings.api_admin_passwd.clone());
+        let (shutdown, _) = watch::channel(false);
+        AppState {
+            inner: Arc::new(Inner {
+                settings,
+                backend,
+                github,
+                webhook_secret,
+                admin,
+                options,
+                metrics: metrics::HttpMetrics::default(),
+                shutdown,
+                event_streams: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The controller.
+    pub fn backend(&self) -> &dyn Backend {
+        self.inner.backend.as_ref()
+    }
+
+    /// Ends every open event stream, for a graceful shutdown (the server
+    /// waits for open connections to finish).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Number of open event streams.
+    pub fn open_event_streams(&self) -> usize {
+        self.inner.event_streams.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn event_stream_opened(&self) {
+        self.inner.event_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn event_stream_closed(&self) {
+        self.inner.event_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub(crate) fn options(&self) -> &ServerOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn admin(&self) -> &AdminCredentials {
+        &self.inner.admin
+    }
+
+    pub(crate) fn github(&self) -> Option<&dyn GitHubLookup> {
+        self.inner.github.as_deref()
+    }
+
+    pub(crate) fn webhook_secret(&self) -> Option<&WebhookSecret> {
+        self.inner.webhook_secret.as_ref()
+    }
+
+    pub(crate) fn http_metrics(&self) -> &metrics::HttpMetrics {
+        &self.inner.metrics
+    }
+
+    /// Runs `f` on the index (see [`backend::read_index`]).
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&runboat_core::BuildIndex) -> R,
+    ) -> std::result::Result<R, ApiError> {
+        backend::read_index(self.backend(), f).ok_or_else(|| {
+            ApiError::Internal(BackendError::new("the controller did not provide its index"))
+        })
+    }
+
+    /// A build as the API shows it (SPEC's JSON fields).
+    pub(crate) fn build_json(&self, build: &Build) -> serde_json::Value {
+        let s = self.settings();
+        build.to_json(&s.build_domain, &s.base_url)
+    }
+}
+
+/// The whole HTTP interface over `state`.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/status", get(api::status))
+        .route("/repos", get(api::repos))
+        .route("/builds", get(api::list_builds).delete(api::undeploy_builds))
+        .route("/builds/trigger/branch", post(api::trigger_branch))
+        .route("/builds/trigger/pr", post(api::trigger_pr))
+        .route("/builds/{name}", get(api::get_build).delete(api::undeploy_build))
+        .route("/builds/{name}/init-log", get(api::init_log))
+        .route("/builds/{name}/log", get(api::log))
+        .route("/builds/{name}/start", post(api::start))
+        .route("/builds/{name}/stop", post(api::stop))
+        .route("/builds/{name}/reset", post(api::reset))
+        .route("/build-events", get(events::build_events))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(api::not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route(
+            "/webhooks/github",
+            post(webhook::github)
+                .layer(DefaultBodyLimit::max(runboat_github::webhook::MAX_BODY_BYTES)),
+        )
+        .route("/", get(ui::index))
+        .route("/builds", get(ui::builds_page))
+        .route("/builds/{name}", get(ui::build_page))
+        .route("/static/{file}", get(ui::asset))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}

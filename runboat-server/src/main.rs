@@ -1,6 +1,16 @@
-//! `runboat-server` binary entry point.
+//! `runboat-server` binary: parses the options and runs the library.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("runboat-server is not implemented yet (see the runboat-server issue)");
-    std::process::ExitCode::FAILURE
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = runboat_server::Config::parse();
+    match runboat_server::run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "runboat-server failed");
+            eprintln!("runboat-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

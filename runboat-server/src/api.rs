@@ -1,0 +1,483 @@
+//! The REST API under `/api/v1` (SPEC's HTTP interface).
+//!
+//! Answers:
+//! - lists and builds are SPEC's JSON; actions answer 200 with
+//!   `{"detail": "..."}` saying what was asked of the controller;
+//! - an action that does not apply to the build's current state (start of
+//!   an initializing build, stop of a stopped one, …) answers **409
+//!   Conflict** with the reason: the original silently did nothing, which
+//!   left users clicking a button that never worked;
+//! - `DELETE /builds` without any filter answers 400: undeploying every
+//!   build of the namespace must not be one forgotten parameter away;
+//! - errors are `{"detail": "..."}` with the status of [`ApiError`].
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use runboat_core::{BuildStatus, CommitInfo, SearchFilters, SortOrder};
+use runboat_github::ClientError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::backend::{Outcome, read_build};
+use crate::error::ApiError;
+
+/// The build filters of the query string, as received.
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterParams {
+    pub repo: Option<String>,
+    pub target_branch: Option<String>,
+    pub branch: Option<String>,
+    pub pr: Option<String>,
+    pub status: Option<String>,
+    /// One build (the event stream of the build page uses it).
+    pub build_name: Option<String>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Parses a `pr` parameter: a positive integer.
+pub fn parse_pr_param(value: &str) -> Result<u64, ApiError> {
+    match value.trim().parse::<u64>() {
+        Ok(pr) if pr > 0 => Ok(pr),
+        _ => Err(ApiError::BadRequest(format!(
+            "invalid pr {value:?}: expected a positive integer (pull request number)"
+        ))),
+    }
+}
+
+/// Parses a `status` parameter.
+pub fn parse_status_param(value: &str) -> Result<BuildStatus, ApiError> {
+    value.trim().parse::<BuildStatus>().map_err(|_| {
+        let known: Vec<&str> = BuildStatus::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::BadRequest(format!(
+            "unknown status {value:?} (expected one of: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+impl FilterParams {
+    /// The validated filters (empty values mean "any").
+    pub fn into_filters(self) -> Result<SearchFilters, ApiError> {
+        let pr = non_empty(self.pr).map(|v| parse_pr_param(&v)).transpose()?;
+        let status = non_empty(self.status).map(|v| parse_status_param(&v)).transpose()?;
+        Ok(SearchFilters {
+            repo: non_empty(self.repo).map(|r| r.to_ascii_lowercase()),
+            target_branch: non_empty(self.target_branch),
+            branch: non_empty(self.branch),
+            pr,
+            name: non_empty(self.build_name),
+            status,
+        })
+    }
+}
+
+/// Query extraction with our 400 answer instead of axum's plain text.
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// 404 for any unknown path.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::NotFound("not found".to_owned())
+}
+
+/// `GET /status`: the counters of the original.
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let s = state.settings();
+    state.read(|index| {
+        Json(json!({
+            "deployed": index.count_deployed(),
+            "max_deployed": s.max_deployed,
+            "failed": index.count_by_status(BuildStatus::Failed),
+            "stopped": index.count_by_status(BuildStatus::Stopped),
+            "started": index.count_by_status(BuildStatus::Started),
+            "max_started": s.max_started,
+            "to_initialize": index.to_initialize(usize::MAX).len(),
+            "initializing": index.count_by_init_status(runboat_core::InitStatus::Started),
+            "max_initializing": s.max_initializing,
+            "undeploying": index.count_by_status(BuildStatus::Undeploying),
+        }))
+    })
+}
+
+/// `GET /repos`: the repos having builds, `{name, link}` as the original.
+pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.read(|index| {
+        let repos: Vec<Value> = index
+            .repos()
+            .into_iter()
+            .map(|name| json!({"name": name, "link": format!("https://github.com/{name}")}))
+            .collect();
+        Json(Value::Array(repos))
+    })
+}
+
+/// `GET /builds`: the builds passing the filters, newest first (the
+/// original's order).
+pub(crate) async fn list_builds(
+    State(state): State<AppState>,
+    q: Result<Query<FilterParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let filters = query(q)?.into_filters()?;
+    let builds: Vec<runboat_core::Build> = state
+        .read(|index| index.search(&filters, SortOrder::Desc).into_iter().cloned().collect())?;
+    Ok(Json(Value::Array(builds.iter().map(|b| state.build_json(b)).collect())))
+}
+
+/// `DELETE /builds` (admin): undeploy every build passing the filters. At
+/// least one filter is required.
+pub(crate) async fn undeploy_builds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<FilterParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    state.admin().check(&headers)?;
+    let filters = query(q)?.into_filters()?;
+    if filters == SearchFilters::default() {
+        return Err(ApiError::BadRequest(
+            "refusing to undeploy every build: give at least one filter \
+             (repo, target_branch, branch, pr, status, build_name)"
+                .to_owned(),
+        ));
+    }
+    let count = state.backend().undeploy_matching(filters).await?;
+    Ok(Json(json!({"detail": format!("undeploying {count} build(s)"), "count": count})))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TriggerBranch {
+    repo: Option<String>,
+    branch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TriggerPr {
+    repo: Option<String>,
+    pr: Option<String>,
+}
+
+fn required(value: Option<String>, name: &str) -> Result<String, ApiError> {
+    non_empty(value).ok_or_else(|| ApiError::BadRequest(format!("missing parameter {name}")))
+}
+
+fn lookup_error(e: ClientError) -> ApiError {
+    match e {
+        ClientError::NotFound { what } => {
+            ApiError::NotFound(format!("not found on GitHub: {what}"))
+        }
+        ClientError::InvalidRepo { repo } => {
+            ApiError::BadRequest(format!("invalid repo {repo:?}: expected owner/name"))
+        }
+        other => ApiError::BadGateway(other.to_string()),
+    }
+}
+
+async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<Value>, ApiError> {
+    if !state.settings().is_supported(commit.repo(), commit.target_branch()) {
+        return Err(ApiError::BadRequest(format!(
+            "repo {} branch {} is not supported by the settings",
+            commit.repo(),
+            commit.target_branch()
+        )));
+    }
+    let name = commit.build_name();
+    match state.backend().deploy_commit(commit).await? {
+        Outcome::Done => Ok(Json(json!({"detail": "deploying", "name": name}))),
+        Outcome::Ignored { reason } => Ok(Json(json!({"detail": reason, "name": name}))),
+        Outcome::NotFound => Err(ApiError::NotFound(format!("build {name:?} not found"))),
+        Outcome::Unsupported { reason } => Err(ApiError::BadRequest(reason)),
+    }
+}
+
+/// `POST /builds/trigger/branch?repo=&branch=` (admin): deploy the head of
+/// a branch, looked up on GitHub.
+pub(crate) async fn trigger_branch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<TriggerBranch>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    state.admin().check(&headers)?;
+    let q = query(q)?;
+    let repo = required(q.repo, "repo")?.to_ascii_lowercase();
+    let branch = required(q.branch, "branch")?;
+    if !state.settings().is_supported(&repo, &branch) {
+        return Err(ApiError::BadRequest(format!(
+            "repo {repo} branch {branch} is not supported by the settings"
+        )));
+    }
+    let github = state
+        .github()
+        .ok_or_else(|| ApiError::BadGateway("no GitHub client configured".to_owned()))?;
+    let sha = github.branch_head(&repo, &branch).await.map_err(lookup_error)?;
+    let commit = CommitInfo::new(&repo, &branch, None, &sha)
+        .map_err(|e| ApiError::BadGateway(format!("unexpected answer from GitHub: {e}")))?;
+    deploy(&state, commit).await
+}
+
+/// `POST /builds/trigger/pr?repo=&pr=` (admin): deploy the head of a pull
+/// request, looked up on GitHub.
+pub(crate) async fn trigger_pr(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<TriggerPr>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    state.admin().check(&headers)?;
+    let q = query(q)?;
+    let repo = required(q.repo, "repo")?.to_ascii_lowercase();
+    let pr = parse_pr_param(&required(q.pr, "pr")?)?;
+    let github = state
+        .github()
+        .ok_or_else(|| ApiError::BadGateway("no GitHub client configured".to_owned()))?;
+    let info = github.pull_request(&repo, pr).await.map_err(lookup_error)?;
+    let commit = CommitInfo::new(&repo, &info.base_branch, Some(pr), &info.head_sha)
+        .map_err(|e| ApiError::BadGateway(format!("unexpected answer from GitHub: {e}")))?;
+    deploy(&state, commit).await
+}
+
+/// `GET /builds/{name}`.
+pub(crate) async fn get_build(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let build = read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
+    Ok(Json(state.build_json(&build)))
+}
+
+fn wants_plain_text(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        let accept = accept.to_ascii_lowercase();
+        accept.contains("text/plain") && !accept.contains("text/html")
+    })
+}
+
+/// Strips ANSI escape sequences (for `text/plain` answers).
+pub fn strip_ansi(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // CSI: parameters and intermediates, then one final byte.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// A log as an HTML page with the ANSI colours rendered, or plain text
+/// when the client asks for it with `Accept: text/plain`.
+pub fn render_log(title: &str, log: &str, plain: bool) -> Response {
+    if plain {
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], strip_ansi(log))
+            .into_response();
+    }
+    let body = match ansi_to_html::convert(log) {
+        Ok(html) => html,
+        // Unparsable escapes: show the text, escaped, without colours.
+        Err(_) => html_escape(&strip_ansi(log)),
+    };
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>body{{background:#1e1e1e;color:#ddd;margin:0}}\
+         pre{{font:13px/1.4 monospace;padding:1em;white-space:pre-wrap;word-break:break-all}}</style>\
+         </head><body><pre>{}</pre></body></html>",
+        html_escape(title),
+        body
+    ))
+    .into_response()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `GET /builds/{name}/init-log`.
+pub(crate) async fn init_log(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
+    let log = state.backend().init_log(&name).await?.filter(|l| !l.is_empty());
+    let log = log.ok_or_else(|| ApiError::NotFound(format!("no init log for build {name:?}")))?;
+    Ok(render_log(&format!("{name} init log"), &log, wants_plain_text(&headers)))
+}
+
+/// `GET /builds/{name}/log`.
+pub(crate) async fn log(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
+    let log = state.backend().log(&name).await?.filter(|l| !l.is_empty());
+    let log = log.ok_or_else(|| ApiError::NotFound(format!("no log for build {name:?}")))?;
+    Ok(render_log(&format!("{name} log"), &log, wants_plain_text(&headers)))
+}
+
+fn action_answer(name: &str, verb: &str, outcome: Outcome) -> Result<Response, ApiError> {
+    match outcome {
+        Outcome::Done => {
+            Ok((StatusCode::OK, Json(json!({"detail": format!("{verb} requested"), "name": name})))
+                .into_response())
+        }
+        Outcome::Ignored { reason } => Err(ApiError::Conflict(reason)),
+        Outcome::NotFound => Err(ApiError::unknown_build(name)),
+        Outcome::Unsupported { reason } => Err(ApiError::BadRequest(reason)),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Start,
+    Stop,
+    Reset,
+}
+
+async fn act(
+    state: AppState,
+    name: String,
+    headers: HeaderMap,
+    action: Action,
+) -> Result<Response, ApiError> {
+    if state.options().admin_for_actions {
+        state.admin().check(&headers)?;
+    }
+    let backend = state.backend();
+    let (verb, outcome) = match action {
+        Action::Start => ("start", backend.start(&name).await?),
+        Action::Stop => ("stop", backend.stop(&name).await?),
+        Action::Reset => ("reset", backend.reset(&name).await?),
+    };
+    action_answer(&name, verb, outcome)
+}
+
+/// `POST /builds/{name}/start`.
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(state, name, headers, Action::Start).await
+}
+
+/// `POST /builds/{name}/stop`.
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(state, name, headers, Action::Stop).await
+}
+
+/// `POST /builds/{name}/reset`.
+pub(crate) async fn reset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(state, name, headers, Action::Reset).await
+}
+
+/// `DELETE /builds/{name}` (admin).
+pub(crate) async fn undeploy_build(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.admin().check(&headers)?;
+    let outcome = state.backend().undeploy(&name).await?;
+    action_answer(&name, "undeploy", outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn filters_validate_pr_and_status() {
+        let p = FilterParams {
+            pr: Some("12".into()),
+            status: Some("started".into()),
+            repo: Some("OCA/Web".into()),
+            ..FilterParams::default()
+        };
+        let f = p.into_filters().expect("valid");
+        assert_eq!(f.pr, Some(12));
+        assert_eq!(f.status, Some(BuildStatus::Started));
+        assert_eq!(f.repo.as_deref(), Some("oca/web"));
+
+        let err = FilterParams { pr: Some("x1".into()), ..FilterParams::default() }
+            .into_filters()
+            .expect_err("bad pr");
+        assert!(err.to_string().contains("\"x1\""), "{err}");
+        let err = FilterParams { status: Some("running".into()), ..FilterParams::default() }
+            .into_filters()
+            .expect_err("bad status");
+        assert!(err.to_string().contains("\"running\""), "{err}");
+        assert_eq!(err.status_code(), StatusCode::BAD_REQUEST);
+
+        let empty = FilterParams { repo: Some(String::new()), ..FilterParams::default() };
+        assert_eq!(empty.into_filters().expect("empty"), SearchFilters::default());
+    }
+
+    #[test]
+    fn strips_ansi_sequences() {
+        assert_eq!(strip_ansi("\u{1b}[1;31mred\u{1b}[0m plain"), "red plain");
+        assert_eq!(strip_ansi("no escapes"), "no escapes");
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    proptest! {
+        #[test]
+        fn pr_parser_accepts_exactly_positive_integers(s in "\\PC{0,12}") {
+            let parsed = parse_pr_param(&s);
+            match s.trim().parse::<u64>() {
+                Ok(n) if n > 0 => prop_assert_eq!(parsed.ok(), Some(n)),
+                _ => prop_assert!(parsed.is_err()),
+            }
+        }
+
+        #[test]
+        fn log_rendering_never_panics(s in "(\\PC|\u{1b}\\[[0-9;]{0,6}m){0,40}") {
+            let _ = render_log("t", &s, false);
+            let plain = strip_ansi(&s);
+            prop_assert!(!plain.contains(char::from(27)));
+        }
+    }
+}

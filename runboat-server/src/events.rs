@@ -1,0 +1,190 @@
+//! `GET /api/v1/build-events`: server-sent events of the builds passing the
+//! filters.
+//!
+//! Protocol (compatible with the original's clients, which listen to
+//! unnamed messages):
+//! - first every matching build, oldest first, each as a message whose data
+//!   is `{"event": "upd", "build": {...}}` (in the original's ascending
+//!   search order: per repo, pull requests then branches, oldest first);
+//! - then every change of a matching build as `{"event": "upd"|"del",
+//!   "build": {...}}`, in the order the index made them;
+//! - with a `status` filter, a build that stops matching is sent as `del`
+//!   (so a "started builds" view does not keep stopped ones);
+//! - a subscriber that fell so far behind that changes were dropped gets a
+//!   named event `resync` (data `{"event": "resync", "reason": "..."}`),
+//!   meaning "forget what you have", then the full matching set again as
+//!   `upd` messages, then live changes: it is never silently skipped;
+//! - keep-alive comments at the configured interval; the stream ends when
+//!   the server shuts down, and a client disconnect drops the subscription
+//!   at once.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use runboat_core::{Build, IndexEvent, SearchFilters, SortOrder};
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+
+use crate::AppState;
+use crate::api::{FilterParams, query};
+use crate::error::ApiError;
+
+/// The handler.
+pub(crate) async fn build_events(
+    State(state): State<AppState>,
+    q: Result<Query<FilterParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let filters = query(q)?.into_filters()?;
+    let keep_alive = state.options().keep_alive;
+    Ok(Sse::new(subscribe(state, filters)?).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// One subscriber's state.
+struct Subscription {
+    state: AppState,
+    filters: SearchFilters,
+    rx: broadcast::Receiver<IndexEvent>,
+    shutdown: watch::Receiver<bool>,
+    pending: VecDeque<Event>,
+    /// Names sent and not deleted since, tracked only with a status filter
+    /// (the only filter a build can stop matching).
+    shown: Option<HashSet<String>>,
+    /// The stream is over once `pending` is drained.
+    closed: bool,
+}
+
+/// The event stream of the builds passing `filters`: the snapshot, then
+/// the live changes.
+pub fn subscribe(
+    state: AppState,
+    filters: SearchFilters,
+) -> Result<impl Stream<Item = Result<Event, Infallible>> + Send + 'static, ApiError> {
+    let shutdown = state.shutdown_signal();
+    let (rx, snapshot) = snapshot(&state, &filters)?;
+    state.event_stream_opened();
+    let mut sub = Subscription {
+        shown: filters.status.map(|_| HashSet::new()),
+        state,
+        filters,
+        rx,
+        shutdown,
+        pending: VecDeque::new(),
+        closed: false,
+    };
+    sub.queue_snapshot(&snapshot);
+    Ok(futures::stream::unfold(sub, |mut sub| async move {
+        let event = sub.next().await?;
+        Some((Ok(event), sub))
+    }))
+}
+
+/// Subscribes and copies the matching builds under one index guard, so no
+/// change falls between the two.
+fn snapshot(
+    state: &AppState,
+    filters: &SearchFilters,
+) -> Result<(broadcast::Receiver<IndexEvent>, Vec<Build>), ApiError> {
+    state.read(|index| {
+        let rx = index.subscribe();
+        let builds = index.search(filters, SortOrder::Asc).into_iter().cloned().collect();
+        (rx, builds)
+    })
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.state.event_stream_closed();
+    }
+}
+
+enum Next {
+    Shutdown,
+    Received(Result<IndexEvent, broadcast::error::RecvError>),
+}
+
+impl Subscription {
+    fn message(&self, kind: &str, build: &Build) -> Event {
+        let data = json!({"event": kind, "build": self.state.build_json(build)});
+        Event::default().data(data.to_string())
+    }
+
+    fn queue_snapshot(&mut self, builds: &[Build]) {
+        for b in builds {
+            let event = self.message("upd", b);
+            self.pending.push_back(event);
+            if let Some(shown) = &mut self.shown {
+                shown.insert(b.name.clone());
+            }
+        }
+    }
+
+    fn handle(&mut self, event: IndexEvent) {
+        let build = event.build();
+        let matches = self.filters.matches(build);
+        let kind = match (&event, &mut self.shown) {
+            (IndexEvent::Upd(_), None) if matches => "upd",
+            (IndexEvent::Del(_), None) if matches => "del",
+            (_, None) => return,
+            (IndexEvent::Upd(b), Some(shown)) if matches => {
+                shown.insert(b.name.clone());
+                "upd"
+            }
+            // Shown before, not matching any more (or deleted): a `del`.
+            (_, Some(shown)) => {
+                if !shown.remove(&build.name) {
+                    return;
+                }
+                "del"
+            }
+        };
+        let message = self.message(kind, build);
+        self.pending.push_back(message);
+    }
+
+    fn resync(&mut self, skipped: u64) {
+        tracing::info!(skipped, "event subscriber fell behind: resynchronising");
+        let Ok((rx, snapshot)) = snapshot(&self.state, &self.filters) else {
+            // No index: end the stream; the client reconnects.
+            self.closed = true;
+            return;
+        };
+        self.rx = rx;
+        self.pending.clear();
+        if let Some(shown) = &mut self.shown {
+            shown.clear();
+        }
+        let reason = format!("{skipped} changes were dropped while this client was behind");
+        let data = json!({"event": "resync", "reason": reason});
+        self.pending.push_back(Event::default().event("resync").data(data.to_string()));
+        self.queue_snapshot(&snapshot);
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.closed {
+                return None;
+            }
+            let next = tokio::select! {
+                _ = self.shutdown.changed() => Next::Shutdown,
+                r = self.rx.recv() => Next::Received(r),
+            };
+            match next {
+                Next::Shutdown => return None,
+                Next::Received(Ok(event)) => self.handle(event),
+                Next::Received(Err(broadcast::error::RecvError::Lagged(n))) => self.resync(n),
+                // The index is gone: the controller stopped.
+                Next::Received(Err(broadcast::error::RecvError::Closed)) => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Prometheus metrics, hand-written text exposition (format 0.0.4).
+//!
+//! The server's own: `runboat_builds{status}`, `runboat_init_queue_length`,
+//! `runboat_initializing`, `runboat_ready`, `runboat_http_requests_total` and
+//! the `runboat_http_request_duration_seconds` histogram by method, matched
+//! route and status. The controller appends its own through
+//! [`crate::Backend::write_metrics`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use runboat_core::{BuildStatus, InitStatus};
+
+use crate::AppState;
+
+/// Upper bounds of the duration histogram buckets, in seconds.
+pub const BUCKETS: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// HTTP request durations by (method, route, status).
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    histograms: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+}
+
+impl HttpMetrics {
+    /// Records one request.
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut map = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((method.to_owned(), route.to_owned(), status)).or_default().observe(seconds);
+    }
+
+    fn write(&self, out: &mut String) {
+        let map = self.histograms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        out.push_str("# HELP runboat_http_requests_total HTTP requests answered.\n");
+        out.push_str("# TYPE runboat_http_requests_total counter\n");
+        for ((method, route, status), h) in &map {
+            let _ = writeln!(
+                out,
+                "runboat_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+                escape_label(route),
+                h.count
+            );
+        }
+        out.push_str(
+            "# HELP runboat_http_request_duration_seconds Time to answer (to the response head for streams).\n",
+        );
+        out.push_str("# TYPE runboat_http_request_duration_seconds histogram\n");
+        for ((method, route, status), h) in &map {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                escape_label(route)
+            );
+            for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
+                let _ = writeln!(
+                    out,
+                    "runboat_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "runboat_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ =
+                writeln!(out, "runboat_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+            let _ = writeln!(
+                out,
+                "runboat_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Middleware recording every request's duration under its matched route
+/// (never the raw path, so build names do not explode the label set).
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.http_metrics().observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// The whole exposition.
+pub fn render(state: &AppState) -> String {
+    let mut out = String::with_capacity(4096);
+    let _ = state.read(|index| {
+        out.push_str("# HELP runboat_builds Builds by status.\n# TYPE runboat_builds gauge\n");
+        for status in BuildStatus::ALL {
+            let _ = writeln!(
+                out,
+                "runboat_builds{{status=\"{status}\"}} {}",
+                index.count_by_status(status)
+            );
+        }
+        out.push_str(
+            "# HELP runboat_init_queue_length Builds waiting for an initialization job.\n\
+             # TYPE runboat_init_queue_length gauge\n",
+        );
+        let _ =
+            writeln!(out, "runboat_init_queue_length {}", index.to_initialize(usize::MAX).len());
+        out.push_str(
+            "# HELP runboat_initializing Initialization jobs running.\n\
+             # TYPE runboat_initializing gauge\n",
+        );
+        let _ = writeln!(
+            out,
+            "runboat_initializing {}",
+            index.count_by_init_status(InitStatus::Started)
+        );
+    });
+    out.push_str("# HELP runboat_ready Whether the first cluster listing is in.\n# TYPE runboat_ready gauge\n");
+    let _ = writeln!(out, "runboat_ready {}", u8::from(state.backend().is_ready()));
+    out.push_str(
+        "# HELP runboat_event_streams Open build event streams.\n# TYPE runboat_event_streams gauge\n",
+    );
+    let _ = writeln!(out, "runboat_event_streams {}", state.open_event_streams());
+    state.http_metrics().write(&mut out);
+    state.backend().write_metrics(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = HttpMetrics::default();
+        m.observe("GET", "/api/v1/status", 200, 0.003);
+        m.observe("GET", "/api/v1/status", 200, 2.0);
+        let mut out = String::new();
+        m.write(&mut out);
+        assert!(out.contains(
+            "runboat_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/status\",status=\"200\",le=\"0.005\"} 1"
+        ), "{out}");
+        assert!(out.contains(
+            "runboat_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/status\",status=\"200\",le=\"+Inf\"} 2"
+        ));
+        assert!(out.contains(
+            "runboat_http_requests_total{method=\"GET\",route=\"/api/v1/status\",status=\"200\"} 2"
+        ));
+    }
+}

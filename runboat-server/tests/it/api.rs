@@ -1,0 +1,431 @@
+//! `/api/v1` endpoints over the fake backend.
+
+use std::sync::atomic::Ordering;
+
+use axum::http::{StatusCode, header};
+use runboat_core::BuildStatus;
+use runboat_github::PullRequestInfo;
+use runboat_server::ServerOptions;
+
+use crate::support::{Harness, admin, basic, get, req, sha};
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|b| b["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn status_counts_builds() {
+    let h = Harness::new();
+    h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    h.backend.add("oca/web", "16.0", Some(3), &sha(2), BuildStatus::Stopped, 1);
+    h.backend.add("oca/web", "16.0", Some(4), &sha(3), BuildStatus::Failed, 2);
+    h.backend.add("oca/web", "16.0", Some(5), &sha(4), BuildStatus::Initializing, 3);
+    h.backend.add("oca/web", "16.0", Some(6), &sha(5), BuildStatus::Undeploying, 4);
+    let a = h.send(get("/api/v1/status")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let v = a.json();
+    assert_eq!(v["deployed"], 4);
+    assert_eq!(v["started"], 1);
+    assert_eq!(v["stopped"], 1);
+    assert_eq!(v["failed"], 1);
+    assert_eq!(v["to_initialize"], 1);
+    assert_eq!(v["initializing"], 0);
+    assert_eq!(v["undeploying"], 1);
+    assert_eq!((v["max_deployed"].as_u64(), v["max_started"].as_u64()), (Some(10), Some(6)));
+    assert_eq!(v["max_initializing"], 2);
+    assert_eq!(v.as_object().expect("object").len(), 10);
+}
+
+#[tokio::test]
+async fn repos_lists_repos_with_links() {
+    let h = Harness::new();
+    h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    h.backend.add("oca/server-tools", "16.0", None, &sha(2), BuildStatus::Started, 0);
+    let v = h.send(get("/api/v1/repos")).await.json();
+    assert_eq!(
+        v,
+        serde_json::json!([
+            {"name": "oca/server-tools", "link": "https://github.com/oca/server-tools"},
+            {"name": "oca/web", "link": "https://github.com/oca/web"},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn builds_list_has_spec_fields_and_filters() {
+    let h = Harness::new();
+    let b1 = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    let b2 = h.backend.add("oca/web", "16.0", Some(7), &sha(2), BuildStatus::Stopped, 10);
+    let b3 = h.backend.add("oca/web", "15.0", None, &sha(3), BuildStatus::Failed, 20);
+    let b4 = h.backend.add("oca/crm", "16.0", None, &sha(4), BuildStatus::Started, 30);
+
+    let all = h.send(get("/api/v1/builds")).await;
+    assert_eq!(all.status, StatusCode::OK);
+    let all = all.json();
+    assert_eq!(all.as_array().expect("array").len(), 4);
+    let one =
+        all.as_array().expect("array").iter().find(|b| b["name"] == b2.name.as_str()).expect("b2");
+    let mut keys: Vec<&str> = one.as_object().expect("obj").keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "commit_info",
+            "created",
+            "deploy_link",
+            "deploy_link_mailhog",
+            "last_scaled",
+            "name",
+            "repo_commit_link",
+            "repo_pr_link",
+            "repo_target_branch_link",
+            "status",
+            "webui_link"
+        ]
+    );
+    assert_eq!(one["status"], "stopped");
+    assert_eq!(one["commit_info"]["pr"], 7);
+    assert_eq!(one["repo_pr_link"], "https://github.com/oca/web/pull/7");
+    assert_eq!(
+        one["webui_link"],
+        format!("https://runboat.example.com/builds/{}", b2.name).as_str()
+    );
+    assert!(one["deploy_link"].as_str().expect("link").ends_with(".runboat.example.com"));
+
+    let web = h.send(get("/api/v1/builds?repo=OCA/Web")).await.json();
+    let mut got = names(&web);
+    got.sort();
+    let mut want = vec![b1.name.clone(), b2.name.clone(), b3.name.clone()];
+    want.sort();
+    assert_eq!(got, want);
+
+    assert_eq!(
+        names(&h.send(get("/api/v1/builds?repo=oca/web&branch=16.0")).await.json()),
+        [b1.name.as_str()]
+    );
+    let mut tb = names(&h.send(get("/api/v1/builds?repo=oca/web&target_branch=16.0")).await.json());
+    tb.sort();
+    let mut want = vec![b1.name.clone(), b2.name.clone()];
+    want.sort();
+    assert_eq!(tb, want);
+    assert_eq!(names(&h.send(get("/api/v1/builds?pr=7")).await.json()), [b2.name.as_str()]);
+    let mut started = names(&h.send(get("/api/v1/builds?status=started")).await.json());
+    started.sort();
+    let mut want = vec![b1.name.clone(), b4.name.clone()];
+    want.sort();
+    assert_eq!(started, want);
+    assert_eq!(names(&h.send(get("/api/v1/builds?repo=nobody/nothing")).await.json()).len(), 0);
+    // Empty values mean "any", as the original's optional parameters.
+    assert_eq!(names(&h.send(get("/api/v1/builds?repo=&status=")).await.json()).len(), 4);
+}
+
+#[tokio::test]
+async fn builds_list_rejects_bad_parameters() {
+    let h = Harness::new();
+    let a = h.send(get("/api/v1/builds?status=running")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.detail().contains("unknown status \"running\""), "{}", a.detail());
+    assert!(a.detail().contains("initializing"), "lists the known statuses");
+    let a = h.send(get("/api/v1/builds?pr=abc")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.detail().contains("invalid pr \"abc\""), "{}", a.detail());
+    assert!(a.content_type().starts_with("application/json"));
+    let a = h.send(get("/api/v1/builds?pr=0")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn one_build_and_unknown_build() {
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    let a = h.send(get(&format!("/api/v1/builds/{}", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["name"], b.name.as_str());
+    assert_eq!(a.json()["repo_pr_link"], serde_json::Value::Null);
+    let a = h.send(get("/api/v1/builds/bnope")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.detail(), "build \"bnope\" not found");
+}
+
+#[tokio::test]
+async fn start_stop_reset_follow_the_build_state() {
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let url = |verb: &str| format!("/api/v1/builds/{}/{verb}", b.name);
+
+    let a = h.send(req("POST", &url("start"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.detail(), "start requested");
+    assert_eq!(
+        h.backend.index.read().expect("lock").get(&b.name).expect("b").status,
+        BuildStatus::Starting
+    );
+
+    // Starting again: the action does not apply.
+    let a = h.send(req("POST", &url("start"))).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert_eq!(a.detail(), "build is starting");
+
+    let a = h.send(req("POST", &url("stop"))).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "stop only from started");
+    h.backend.set_status(&b.name, BuildStatus::Started);
+    let a = h.send(req("POST", &url("stop"))).await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let a = h.send(req("POST", &url("reset"))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        h.backend.index.read().expect("lock").get(&b.name).expect("b").status,
+        BuildStatus::Initializing
+    );
+
+    for verb in ["start", "stop", "reset"] {
+        let a = h.send(req("POST", &format!("/api/v1/builds/bnope/{verb}"))).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{verb}");
+    }
+    // The original leaves them open: no credentials needed by default.
+    assert!(h.backend.calls().iter().any(|c| c.starts_with("reset ")));
+}
+
+#[tokio::test]
+async fn actions_can_require_admin() {
+    let h = Harness::with_options(ServerOptions { admin_for_actions: true, ..Default::default() });
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    for verb in ["start", "stop", "reset"] {
+        let a = h.send(req("POST", &format!("/api/v1/builds/{}/{verb}", b.name))).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{verb}");
+    }
+    assert!(h.backend.calls().is_empty(), "nothing reached the controller");
+    let a = h.send(admin("POST", &format!("/api/v1/builds/{}/start", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_endpoints_require_credentials() {
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let endpoints = [
+        ("DELETE", format!("/api/v1/builds/{}", b.name)),
+        ("DELETE", "/api/v1/builds?repo=oca/web".to_owned()),
+        ("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0".to_owned()),
+        ("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=1".to_owned()),
+    ];
+    for (method, uri) in &endpoints {
+        for auth in [None, Some(basic("admin", "wrong")), Some(basic("root", "hunter2"))] {
+            let mut r = req(method, uri);
+            if let Some(auth) = &auth {
+                r.headers_mut().insert(header::AUTHORIZATION, auth.parse().expect("header"));
+            }
+            let a = h.send(r).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{method} {uri} {auth:?}");
+            assert_eq!(
+                a.headers.get(header::WWW_AUTHENTICATE).expect("challenge"),
+                r#"Basic realm="runboat""#
+            );
+            assert_eq!(a.detail(), "admin credentials required");
+        }
+    }
+    assert!(h.backend.calls().is_empty(), "nothing reached the controller");
+}
+
+#[tokio::test]
+async fn undeploy_one_build() {
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let a = h.send(admin("DELETE", &format!("/api/v1/builds/{}", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.detail(), "undeploy requested");
+    let a = h.send(admin("DELETE", &format!("/api/v1/builds/{}", b.name))).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "already undeploying");
+    let a = h.send(admin("DELETE", "/api/v1/builds/bnope")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn undeploy_matching_requires_a_filter() {
+    let h = Harness::new();
+    let b1 = h.backend.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Stopped, 0);
+    let b2 = h.backend.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Stopped, 0);
+    let a = h.send(admin("DELETE", "/api/v1/builds")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.detail().starts_with("refusing to undeploy every build"), "{}", a.detail());
+    let a = h.send(admin("DELETE", "/api/v1/builds?repo=")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "empty filters are no filters");
+    let a = h.send(admin("DELETE", "/api/v1/builds?status=bogus")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+
+    let a = h.send(admin("DELETE", "/api/v1/builds?repo=oca/web&pr=2")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["count"], 1);
+    let index = h.backend.index.read().expect("lock");
+    assert_eq!(index.get(&b1.name).expect("b1").status, BuildStatus::Stopped);
+    assert_eq!(index.get(&b2.name).expect("b2").status, BuildStatus::Undeploying);
+}
+
+#[tokio::test]
+async fn trigger_branch_looks_the_head_up() {
+    let h = Harness::new();
+    h.github.branches.lock().expect("lock").insert(("oca/web".into(), "16.0".into()), sha(9));
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=OCA/web&branch=16.0")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let name = a.json()["name"].as_str().expect("name").to_owned();
+    let b = h.backend.index.read().expect("lock").get(&name).cloned().expect("deployed");
+    assert_eq!(b.commit_info.git_commit(), sha(9));
+    assert_eq!(b.commit_info.pr(), None);
+
+    // Same commit again: nothing new, says so.
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.detail().contains("already deployed"), "{}", a.detail());
+
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=17.0")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.detail().contains("not found on GitHub"), "{}", a.detail());
+
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=main")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.detail().contains("not supported"), "{}", a.detail());
+
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.detail(), "missing parameter branch");
+
+    h.github.down.store(true, Ordering::SeqCst);
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0")).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert!(a.detail().starts_with("GitHub lookup failed"), "{}", a.detail());
+}
+
+#[tokio::test]
+async fn trigger_pr_looks_the_head_up() {
+    let h = Harness::new();
+    h.github.prs.lock().expect("lock").insert(
+        ("oca/web".into(), 42),
+        PullRequestInfo { base_branch: "16.0".into(), head_sha: sha(8), open: true },
+    );
+    h.github.prs.lock().expect("lock").insert(
+        ("oca/web".into(), 43),
+        PullRequestInfo { base_branch: "master".into(), head_sha: sha(7), open: true },
+    );
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=42")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let name = a.json()["name"].as_str().expect("name").to_owned();
+    let b = h.backend.index.read().expect("lock").get(&name).cloned().expect("deployed");
+    assert_eq!(b.commit_info.pr(), Some(42));
+    assert_eq!(b.commit_info.target_branch(), "16.0");
+
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=43")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "base branch not supported");
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=44")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=x")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    h.github.down.store(true, Ordering::SeqCst);
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=42")).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn logs_render_ansi_or_plain_text() {
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    h.backend
+        .init_logs
+        .lock()
+        .expect("lock")
+        .insert(b.name.clone(), "\u{1b}[31mred <error>\u{1b}[0m done\n".into());
+    let a = h.send(get(&format!("/api/v1/builds/{}/init-log", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.content_type().starts_with("text/html"));
+    let html = a.text();
+    assert!(
+        html.contains("<span style='color:var(--red,#a00)'>red &lt;error&gt;</span>"),
+        "{html}"
+    );
+    assert!(!html.contains('\u{1b}'));
+
+    let mut r = get(&format!("/api/v1/builds/{}/init-log", b.name));
+    r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+    let a = h.send(r).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.content_type().starts_with("text/plain"));
+    assert_eq!(a.text(), "red <error> done\n");
+
+    // No running log yet.
+    let a = h.send(get(&format!("/api/v1/builds/{}/log", b.name))).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.detail(), format!("no log for build {:?}", b.name));
+    h.backend.logs.lock().expect("lock").insert(b.name.clone(), "odoo started\n".into());
+    let a = h.send(get(&format!("/api/v1/builds/{}/log", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.text().contains("odoo started"));
+
+    let a = h.send(get("/api/v1/builds/bnope/log")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.detail(), "build \"bnope\" not found");
+}
+
+#[tokio::test]
+async fn controller_failures_are_generic_500s() {
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    h.backend.failing.store(true, Ordering::SeqCst);
+    let a = h.send(req("POST", &format!("/api/v1/builds/{}/start", b.name))).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(a.detail(), "internal server error");
+    assert!(!a.text().contains("connection refused"), "the cause is logged, not shown");
+}
+
+#[tokio::test]
+async fn unknown_paths_are_json_404s() {
+    let h = Harness::new();
+    let a = h.send(get("/api/v1/nothing")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.detail(), "not found");
+}
+
+#[tokio::test]
+async fn health_ready_metrics_openapi() {
+    let h = Harness::new();
+    h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    assert_eq!(h.send(get("/healthz")).await.status, StatusCode::OK);
+    assert_eq!(h.send(get("/readyz")).await.status, StatusCode::OK);
+    h.backend.ready.store(false, Ordering::SeqCst);
+    assert_eq!(h.send(get("/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let app = h.app();
+    crate::support::send(app.clone(), get("/api/v1/status")).await;
+    let m = crate::support::send(app, get("/metrics")).await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = m.text();
+    assert!(text.contains("runboat_builds{status=\"started\"} 1"), "{text}");
+    assert!(text.contains("runboat_init_queue_length 0"));
+    assert!(text.contains("runboat_ready 0"));
+    assert!(text.contains(
+        "runboat_http_requests_total{method=\"GET\",route=\"/api/v1/status\",status=\"200\"} 1"
+    ));
+    assert!(text.contains("fake_controller_metric 1"), "controller metrics appended");
+
+    let doc = h.send(get("/api/v1/openapi.json")).await.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/api/v1/status",
+        "/api/v1/repos",
+        "/api/v1/builds",
+        "/api/v1/builds/trigger/branch",
+        "/api/v1/builds/trigger/pr",
+        "/api/v1/builds/{name}",
+        "/api/v1/builds/{name}/init-log",
+        "/api/v1/builds/{name}/log",
+        "/api/v1/builds/{name}/start",
+        "/api/v1/builds/{name}/stop",
+        "/api/v1/builds/{name}/reset",
+        "/api/v1/build-events",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+}

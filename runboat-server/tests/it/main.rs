@@ -1,0 +1,11 @@
+//! Router tests: every endpoint through `tower::ServiceExt::oneshot`, no
+//! socket. `fake` is an in-memory backend whose commands change the index
+//! at once; `controller` drives the real controller over the simulated
+//! cluster.
+
+mod api;
+mod events;
+mod fake;
+mod support;
+mod ui;
+mod webhook;
