@@ -23,6 +23,8 @@ pub(crate) struct Sse {
 pub(crate) struct SseReader {
     body: Body,
     buf: String,
+    /// How long to wait for one event (virtual time under a paused clock).
+    pub(crate) patience: Duration,
 }
 
 impl SseReader {
@@ -30,15 +32,15 @@ impl SseReader {
         let resp = runboat_server::app(state.clone()).oneshot(get(uri)).await.expect("infallible");
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers().get("content-type").expect("content type"), "text/event-stream");
-        SseReader { body: resp.into_body(), buf: String::new() }
+        SseReader { body: resp.into_body(), buf: String::new(), patience: Duration::from_secs(10) }
     }
 
     /// The next event (skipping keep-alive comments), or `None` when the
-    /// stream ended. Fails after 10 s.
+    /// stream ended. Fails after `patience`.
     pub(crate) async fn next(&mut self) -> Option<Sse> {
-        tokio::time::timeout(Duration::from_secs(10), self.next_inner())
+        tokio::time::timeout(self.patience, self.next_inner())
             .await
-            .expect("an event within 10 s")
+            .unwrap_or_else(|_| panic!("no event within {:?}", self.patience))
     }
 
     async fn next_inner(&mut self) -> Option<Sse> {

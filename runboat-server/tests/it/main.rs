@@ -4,6 +4,7 @@
 //! cluster.
 
 mod api;
+mod controller;
 mod events;
 mod fake;
 mod support;
