@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod controller;
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod github;

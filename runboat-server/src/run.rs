@@ -4,14 +4,18 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use clap::{Parser, ValueEnum};
-use runboat_core::Settings;
+use runboat_core::forge::{Forge, NoForge};
+use runboat_core::{Cluster, Controller, ControllerConfig, Secret, Settings};
+use runboat_github::{ClientConfig, GitHubClient, GitHubForge, GitHubToken};
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
-use crate::{AppState, app};
+use crate::{AppState, Backend, GitHubLookup, ServerOptions, app};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -47,7 +51,8 @@ pub struct Config {
     /// Also require the admin credentials for start, stop and reset.
     #[arg(long, env = "RUNBOAT_SERVER_ADMIN_FOR_ACTIONS")]
     pub admin_for_actions: bool,
-    /// Run a self-contained demo (simulated cluster, generated webhooks).
+    /// Run a self-contained demo: the in-memory simulated cluster and a
+    /// generator of signed webhooks (needs the `demo` feature).
     #[arg(long)]
     pub demo: bool,
 }
@@ -120,15 +125,103 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Builds the GitHub client from the settings' token. `None` (with a
+/// warning) when it cannot be built: triggers then answer 502 and no commit
+/// status is posted, but everything else works.
+pub fn github_client(settings: &Settings) -> Option<GitHubClient> {
+    let token = GitHubToken::from_config(settings.github_token.as_ref().map(Secret::expose));
+    match GitHubClient::new(ClientConfig { token, ..ClientConfig::default() }) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::warn!(error = %e, "no GitHub client: triggers and commit statuses disabled");
+            None
+        }
+    }
+}
+
+/// Starts the controller on `cluster` and serves the HTTP interface on
+/// `listener` until `shutdown` completes. Then: event streams end at once,
+/// in-flight requests get [`SHUTDOWN_GRACE`] to finish (then are
+/// abandoned), and the controller stops (running cluster calls are
+/// abandoned; everything is idempotent and resumes from the cluster's state
+/// on the next start).
+pub async fn run_with_cluster(
+    settings: Settings,
+    cluster: Arc<dyn Cluster>,
+    options: ServerOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let settings = Arc::new(settings);
+    let github = github_client(&settings);
+    let forge: Arc<dyn Forge> = match (&github, settings.disable_commit_statuses) {
+        (Some(client), false) if settings.github_token.is_some() => {
+            Arc::new(GitHubForge::new(client.clone()))
+        }
+        _ => {
+            tracing::info!("commit statuses are not posted (disabled, or no GitHub token)");
+            Arc::new(NoForge)
+        }
+    };
+    if settings.github_webhook_secret.is_none() {
+        tracing::warn!(
+            "no webhook secret configured: webhook deliveries are accepted without signature"
+        );
+    }
+    let handle = Controller::spawn(cluster, forge, settings.clone(), ControllerConfig::default());
+    let backend: Arc<dyn Backend> = Arc::new(handle.clone());
+    let lookup = github.map(|c| Arc::new(c) as Arc<dyn GitHubLookup>);
+    let state = AppState::new(settings, backend, lookup, options);
+    let result = serve_until(listener, state, shutdown).await;
+    tracing::info!("stopping the controller");
+    if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
+        tracing::warn!("the controller did not stop in time; abandoning it");
+    }
+    result
+}
+
+/// Time given to in-flight requests after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// [`serve`], but once `shutdown` completes, waits at most
+/// [`SHUTDOWN_GRACE`] for in-flight requests.
+pub async fn serve_until(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        // The server ended on its own (an error).
+        r = &mut server => return joined(r),
+        () = shutdown => {}
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(r) => joined(r),
+        Err(_) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}: abandoning them");
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    r.unwrap_or_else(|e| Err(Error::NotAvailable(format!("the server task failed: {e}"))))
+}
+
 /// The binary's whole job.
 pub async fn run(config: Config) -> Result<()> {
     init_logging(config.log_format, &config.log_level);
+    let options =
+        ServerOptions { admin_for_actions: config.admin_for_actions, ..Default::default() };
     if config.demo {
-        return Err(Error::NotAvailable(
-            "--demo is not available yet: it needs kubesim and the Kubernetes cluster \
-             implementation (runboat-k8s), which are not part of this build"
-                .to_owned(),
-        ));
+        return crate::demo::run(config.listen, options).await;
     }
     let settings = load_settings(config.config_file.as_ref())?;
     tracing::info!(namespace = %settings.build_namespace, "settings loaded");
@@ -137,4 +230,9 @@ pub async fn run(config: Config) -> Result<()> {
          (runboat-k8s KubeCluster) is not available in this build"
             .to_owned(),
     ))
+}
+
+/// Binds `addr`.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Serve { addr: addr.to_string(), source })
 }

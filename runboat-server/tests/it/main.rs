@@ -7,6 +7,7 @@ mod api;
 mod controller;
 mod events;
 mod fake;
+mod serve;
 mod support;
 mod ui;
 mod webhook;

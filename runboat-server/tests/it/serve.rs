@@ -1,0 +1,50 @@
+//! A real socket: graceful shutdown ends open event streams at once.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::Harness;
+
+#[tokio::test]
+async fn shutdown_closes_event_streams_and_returns_promptly() {
+    let h = Harness::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(runboat_server::run::serve_until(listener, h.state.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(
+            b"GET /api/v1/build-events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut head))
+        .await
+        .expect("answer within 10 s")
+        .expect("read");
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    assert_eq!(h.state.open_event_streams(), 1);
+
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops within 5 s")
+        .expect("join");
+    assert!(result.is_ok(), "{result:?}");
+    // The stream ended: the client reads the end of the chunked body, then EOF.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+        .await
+        .expect("EOF within 5 s")
+        .expect("read");
+    assert_eq!(h.state.open_event_streams(), 0);
+}
