@@ -105,8 +105,9 @@ function card(build) {
     el("p", { class: "links" },
       st === "started" ? el("a", { href: build.deploy_link }, "🚪 live") : null,
       st === "started" ? el("a", { href: build.deploy_link_mailhog }, "✉ mail") : null,
-      el("a", { href: `${api}/init-log` }, "init log"),
-      st === "started" || st === "stopping" || st === "starting" ? el("a", { href: `${api}/log` }, "log") : null),
+      // Logs of a running job or pod are followed live.
+      el("a", { href: `${api}/init-log${st === "initializing" ? "?follow" : ""}` }, "init log"),
+      st === "started" || st === "stopping" || st === "starting" ? el("a", { href: `${api}/log?follow` }, "log") : null),
     el("p", {}, ...buttons),
     feedback,
   );

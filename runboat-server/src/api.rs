@@ -250,7 +250,7 @@ pub(crate) async fn get_build(
     Ok(Json(state.build_json(&build)))
 }
 
-fn wants_plain_text(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_plain_text(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
         let accept = accept.to_ascii_lowercase();
         accept.contains("text/plain") && !accept.contains("text/html")
@@ -318,30 +318,6 @@ pub fn html_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// `GET /builds/{name}/init-log`.
-pub(crate) async fn init_log(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
-    let log = state.backend().init_log(&name).await?.filter(|l| !l.is_empty());
-    let log = log.ok_or_else(|| ApiError::NotFound(format!("no init log for build {name:?}")))?;
-    Ok(render_log(&format!("{name} init log"), &log, wants_plain_text(&headers)))
-}
-
-/// `GET /builds/{name}/log`.
-pub(crate) async fn log(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
-    let log = state.backend().log(&name).await?.filter(|l| !l.is_empty());
-    let log = log.ok_or_else(|| ApiError::NotFound(format!("no log for build {name:?}")))?;
-    Ok(render_log(&format!("{name} log"), &log, wants_plain_text(&headers)))
 }
 
 fn action_answer(name: &str, verb: &str, outcome: Outcome) -> Result<Response, ApiError> {

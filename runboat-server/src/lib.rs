@@ -19,6 +19,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod github;
+pub mod logs;
 pub mod metrics;
 pub mod ops;
 pub mod run;
@@ -186,8 +187,8 @@ pub fn app(state: AppState) -> Router {
         .route("/builds/trigger/branch", post(api::trigger_branch))
         .route("/builds/trigger/pr", post(api::trigger_pr))
         .route("/builds/{name}", get(api::get_build).delete(api::undeploy_build))
-        .route("/builds/{name}/init-log", get(api::init_log))
-        .route("/builds/{name}/log", get(api::log))
+        .route("/builds/{name}/init-log", get(logs::init_log))
+        .route("/builds/{name}/log", get(logs::log))
         .route("/builds/{name}/start", post(api::start))
         .route("/builds/{name}/stop", post(api::stop))
         .route("/builds/{name}/reset", post(api::reset))

@@ -429,3 +429,61 @@ async fn health_ready_metrics_openapi() {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn follow_streams_what_the_log_gains_until_the_build_stops() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    h.backend.logs.lock().expect("lock").insert(b.name.clone(), "line 1\n".into());
+    let mut r = get(&format!("/api/v1/builds/{}/log?follow", b.name));
+    r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+    let resp = h.app().oneshot(r).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut next = async || {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), body.frame())
+            .await
+            .expect("a chunk within 60 s");
+        frame.map(|f| {
+            String::from_utf8(f.expect("ok").into_data().expect("data").to_vec()).expect("utf-8")
+        })
+    };
+    assert_eq!(next().await.as_deref(), Some("line 1\n"));
+    h.backend
+        .logs
+        .lock()
+        .expect("lock")
+        .insert(b.name.clone(), "line 1\n\u{1b}[1mline 2\u{1b}[0m\n".into());
+    assert_eq!(next().await.as_deref(), Some("line 2\n"));
+    h.backend.set_status(&b.name, BuildStatus::Stopped);
+    assert_eq!(next().await.as_deref(), Some("\n--- build is stopped ---\n"));
+    assert_eq!(next().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_in_html_ends_when_the_build_goes() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let h = Harness::new();
+    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Initializing, 0);
+    let resp = h
+        .app()
+        .oneshot(get(&format!("/api/v1/builds/{}/init-log?follow=1", b.name)))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK, "no log yet is fine when following");
+    h.backend.remove(&b.name);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(60), resp.into_body().collect())
+        .await
+        .expect("ends within 60 s")
+        .expect("body")
+        .to_bytes();
+    let html = String::from_utf8(body.to_vec()).expect("utf-8");
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.contains("--- build undeployed ---"), "{html}");
+    assert!(html.trim_end().ends_with("</html>"), "{html}");
+}
