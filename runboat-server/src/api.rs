@@ -124,11 +124,12 @@ pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Value>, 
 pub(crate) async fn list_builds(
     State(state): State<AppState>,
     q: Result<Query<FilterParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<runboat_core::BuildView>>, ApiError> {
     let filters = query(q)?.into_filters()?;
-    let builds: Vec<runboat_core::Build> = state
-        .read(|index| index.search(&filters, SortOrder::Desc).into_iter().cloned().collect())?;
-    Ok(Json(Value::Array(builds.iter().map(|b| state.build_json(b)).collect())))
+    let views: Vec<runboat_core::BuildView> = state.read(|index| {
+        index.search(&filters, SortOrder::Desc).into_iter().map(|b| state.build_view(b)).collect()
+    })?;
+    Ok(Json(views))
 }
 
 /// `DELETE /builds` (admin): undeploy every build passing the filters. At
@@ -245,9 +246,9 @@ pub(crate) async fn trigger_pr(
 pub(crate) async fn get_build(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<runboat_core::BuildView>, ApiError> {
     let build = read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
-    Ok(Json(state.build_json(&build)))
+    Ok(Json(state.build_view(&build)))
 }
 
 pub(crate) fn wants_plain_text(headers: &HeaderMap) -> bool {

@@ -18,14 +18,16 @@
 //!   the server shuts down, and a client disconnect drops the subscription
 //!   at once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use runboat_core::{Build, IndexEvent, SearchFilters, SortOrder};
+use runboat_core::{Build, BuildView, IndexEvent, SearchFilters, SortOrder};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
@@ -41,6 +43,44 @@ pub(crate) async fn build_events(
     let filters = query(q)?.into_filters()?;
     let keep_alive = state.options().keep_alive;
     Ok(Sse::new(subscribe(state, filters)?).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+#[derive(Serialize)]
+struct EventData<'a> {
+    event: &'a str,
+    build: BuildView,
+}
+
+/// The data of the last event of each build, serialised once for all the
+/// subscribers it goes to (a change fans out to every open stream).
+#[derive(Debug, Default)]
+pub struct EventCache {
+    entries: Mutex<HashMap<String, CachedEvent>>,
+}
+
+/// Event kind, the build as sent, the serialised data.
+type CachedEvent = (&'static str, Build, Arc<str>);
+
+/// Entries kept at most; the cache is emptied when it would grow beyond.
+const EVENT_CACHE_MAX: usize = 4096;
+
+impl EventCache {
+    fn data(&self, state: &AppState, kind: &'static str, build: &Build) -> Arc<str> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, b, data)) = entries.get(&build.name)
+            && *k == kind
+            && b == build
+        {
+            return data.clone();
+        }
+        let event = EventData { event: kind, build: state.build_view(build) };
+        let data: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
+        if entries.len() >= EVENT_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(build.name.clone(), (kind, build.clone(), data.clone()));
+        data
+    }
 }
 
 /// One subscriber's state.
@@ -107,9 +147,8 @@ enum Next {
 }
 
 impl Subscription {
-    fn message(&self, kind: &str, build: &Build) -> Event {
-        let data = json!({"event": kind, "build": self.state.build_json(build)});
-        Event::default().data(data.to_string())
+    fn message(&self, kind: &'static str, build: &Build) -> Event {
+        Event::default().data(self.state.event_cache().data(&self.state, kind, build).as_ref())
     }
 
     fn queue_snapshot(&mut self, builds: &[Build]) {

@@ -75,6 +75,7 @@ struct Inner {
     metrics: metrics::HttpMetrics,
     shutdown: watch::Sender<bool>,
     event_streams: AtomicUsize,
+    event_cache: events::EventCache,
 }
 
 impl AppState {
@@ -104,6 +105,7 @@ impl AppState {
                 metrics: metrics::HttpMetrics::default(),
                 shutdown,
                 event_streams: AtomicUsize::new(0),
+                event_cache: events::EventCache::default(),
             }),
         }
     }
@@ -171,10 +173,14 @@ impl AppState {
         })
     }
 
-    /// A build as the API shows it (SPEC's JSON fields).
-    pub(crate) fn build_json(&self, build: &Build) -> serde_json::Value {
+    /// A build as the API shows it (SPEC's JSON fields), ready to serialise.
+    pub(crate) fn build_view(&self, build: &Build) -> runboat_core::BuildView {
         let s = self.settings();
-        build.to_json(&s.build_domain, &s.base_url)
+        build.view(&s.build_domain, &s.base_url)
+    }
+
+    pub(crate) fn event_cache(&self) -> &events::EventCache {
+        &self.inner.event_cache
     }
 }
 
