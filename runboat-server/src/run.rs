@@ -78,6 +78,13 @@ pub fn load_settings(config_file: Option<&PathBuf>) -> Result<Settings> {
             })?),
             None => None,
         };
+    let unknown: Vec<String> = runboat_core::settings::unknown_env_keys(std::env::vars())
+        .into_iter()
+        .filter(|k| !k.to_ascii_uppercase().starts_with("RUNBOAT_SERVER_"))
+        .collect();
+    if !unknown.is_empty() {
+        tracing::warn!(variables = ?unknown, "ignoring unknown RUNBOAT_* environment variables");
+    }
     Settings::load(text.as_deref(), std::env::vars()).map_err(Error::Settings)
 }
 

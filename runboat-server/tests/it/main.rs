@@ -4,6 +4,7 @@
 //! cluster.
 
 mod api;
+mod binary;
 mod controller;
 mod events;
 mod fake;
