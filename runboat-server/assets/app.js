@@ -266,7 +266,7 @@ async function reposPage() {
   try {
     status = await (await fetch("/api/v1/status")).json();
   } catch (_) {}
-  setConn("ok", "");
+  conn.hidden = true;
   const counters = el("div", { class: "counters" },
     ["started", "stopped", "failed", "initializing", "to_initialize", "undeploying", "deployed"].map((k) =>
       el("span", {}, el("span", { class: "muted" }, k.replace("_", " ") + ": "), String(status[k] ?? "?"))));
