@@ -451,6 +451,31 @@ mod tests {
         }
 
         #[test]
+        fn status_parser_accepts_exactly_the_status_names(s in "[a-z]{0,14}|\\PC{0,14}") {
+            let known = BuildStatus::ALL.iter().find(|st| st.as_str() == s.trim());
+            match parse_status_param(&s) {
+                Ok(st) => prop_assert_eq!(Some(&st), known),
+                Err(e) => {
+                    prop_assert!(known.is_none());
+                    prop_assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+
+        #[test]
+        fn any_filter_values_validate_without_panic(
+            repo in "\\PC{0,20}", pr in "\\PC{0,8}", status in "\\PC{0,12}"
+        ) {
+            let p = FilterParams {
+                repo: Some(repo),
+                pr: Some(pr),
+                status: Some(status),
+                ..FilterParams::default()
+            };
+            let _ = p.into_filters();
+        }
+
+        #[test]
         fn log_rendering_never_panics(s in "(\\PC|\u{1b}\\[[0-9;]{0,6}m){0,40}") {
             let _ = render_log("t", &s, false);
             let plain = strip_ansi(&s);
