@@ -16,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use runboat_core::{BuildStatus, CommitInfo, SearchFilters, SortOrder};
+use runboat_core::{BuildStatus, CommitInfo, SearchFilters, SortOrder, StatusCounts};
 use runboat_github::ClientError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -88,23 +88,11 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("not found".to_owned())
 }
 
-/// `GET /status`: the counters of the original.
-pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let s = state.settings();
-    state.read(|index| {
-        Json(json!({
-            "deployed": index.count_deployed(),
-            "max_deployed": s.max_deployed,
-            "failed": index.count_by_status(BuildStatus::Failed),
-            "stopped": index.count_by_status(BuildStatus::Stopped),
-            "started": index.count_by_status(BuildStatus::Started),
-            "max_started": s.max_started,
-            "to_initialize": index.to_initialize(usize::MAX).len(),
-            "initializing": index.count_by_init_status(runboat_core::InitStatus::Started),
-            "max_initializing": s.max_initializing,
-            "undeploying": index.count_by_status(BuildStatus::Undeploying),
-        }))
-    })
+/// `GET /status`: the counters of the original (core's [`StatusCounts`],
+/// the one definition shared with the controller, in O(1)).
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusCounts>, ApiError> {
+    let limits = state.settings().limits();
+    state.read(|index| Json(index.status_counts(&limits)))
 }
 
 /// `GET /repos`: the repos having builds, `{name, link}` as the original.
