@@ -119,6 +119,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// The Kubernetes client could not be configured (no kubeconfig, no in-cluster
+    /// service account...).
+    #[error("cannot configure the Kubernetes client")]
+    KubeConfig {
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A name in `deployment_resource_types` is not a resource type runboat knows.
+    #[error("unknown resource type {name:?} in deployment_resource_types (known: {known})")]
+    UnknownResourceType {
+        /// The name as configured.
+        name: String,
+        /// The names runboat knows.
+        known: String,
+    },
 }
 
 /// This crate's result type.

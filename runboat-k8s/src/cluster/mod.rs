@@ -1,0 +1,608 @@
+//! [`KubeCluster`]: runboat-core's [`Cluster`] on a real Kubernetes API
+//! server, with kube-rs, for one build namespace.
+//!
+//! Everything is addressed by build name: the build's Deployment, Jobs and
+//! pods are found by their `runboat/build` label, never by a guessed name.
+//!
+//! # Applying kubefiles
+//!
+//! The kubefiles of the settings rule matching the commit are rendered (see
+//! [`crate::render`]), the whole set is server-side applied as a dry run
+//! (so a rejected object creates nothing), then every object is applied
+//! with server-side apply (field manager `runboat`, forced). Object kinds are
+//! resolved through discovery once and cached.
+//!
+//! The Deployment's `spec.replicas` and `runboat/init-status` belong to the
+//! controller (scale and init-status patches), not to the kubefiles: only
+//! mode `deployment` sets them. If the apply field manager owned them, the
+//! next apply in another mode (which leaves them out) would remove them —
+//! the API server would then reset replicas to 1 and drop the init status.
+//! So in mode `deployment` the Deployment is *created* with them (a plain
+//! create), or, when it exists already (a reset), applied without them and
+//! then patched with them.
+
+mod convert;
+mod errors;
+mod resources;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Api, Client};
+use runboat_core::contract::{
+    ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED,
+    FINALIZER_CLEANUP, LABEL_BUILD, LABEL_JOB_KIND, format_last_scaled,
+};
+use runboat_core::{
+    Cluster, ClusterError, ClusterEvent, ClusterResult, CommitInfo, DeploymentFacts, InitStatus,
+    JobFacts, JobKind, KubefilesMode, Settings,
+};
+use serde_json::{Value, json};
+
+use self::errors::{cluster_error, is_conflict, is_not_found};
+use self::watch::watcher_config;
+use crate::error::{Error, Result};
+use crate::render::{CommitVars, Format, Kubefiles, Mode, RenderContext};
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "runboat";
+
+/// Attempts of a read-modify-write (finalizer removal) before giving up
+/// with a conflict.
+const CONFLICT_ATTEMPTS: usize = 8;
+
+/// runboat's [`Cluster`] on a Kubernetes API server. Cheap to clone.
+#[derive(Clone)]
+pub struct KubeCluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    namespace: String,
+    settings: Arc<Settings>,
+    /// Kubefiles used when the rule and the settings name none.
+    default_kubefiles: Arc<Kubefiles>,
+    /// Kubefiles loaded from a directory, by path.
+    kubefiles_by_path: HashMap<PathBuf, Arc<Kubefiles>>,
+    /// What `delete_build_resources` deletes.
+    delete_types: Vec<ApiResource>,
+    /// API resources by (apiVersion, kind), from discovery.
+    resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// Deployment name by build name (names never change for a build).
+    deployment_names: Mutex<HashMap<String, String>>,
+    deployments: Api<Deployment>,
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+}
+
+impl std::fmt::Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster")
+            .field("namespace", &self.inner.namespace)
+            .field("default_kubefiles", &self.inner.default_kubefiles.origin())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeCluster {
+    /// A cluster on `client` for `settings.build_namespace`.
+    ///
+    /// Loads every configured kubefiles directory (the default one and each
+    /// rule's), checks that `kubectl` can run when one of them is in the
+    /// kustomize format ([`Error::KustomizeUnavailable`] otherwise), and
+    /// resolves `deployment_resource_types` ([`Error::UnknownResourceType`]).
+    /// No API call is made.
+    pub async fn new(client: Client, settings: Arc<Settings>) -> Result<KubeCluster> {
+        let default_kubefiles = Arc::new(match &settings.build_default_kubefiles_path {
+            Some(path) => Kubefiles::load(path)?,
+            None => Kubefiles::embedded()?,
+        });
+        let mut kubefiles_by_path = HashMap::new();
+        if let Some(path) = &settings.build_default_kubefiles_path {
+            kubefiles_by_path.insert(path.clone(), Arc::clone(&default_kubefiles));
+        }
+        for rule in &settings.repos {
+            if let Some(path) = &rule.build.kubefiles_path
+                && !kubefiles_by_path.contains_key(path)
+            {
+                kubefiles_by_path.insert(path.clone(), Arc::new(Kubefiles::load(path)?));
+            }
+        }
+        let needs_kustomize = default_kubefiles.format() == Format::Kustomize
+            || kubefiles_by_path.values().any(|k| k.format() == Format::Kustomize);
+        if needs_kustomize {
+            let version = crate::render::check_kustomize_available().await?;
+            tracing::info!(%version, "kustomize kubefiles configured");
+        }
+        let delete_types = settings
+            .deployment_resource_types
+            .iter()
+            .map(|name| resources::resource_type(name))
+            .collect::<Result<Vec<_>>>()?;
+        let namespace = settings.build_namespace.clone();
+        Ok(KubeCluster {
+            inner: Arc::new(Inner {
+                deployments: Api::namespaced(client.clone(), &namespace),
+                jobs: Api::namespaced(client.clone(), &namespace),
+                pods: Api::namespaced(client.clone(), &namespace),
+                client,
+                namespace,
+                settings,
+                default_kubefiles,
+                kubefiles_by_path,
+                delete_types,
+                resources: Mutex::new(HashMap::new()),
+                deployment_names: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Like [`KubeCluster::new`], with a client from kube's standard
+    /// inference: `KUBECONFIG` (or `~/.kube/config`), else the in-cluster
+    /// service account.
+    pub async fn try_default(settings: Arc<Settings>) -> Result<KubeCluster> {
+        let client = Client::try_default().await.map_err(|source| Error::KubeConfig { source })?;
+        KubeCluster::new(client, settings).await
+    }
+
+    /// The build namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The kube client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+}
+
+/// A build name must be usable in a label selector and as a name prefix.
+fn check_build_name(build_name: &str) -> ClusterResult<()> {
+    let ok = !build_name.is_empty()
+        && build_name.len() <= 63
+        && build_name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok { Ok(()) } else { Err(ClusterError::Invalid(format!("bad build name {build_name:?}"))) }
+}
+
+fn build_selector(build_name: &str) -> String {
+    format!("{LABEL_BUILD}={build_name}")
+}
+
+fn job_selector(build_name: &str, kind: JobKind) -> String {
+    format!("{LABEL_BUILD}={build_name},{LABEL_JOB_KIND}={}", kind.as_str())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ok when the call succeeded or answered 404.
+fn ok_if_not_found<T>(what: &str, r: kube::Result<T>) -> ClusterResult<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(cluster_error(what, &e)),
+    }
+}
+
+fn render_error(err: &Error) -> ClusterError {
+    match err {
+        Error::KustomizeUnavailable { .. }
+        | Error::KustomizeTimeout(_)
+        | Error::TempDir { .. }
+        | Error::ReadKubefiles { .. } => ClusterError::Transient(format!("rendering: {err}")),
+        _ => ClusterError::Invalid(format!("rendering: {err}")),
+    }
+}
+
+fn kube_mode(mode: KubefilesMode) -> Mode {
+    match mode {
+        KubefilesMode::Deployment => Mode::Deployment,
+        KubefilesMode::Initialize => Mode::Initialize,
+        KubefilesMode::Start => Mode::Start,
+        KubefilesMode::Stop => Mode::Stop,
+        KubefilesMode::Cleanup => Mode::Cleanup,
+    }
+}
+
+/// One rendered object with what is needed to send it.
+struct Rendered {
+    name: String,
+    api: Api<DynamicObject>,
+    object: Value,
+    is_deployment: bool,
+}
+
+impl Inner {
+    fn kubefiles_for(&self, commit: &CommitInfo) -> ClusterResult<(Arc<Kubefiles>, RenderContext)> {
+        let settings = &self.settings;
+        let rule = settings.rule_for(commit.repo(), commit.target_branch()).ok_or_else(|| {
+            ClusterError::Invalid(format!(
+                "no repo rule supports branch {} of {}",
+                commit.target_branch(),
+                commit.repo()
+            ))
+        })?;
+        let kubefiles = match settings.kubefiles_path_for(rule) {
+            Some(path) => self.kubefiles_by_path.get(path).cloned().ok_or_else(|| {
+                ClusterError::Invalid(format!("kubefiles {} not loaded", path.display()))
+            })?,
+            None => Arc::clone(&self.default_kubefiles),
+        };
+        let ctx = RenderContext {
+            namespace: self.namespace.clone(),
+            mode: Mode::Deployment,
+            build_name: commit.build_name(),
+            build_slug: commit.slug(),
+            build_domain: settings.build_domain.clone(),
+            commit_info: CommitVars {
+                repo: commit.repo().to_owned(),
+                target_branch: commit.target_branch().to_owned(),
+                pr: commit.pr(),
+                git_commit: commit.git_commit().to_owned(),
+            },
+            image_name: rule.image_name.clone(),
+            image_tag: rule.image_tag.clone(),
+            build_env: settings.build_env_for(rule),
+            build_secret_env: settings
+                .build_secret_env_for(rule)
+                .into_iter()
+                .map(|(k, v)| (k, v.expose().to_owned()))
+                .collect(),
+            build_template_vars: settings
+                .build_template_vars_for(rule)
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        };
+        Ok((kubefiles, ctx))
+    }
+
+    /// The API resource of an object (discovery, cached).
+    async fn resource_of(&self, object: &Value) -> ClusterResult<(ApiResource, bool)> {
+        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = lock(&self.resources).get(&key) {
+            return Ok(found.clone());
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (ar, caps) =
+            kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| match &e {
+                kube::Error::Discovery(_) => {
+                    ClusterError::Invalid(format!("unknown kind {kind} of {api_version}: {e}"))
+                }
+                _ => cluster_error(&format!("discovery of {api_version} {kind}"), &e),
+            })?;
+        let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
+        lock(&self.resources).insert(key, (ar.clone(), namespaced));
+        Ok((ar, namespaced))
+    }
+
+    async fn prepare(&self, object: Value) -> ClusterResult<Rendered> {
+        let (ar, namespaced) = self.resource_of(&object).await?;
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ClusterError::Invalid("a rendered object has no name".into()))?
+            .to_owned();
+        let api = if namespaced {
+            Api::namespaced_with(self.client.clone(), &self.namespace, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        };
+        let is_deployment = ar.group == "apps" && ar.kind == "Deployment";
+        Ok(Rendered { name, api, object, is_deployment })
+    }
+
+    async fn apply(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()> {
+        let (kubefiles, mut ctx) = self.kubefiles_for(commit)?;
+        ctx.mode = kube_mode(mode);
+        let objects = kubefiles.render(&ctx).await.map_err(|e| render_error(&e))?;
+        let mut rendered = Vec::with_capacity(objects.len());
+        for object in objects {
+            rendered.push(self.prepare(object).await?);
+        }
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        // The whole set first as a dry run: a rejected object creates nothing.
+        let dry_run = apply.clone().dry_run();
+        futures::future::try_join_all(rendered.iter().map(|r| {
+            let dry_run = &dry_run;
+            async move {
+                r.api
+                    .patch(&r.name, dry_run, &Patch::Apply(&r.object))
+                    .await
+                    .map_err(|e| cluster_error(&format!("dry run of {}", r.name), &e))
+            }
+        }))
+        .await?;
+        for r in &rendered {
+            if r.is_deployment && mode == KubefilesMode::Deployment {
+                self.apply_new_deployment(r, &apply).await?;
+            } else {
+                r.api
+                    .patch(&r.name, &apply, &Patch::Apply(&r.object))
+                    .await
+                    .map_err(|e| cluster_error(&format!("apply of {}", r.name), &e))?;
+            }
+            if r.is_deployment {
+                lock(&self.deployment_names).insert(ctx.build_name.clone(), r.name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Mode `deployment`: create the Deployment with its replicas and init
+    /// status, or (reset) apply it without them and patch them (see the
+    /// module docs for why).
+    async fn apply_new_deployment(&self, r: &Rendered, apply: &PatchParams) -> ClusterResult<()> {
+        let what = format!("create of {}", r.name);
+        let object: DynamicObject = serde_json::from_value(r.object.clone())
+            .map_err(|e| ClusterError::Invalid(format!("{what}: {e}")))?;
+        let post = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.to_owned()) };
+        match r.api.create(&post, &object).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(cluster_error(&what, &e)),
+        }
+        let mut stripped = r.object.clone();
+        let replicas = stripped
+            .get_mut("spec")
+            .and_then(Value::as_object_mut)
+            .and_then(|spec| spec.remove("replicas"))
+            .unwrap_or(json!(0));
+        let init_status = stripped
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+            .and_then(|a| a.remove(ANNOTATION_INIT_STATUS))
+            .unwrap_or(json!(InitStatus::Todo.as_str()));
+        r.api
+            .patch(&r.name, apply, &Patch::Apply(&stripped))
+            .await
+            .map_err(|e| cluster_error(&format!("apply of {}", r.name), &e))?;
+        let state = json!({
+            "metadata": {"annotations": {ANNOTATION_INIT_STATUS: init_status}},
+            "spec": {"replicas": replicas},
+        });
+        r.api
+            .patch(&r.name, &PatchParams::default(), &Patch::Merge(&state))
+            .await
+            .map_err(|e| cluster_error(&format!("reset of {}", r.name), &e))?;
+        Ok(())
+    }
+
+    /// The build's Deployment, read now.
+    async fn find_deployment(&self, build_name: &str) -> ClusterResult<Option<Deployment>> {
+        check_build_name(build_name)?;
+        let list = self
+            .deployments
+            .list(&ListParams::default().labels(&build_selector(build_name)))
+            .await
+            .map_err(|e| cluster_error(&format!("list of the deployment of {build_name}"), &e))?;
+        if list.items.len() > 1 {
+            tracing::warn!(build = build_name, "several Deployments carry this build's label");
+        }
+        let found = list.items.into_iter().next();
+        if let Some(name) = found.as_ref().and_then(|d| d.metadata.name.clone()) {
+            lock(&self.deployment_names).insert(build_name.to_owned(), name);
+        }
+        Ok(found)
+    }
+
+    /// The name of the build's Deployment (cached), `None` when there is none.
+    async fn deployment_name(&self, build_name: &str) -> ClusterResult<Option<String>> {
+        check_build_name(build_name)?;
+        if let Some(name) = lock(&self.deployment_names).get(build_name) {
+            return Ok(Some(name.clone()));
+        }
+        Ok(self.find_deployment(build_name).await?.and_then(|d| d.metadata.name))
+    }
+
+    /// Merge-patches the build's Deployment; a cached name that turned out
+    /// stale is looked up again once.
+    async fn patch_deployment(
+        &self,
+        build_name: &str,
+        what: &str,
+        patch: &Value,
+    ) -> ClusterResult<()> {
+        for _ in 0..2 {
+            let Some(name) = self.deployment_name(build_name).await? else {
+                return Err(ClusterError::NotFound(format!(
+                    "{what}: no deployment for {build_name}"
+                )));
+            };
+            match self.deployments.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => {
+                    lock(&self.deployment_names).remove(build_name);
+                }
+                Err(e) => return Err(cluster_error(&format!("{what} of {name}"), &e)),
+            }
+        }
+        Err(ClusterError::NotFound(format!("{what}: no deployment for {build_name}")))
+    }
+
+    /// The newest pod matching `selector`.
+    async fn newest_pod(&self, selector: &str) -> ClusterResult<Option<Pod>> {
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| cluster_error(&format!("list of pods {selector}"), &e))?;
+        Ok(list.items.into_iter().max_by(|a, b| {
+            let key = |p: &Pod| {
+                (p.metadata.deletion_timestamp.is_none(), p.metadata.creation_timestamp.clone())
+            };
+            key(a).cmp(&key(b))
+        }))
+    }
+
+    async fn pod_log(&self, pod: Pod, container: Option<String>) -> ClusterResult<Option<String>> {
+        let Some(name) = pod.metadata.name else { return Ok(None) };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        if phase == "Pending" {
+            return Ok(None);
+        }
+        let params = LogParams { container, ..LogParams::default() };
+        match self.pods.logs(&name, &params).await {
+            Ok(log) => Ok(Some(log)),
+            // Gone, or its container is not running yet.
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(kube::Error::Api(s)) if s.code == 400 => {
+                tracing::debug!(pod = name, message = s.message, "no log yet");
+                Ok(None)
+            }
+            Err(e) => Err(cluster_error(&format!("log of {name}"), &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    fn deployment_events(&self) -> BoxStream<'static, ClusterEvent<DeploymentFacts>> {
+        watch::events(self.inner.deployments.clone(), watcher_config(), convert::deployment_facts)
+    }
+
+    fn job_events(&self) -> BoxStream<'static, ClusterEvent<JobFacts>> {
+        watch::events(self.inner.jobs.clone(), watcher_config(), convert::job_facts)
+    }
+
+    async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()> {
+        self.inner.apply(commit, mode).await
+    }
+
+    async fn scale(&self, build_name: &str, replicas: i32) -> ClusterResult<()> {
+        let now = format_last_scaled(jiff::Timestamp::now());
+        let patch = json!({
+            "metadata": {"annotations": {ANNOTATION_LAST_SCALED: now}},
+            "spec": {"replicas": replicas},
+        });
+        self.inner.patch_deployment(build_name, "scale", &patch).await
+    }
+
+    async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()> {
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_INIT_STATUS: status.as_str()}}});
+        self.inner.patch_deployment(build_name, "set init status", &patch).await
+    }
+
+    async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()> {
+        let Some(name) = self.inner.deployment_name(build_name).await? else { return Ok(()) };
+        let r = self.inner.deployments.delete(&name, &DeleteParams::background()).await;
+        ok_if_not_found(&format!("delete of {name}"), r)
+    }
+
+    async fn remove_finalizer(&self, build_name: &str) -> ClusterResult<()> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let Some(deployment) = self.inner.find_deployment(build_name).await? else {
+                return Ok(());
+            };
+            let meta = &deployment.metadata;
+            let finalizers = meta.finalizers.clone().unwrap_or_default();
+            if !finalizers.iter().any(|f| f == FINALIZER_CLEANUP) {
+                return Ok(());
+            }
+            let Some(name) = meta.name.clone() else { return Ok(()) };
+            let kept: Vec<String> =
+                finalizers.into_iter().filter(|f| f != FINALIZER_CLEANUP).collect();
+            // The resourceVersion makes the patch conditional: a concurrent
+            // change of the list answers 409 and we read again.
+            let patch = json!({
+                "metadata": {"resourceVersion": meta.resource_version, "finalizers": kept},
+            });
+            match self
+                .inner
+                .deployments
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) if is_conflict(&e) => {
+                    tracing::debug!(deployment = name, "finalizer removal conflicted; retrying");
+                }
+                Err(e) => return Err(cluster_error(&format!("finalizer removal of {name}"), &e)),
+            }
+        }
+        Err(ClusterError::Conflict(format!("finalizer removal of {build_name} kept conflicting")))
+    }
+
+    async fn kill_jobs(&self, build_name: &str, kind: JobKind) -> ClusterResult<()> {
+        check_build_name(build_name)?;
+        let lp = ListParams::default().labels(&job_selector(build_name, kind));
+        let dp = DeleteParams::background().grace_period(0);
+        let r = self.inner.jobs.delete_collection(&dp, &lp).await;
+        ok_if_not_found(&format!("delete of {kind} jobs of {build_name}"), r)?;
+        let r = self.inner.pods.delete_collection(&dp, &lp).await;
+        ok_if_not_found(&format!("delete of {kind} pods of {build_name}"), r)
+    }
+
+    async fn delete_build_resources(&self, build_name: &str) -> ClusterResult<()> {
+        check_build_name(build_name)?;
+        let inner = &self.inner;
+        let lp = ListParams::default().labels(&build_selector(build_name));
+        let dp = DeleteParams::background();
+        for ar in &inner.delete_types {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(inner.client.clone(), &inner.namespace, ar);
+            let r = api.delete_collection(&dp, &lp).await;
+            ok_if_not_found(&format!("delete of {} of {build_name}", ar.plural), r)?;
+        }
+        // The pods of its jobs, at once.
+        let job_pods =
+            ListParams::default().labels(&format!("{LABEL_BUILD}={build_name},{LABEL_JOB_KIND}"));
+        let r = inner
+            .pods
+            .delete_collection(&DeleteParams::background().grace_period(0), &job_pods)
+            .await;
+        ok_if_not_found(&format!("delete of job pods of {build_name}"), r)?;
+        lock(&inner.deployment_names).remove(build_name);
+        Ok(())
+    }
+
+    async fn init_log(&self, build_name: &str) -> ClusterResult<Option<String>> {
+        check_build_name(build_name)?;
+        let selector = job_selector(build_name, JobKind::Initialize);
+        match self.inner.newest_pod(&selector).await? {
+            Some(pod) => self.inner.pod_log(pod, None).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn log(&self, build_name: &str) -> ClusterResult<Option<String>> {
+        check_build_name(build_name)?;
+        let selector = format!("{LABEL_BUILD}={build_name},!{LABEL_JOB_KIND}");
+        let Some(pod) = self.inner.newest_pod(&selector).await? else { return Ok(None) };
+        let container = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_DEFAULT_CONTAINER))
+            .cloned();
+        self.inner.pod_log(pod, container).await
+    }
+
+    async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>> {
+        Ok(self
+            .inner
+            .find_deployment(build_name)
+            .await?
+            .as_ref()
+            .and_then(convert::deployment_facts))
+    }
+}
