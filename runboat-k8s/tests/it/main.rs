@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cluster;
 mod contract;
 mod default_kubefiles;
 mod injection;
