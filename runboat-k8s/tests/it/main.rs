@@ -7,4 +7,5 @@ mod contract;
 mod default_kubefiles;
 mod injection;
 mod kustomize;
+mod lifecycle;
 mod native;

@@ -1,0 +1,197 @@
+//! Whole build lifecycles driven by the real controller over `KubeCluster`
+//! and kubesim, with and without faults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubesim::{ControllerConfig, FailRule, JobRule, JobScript, KubeSim};
+use runboat_core::forge::NoForge;
+use runboat_core::{
+    BuildStatus, CommandOutcome, CommitInfo, Controller, ControllerConfig as LoopConfig,
+    ControllerHandle, RetryPolicy,
+};
+
+use crate::cluster::{NS, cluster_on, commit, leftovers, settings, sim_with, slow};
+
+const LIFECYCLE_WAIT: Duration = Duration::from_secs(60);
+
+async fn controller(sim: &KubeSim, extra: &str) -> ControllerHandle {
+    let settings = settings(extra);
+    let cluster = cluster_on(sim, settings.clone()).await;
+    let config = LoopConfig {
+        retry: RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        },
+        failure_backoff_max: Duration::from_secs(2),
+        reflect_timeout: Duration::from_secs(5),
+        ..LoopConfig::default()
+    };
+    let handle = Controller::spawn(Arc::new(cluster), Arc::new(NoForge), settings, config);
+    tokio::time::timeout(LIFECYCLE_WAIT, handle.ready()).await.expect("controller ready");
+    handle
+}
+
+/// Waits until `pred` holds for the build (`None`: the build is gone).
+async fn wait_build(
+    handle: &ControllerHandle,
+    name: &str,
+    what: &str,
+    pred: impl Fn(Option<BuildStatus>) -> bool,
+) {
+    let mut events = handle.subscribe();
+    let deadline = tokio::time::Instant::now() + LIFECYCLE_WAIT;
+    loop {
+        let status = handle.get(name).map(|b| b.status);
+        if pred(status) {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(_) => {}
+            Err(_) => panic!("{name}: never {what} (status {status:?})"),
+        }
+    }
+}
+
+async fn wait_status(handle: &ControllerHandle, name: &str, status: BuildStatus) {
+    wait_build(handle, name, status.as_str(), |s| s == Some(status)).await;
+}
+
+/// deploy → initialize → succeed → start → stop → undeploy → cleanup → gone.
+async fn full_lifecycle(sim: &KubeSim, handle: &ControllerHandle, c: CommitInfo) {
+    let name = c.build_name();
+    assert_eq!(handle.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(handle, &name, BuildStatus::Stopped).await;
+    let init_log = handle.init_log(&name).await.expect("init log");
+    assert!(init_log.is_some_and(|l| !l.is_empty()), "an init log");
+
+    assert_eq!(handle.start(&name).await, Ok(CommandOutcome::Done));
+    wait_status(handle, &name, BuildStatus::Started).await;
+    let build = handle.get(&name).expect("build");
+    assert!(build.last_scaled.is_some(), "start writes last-scaled");
+
+    assert_eq!(handle.stop(&name).await, Ok(CommandOutcome::Done));
+    wait_status(handle, &name, BuildStatus::Stopped).await;
+
+    assert_eq!(handle.undeploy(&name).await, Ok(CommandOutcome::Done));
+    wait_build(handle, &name, "gone", |s| s.is_none()).await;
+    let h = sim.handle();
+    assert!(
+        h.wait_until(LIFECYCLE_WAIT, |h| leftovers(h, &name).is_empty()).await,
+        "left behind: {:?}",
+        leftovers(&h, &name)
+    );
+}
+
+#[tokio::test]
+async fn a_build_lives_and_goes_without_a_trace() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let handle = controller(&sim, "").await;
+    full_lifecycle(&sim, &handle, commit(10)).await;
+    assert!(handle.cleanup_failures().is_empty());
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_initialization_is_failed_and_still_undeploys() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let c = commit(11);
+    let name = c.build_name();
+    sim.handle().add_job_rule(JobRule::by_name(
+        &format!("^{name}-.*initialize"),
+        JobScript::fail().with_log("Traceback: boom\n"),
+    ));
+    let handle = controller(&sim, "").await;
+    assert_eq!(handle.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(&handle, &name, BuildStatus::Failed).await;
+    let log = handle.init_log(&name).await.expect("init log").expect("a log");
+    assert!(log.contains("Traceback: boom"), "{log}");
+    // Start of a failed build does nothing.
+    assert!(matches!(handle.start(&name).await, Ok(CommandOutcome::Ignored(_))));
+    assert_eq!(handle.undeploy(&name).await, Ok(CommandOutcome::Done));
+    wait_build(&handle, &name, "gone", |s| s.is_none()).await;
+    assert!(sim.handle().wait_until(LIFECYCLE_WAIT, |h| leftovers(h, &name).is_empty()).await);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reset_build_initializes_again() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let handle = controller(&sim, "").await;
+    let c = commit(12);
+    let name = c.build_name();
+    assert_eq!(handle.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(&handle, &name, BuildStatus::Stopped).await;
+    assert_eq!(handle.reset(&name).await, Ok(CommandOutcome::Done));
+    // Back through initialization to stopped.
+    wait_status(&handle, &name, BuildStatus::Stopped).await;
+    assert_eq!(handle.undeploy(&name).await, Ok(CommandOutcome::Done));
+    wait_build(&handle, &name, "gone", |s| s.is_none()).await;
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn undeploy_without_cleanup_job_deletes_everything() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let handle = controller(&sim, "no_cleanup_job = true").await;
+    let c = commit(13);
+    let name = c.build_name();
+    assert_eq!(handle.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(&handle, &name, BuildStatus::Stopped).await;
+    assert_eq!(handle.undeploy(&name).await, Ok(CommandOutcome::Done));
+    wait_build(&handle, &name, "gone", |s| s.is_none()).await;
+    assert!(sim.handle().wait_until(LIFECYCLE_WAIT, |h| leftovers(h, &name).is_empty()).await);
+    handle.shutdown().await;
+}
+
+/// Faults while builds live: watches closed, history compacted, bursts of
+/// 500/503/429 on every verb, added latency.
+#[tokio::test]
+async fn lifecycles_survive_faults() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let h = sim.handle();
+    let handle = controller(&sim, "").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chaos = {
+        let h = h.clone();
+        let stop = stop.clone();
+        let heavy = slow();
+        tokio::spawn(async move {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match round % 4 {
+                    0 => h.close_watches(),
+                    1 => {
+                        h.compact_history();
+                        h.close_watches();
+                    }
+                    2 => {
+                        for status in [500, 503, 429] {
+                            h.fail_next(FailRule::new(if heavy { 3 } else { 1 }, status));
+                        }
+                    }
+                    _ => h.set_latency(Duration::from_millis(if heavy { 30 } else { 5 })),
+                }
+                round += 1;
+                // The cadence of the faults, not a wait for a condition.
+                tokio::time::sleep(Duration::from_millis(if heavy { 300 } else { 700 })).await;
+                h.set_latency(Duration::ZERO);
+            }
+        })
+    };
+    let builds = if slow() { 4 } else { 2 };
+    for i in 0..builds {
+        full_lifecycle(&sim, &handle, commit(20 + i)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    chaos.await.expect("chaos task");
+    h.clear_faults();
+    // Nothing of any build is left, and the controller knows no build.
+    for i in 0..builds {
+        assert!(leftovers(&h, &commit(20 + i).build_name()).is_empty());
+    }
+    assert_eq!(handle.with_index(|idx| idx.len()), 0);
+    assert!(h.list("deployments", Some(NS)).expect("list").is_empty());
+    handle.shutdown().await;
+}
