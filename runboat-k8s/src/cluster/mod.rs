@@ -502,7 +502,10 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()> {
-        let Some(name) = self.inner.deployment_name(build_name).await? else { return Ok(()) };
+        // A fresh read, not the name cache: deleting the wrong name would
+        // silently leave the build deployed.
+        let found = self.inner.find_deployment(build_name).await?;
+        let Some(name) = found.and_then(|d| d.metadata.name) else { return Ok(()) };
         let r = self.inner.deployments.delete(&name, &DeleteParams::background()).await;
         ok_if_not_found(&format!("delete of {name}"), r)
     }

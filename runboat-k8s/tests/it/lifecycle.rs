@@ -195,3 +195,19 @@ async fn lifecycles_survive_faults() {
     assert!(h.list("deployments", Some(NS)).expect("list").is_empty());
     handle.shutdown().await;
 }
+
+/// The same lifecycle with the kustomize variant of the default kubefiles
+/// (`kubectl kustomize`), when kubectl is on PATH.
+#[tokio::test]
+async fn a_kustomize_build_lives_and_goes_without_a_trace() {
+    if !crate::support::kubectl_available("a_kustomize_build_lives_and_goes_without_a_trace").await
+    {
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kubefiles/kustomize");
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let extra = format!("build_default_kubefiles_path = {:?}", dir.display().to_string());
+    let handle = controller(&sim, &extra).await;
+    full_lifecycle(&sim, &handle, commit(30)).await;
+    handle.shutdown().await;
+}
