@@ -16,6 +16,11 @@ use crate::cluster::{NS, cluster_on, commit, leftovers, settings, sim_with, slow
 const LIFECYCLE_WAIT: Duration = Duration::from_secs(60);
 
 async fn controller(sim: &KubeSim, extra: &str) -> ControllerHandle {
+    // Logs with RUST_LOG set (a second init in the same binary is ignored).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let settings = settings(extra);
     let cluster = cluster_on(sim, settings.clone()).await;
     let config = LoopConfig {
@@ -166,24 +171,30 @@ async fn lifecycles_survive_faults() {
                         h.compact_history();
                         h.close_watches();
                     }
+                    // A burst: the next requests fail, whatever they are...
                     2 => {
                         for status in [500, 503, 429] {
                             h.fail_next(FailRule::new(if heavy { 3 } else { 1 }, status));
                         }
                     }
-                    _ => h.set_latency(Duration::from_millis(if heavy { 30 } else { 5 })),
+                    // ... until it ends (what the burst left unused goes),
+                    // then slow answers for a while.
+                    _ => {
+                        h.clear_faults();
+                        h.set_latency(Duration::from_millis(if heavy { 30 } else { 5 }));
+                    }
                 }
                 round += 1;
                 // The cadence of the faults, not a wait for a condition.
-                tokio::time::sleep(Duration::from_millis(if heavy { 300 } else { 700 })).await;
+                tokio::time::sleep(Duration::from_millis(if heavy { 400 } else { 700 })).await;
                 h.set_latency(Duration::ZERO);
             }
         })
     };
-    let builds = if slow() { 4 } else { 2 };
-    for i in 0..builds {
-        full_lifecycle(&sim, &handle, commit(20 + i)).await;
-    }
+    // Builds living side by side (within the default limits).
+    let builds = if slow() { 6 } else { 2 };
+    futures::future::join_all((0..builds).map(|i| full_lifecycle(&sim, &handle, commit(20 + i))))
+        .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     chaos.await.expect("chaos task");
     h.clear_faults();
