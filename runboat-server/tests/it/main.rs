@@ -5,6 +5,7 @@
 
 mod api;
 mod binary;
+mod browser;
 mod controller;
 mod events;
 mod fake;
