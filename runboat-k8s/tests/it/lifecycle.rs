@@ -222,3 +222,43 @@ async fn a_kustomize_build_lives_and_goes_without_a_trace() {
     full_lifecycle(&sim, &handle, commit(30)).await;
     handle.shutdown().await;
 }
+
+/// The controller is stopped mid-flight and a new one takes over from the
+/// cluster's state alone: every build still ends stopped, then gone.
+#[tokio::test]
+async fn a_restarted_controller_finishes_what_the_first_began() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let h = sim.handle();
+    // Slow initializations, so the first controller stops while they run.
+    h.add_job_rule(JobRule::by_label(
+        "runboat/job-kind",
+        "initialize",
+        JobScript::succeed().with_duration(Duration::from_millis(300)),
+    ));
+    let builds: u64 = if slow() { 12 } else { 4 };
+    let commits: Vec<CommitInfo> = (0..builds).map(|i| commit(40 + i)).collect();
+    // Room for every build (the limits policy would undeploy beyond 10).
+    let limits = "max_deployed = 100";
+    let first = controller(&sim, limits).await;
+    for c in &commits {
+        assert_eq!(first.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    }
+    assert!(
+        h.wait_until(LIFECYCLE_WAIT, |h| !h.list("jobs", Some(NS)).expect("jobs").is_empty()).await
+    );
+    first.shutdown().await;
+
+    let second = controller(&sim, limits).await;
+    for c in &commits {
+        wait_status(&second, &c.build_name(), BuildStatus::Stopped).await;
+    }
+    for c in &commits {
+        assert_eq!(second.undeploy(&c.build_name()).await, Ok(CommandOutcome::Done));
+    }
+    for c in &commits {
+        let name = c.build_name();
+        wait_build(&second, &name, "gone", |s| s.is_none()).await;
+        assert!(h.wait_until(LIFECYCLE_WAIT, |h| leftovers(h, &name).is_empty()).await);
+    }
+    second.shutdown().await;
+}
