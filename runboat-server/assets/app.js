@@ -250,6 +250,10 @@ async function loadRepos() {
     for (const r of repos) {
       picker.append(el("option", { value: r.name, selected: r.name === current }, r.name));
     }
+    // A repo without builds yet is not listed: still name the one shown.
+    if (current && !repos.some((r) => r.name === current)) {
+      picker.append(el("option", { value: current, selected: true }, current));
+    }
     return repos;
   } catch (_) {
     return [];
