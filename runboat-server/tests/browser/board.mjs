@@ -4,7 +4,8 @@
 //
 // It loads the board of a repository, delivers a signed push webhook, sees
 // the new build change status live (server-sent events, no reload), clicks
-// "start", sees the build reach "started", and saves a screenshot.
+// "start", sees the build reach "started", checks the filter box, saves a
+// screenshot, and opens the build's own page.
 //
 // Every wait is a condition with a deadline; a failure exits non-zero with
 // the reason, and a screenshot of the page at that moment is saved next to
@@ -147,6 +148,12 @@ async function main() {
     check((await page.textContent("#conn")) === "live", "connection pill does not say live");
     await page.waitForSelector("#content p.empty", { timeout: PAGE_READY });
     check((await page.textContent("#content p.empty")) === "No builds.", "board is not empty");
+    // The picker names the repository shown, even before it has builds.
+    await page.waitForFunction(
+      (r) => document.getElementById("repo-picker").value === r,
+      repo,
+      { timeout: PAGE_READY },
+    );
     // Proof that no reload happens: this survives only in the same document.
     await page.evaluate(() => (window.__sameDocument = true));
     log("board loaded, stream live, no builds");
@@ -187,7 +194,18 @@ async function main() {
       "stop not enabled once started",
     );
 
-    // 4. What was seen, in order, without any reload.
+    // 4. The filter box narrows the board as one types, and keeps it in the URL.
+    await page.fill("#filter", "no-such-build");
+    await page.waitForSelector("#content p.empty:has-text('No build matches the filter.')", {
+      timeout: PAGE_READY,
+    });
+    check(new URL(page.url()).searchParams.get("q") === "no-such-build", "filter not in the URL");
+    await page.fill("#filter", "started 16.0");
+    await page.waitForSelector(`${card}.status-started`, { timeout: PAGE_READY });
+    await page.fill("#filter", "");
+    await page.waitForSelector(`${card}.status-started`, { timeout: PAGE_READY });
+
+    // 5. What was seen, in order, without any reload.
     const seen = await page.evaluate(() => ({ ...window.__seen, same: window.__sameDocument }));
     log(`seen: ${JSON.stringify(seen)}`);
     check(seen.same === true, "the page was reloaded");
@@ -202,6 +220,16 @@ async function main() {
 
     await page.screenshot({ path: screenshot, fullPage: true });
     log(`screenshot: ${screenshot}`);
+
+    // 6. The build's own page, from the card's name link.
+    await page.click(`${card} p.name a`);
+    await page.waitForSelector(`body[data-page="build"] ${card}.status-started`, {
+      timeout: PAGE_READY,
+    });
+    const details = await page.textContent("dl.details");
+    check(details.includes(sha) && details.includes(build.deploy_link), `details: ${details}`);
+    check(pageErrors.length === 0, pageErrors.join("\n"));
+    log("build page shows the started build");
   } catch (e) {
     if (page) {
       const failure = screenshot.replace(/\.png$/, "") + "-failure.png";
