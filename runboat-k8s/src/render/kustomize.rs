@@ -76,11 +76,13 @@ pub(super) async fn render(kubefiles: &Kubefiles, ctx: &RenderContext) -> Result
 }
 
 /// Characters kustomize's YAML library does not carry through faithfully: it fails on
-/// DEL, C1 controls and U+FFFE/U+FFFF in its own output, and writes NEL raw where YAML
-/// readers fold it into a space. Values containing them are refused up front rather
+/// DEL, C1 controls and U+FFFE/U+FFFF in its own output, and writes NEL and the line
+/// and paragraph separators (U+2028, U+2029) raw where its own reader then takes them
+/// for line breaks (the value is folded into spaces, or kustomize panics with "wrong
+/// node kind" when `: ` follows). Values containing them are refused up front rather
 /// than silently altered.
 fn kustomize_cannot_carry(c: char) -> bool {
-    matches!(c, '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}')
+    matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}')
 }
 
 fn check_carriable(ctx: &RenderContext) -> Result<()> {

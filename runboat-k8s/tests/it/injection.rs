@@ -70,10 +70,13 @@ fn outside() -> impl Strategy<Value = Outside> {
 }
 
 /// Characters the kustomize format refuses (see `kustomize_cannot_carry` in the crate):
-/// DEL, C1 controls (NEL included), U+FFFE/U+FFFF.
+/// DEL, C1 controls (NEL included), U+2028/U+2029, U+FFFE/U+FFFF.
 fn kustomize_cannot_carry(outside: &Outside) -> bool {
-    let bad =
-        |s: &String| s.chars().any(|c| matches!(c, '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}'));
+    let bad = |s: &String| {
+        s.chars().any(|c| {
+            matches!(c, '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}')
+        })
+    };
     [
         &outside.repo,
         &outside.branch,
