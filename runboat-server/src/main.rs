@@ -1,4 +1,6 @@
-//! `runboat-server` binary: parses the options and runs the library.
+//! `runboat-server` binary: parses the options and runs the library. Every
+//! failure ends with a one-line message (the whole cause chain) and exit
+//! status 1, never a panic.
 
 use clap::Parser;
 
@@ -8,8 +10,8 @@ async fn main() -> std::process::ExitCode {
     match runboat_server::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "runboat-server failed");
-            eprintln!("runboat-server: {e}");
+            tracing::error!(error = format!("{e:#}"), "runboat-server failed");
+            eprintln!("runboat-server: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

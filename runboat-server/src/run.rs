@@ -1,5 +1,6 @@
 //! What the `runboat-server` binary does: parse options, set up logging,
-//! load the settings, start the controller and serve until SIGTERM/SIGINT.
+//! load and check the settings, connect the controller to Kubernetes
+//! (runboat-k8s's `KubeCluster`) and serve until SIGTERM/SIGINT.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,11 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use clap::{Parser, ValueEnum};
 use runboat_core::forge::{Forge, NoForge};
 use runboat_core::{Cluster, Controller, ControllerConfig, Secret, Settings};
 use runboat_github::{ClientConfig, GitHubClient, GitHubForge, GitHubToken};
+use runboat_k8s::{Format, KubeCluster, Kubefiles};
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
@@ -51,8 +54,9 @@ pub struct Config {
     /// Also require the admin credentials for start, stop and reset.
     #[arg(long, env = "RUNBOAT_SERVER_ADMIN_FOR_ACTIONS")]
     pub admin_for_actions: bool,
-    /// Run a self-contained demo: the in-memory simulated cluster and a
-    /// generator of signed webhooks (needs the `demo` feature).
+    /// Run a self-contained demo: an in-process simulated Kubernetes API
+    /// server (kubesim) and a generator of signed webhooks (needs the
+    /// `demo` feature). Ignores the settings.
     #[arg(long)]
     pub demo: bool,
 }
@@ -222,8 +226,13 @@ fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<
     r.unwrap_or_else(|e| Err(Error::NotAvailable(format!("the server task failed: {e}"))))
 }
 
-/// The binary's whole job.
-pub async fn run(config: Config) -> Result<()> {
+/// The binary's whole job: the demo, or production on the Kubernetes
+/// cluster of kube's standard configuration (`KUBECONFIG`, else
+/// `~/.kube/config`, else the in-cluster service account).
+///
+/// Every startup failure is an error naming what to fix (the setting, the
+/// file, the missing program), never a panic.
+pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(config.log_format, &config.log_level);
     let options =
         ServerOptions { admin_for_actions: config.admin_for_actions, ..Default::default() };
@@ -232,11 +241,99 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let settings = load_settings(config.config_file.as_ref())?;
     tracing::info!(namespace = %settings.build_namespace, "settings loaded");
-    Err(Error::NotAvailable(
-        "runboat-server cannot drive a Kubernetes cluster yet: the cluster implementation \
-         (runboat-k8s KubeCluster) is not available in this build"
-            .to_owned(),
-    ))
+    check_kubefiles(&settings).await?;
+    let cluster = kube_cluster(&settings).await?;
+    let listener = bind(config.listen).await?;
+    log_listening(&listener);
+    run_with_cluster(settings, Arc::new(cluster), options, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs the bound address (`message: "listening"`, field `addr`): with
+/// `--listen …:0` it is how a caller learns the port.
+pub fn log_listening(listener: &TcpListener) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "listening"),
+        Err(e) => tracing::warn!(error = %e, "listening on an unknown address"),
+    }
+}
+
+/// The configured kubefiles directories, each with the setting naming it
+/// (for messages): the default one, then each repo rule's.
+pub fn configured_kubefiles(settings: &Settings) -> Vec<(String, PathBuf)> {
+    let mut dirs = Vec::new();
+    if let Some(path) = &settings.build_default_kubefiles_path {
+        dirs.push((
+            "build_default_kubefiles_path (RUNBOAT_BUILD_DEFAULT_KUBEFILES_PATH)".to_owned(),
+            path.clone(),
+        ));
+    }
+    for (i, rule) in settings.repos.iter().enumerate() {
+        if let Some(path) = &rule.build.kubefiles_path {
+            dirs.push((
+                format!(
+                    "repos[{i}].kubefiles_path (repo {:?}, branch {:?})",
+                    rule.repo_pattern, rule.branch_pattern
+                ),
+                path.clone(),
+            ));
+        }
+    }
+    dirs
+}
+
+/// Checks every configured kubefiles directory: it exists, is a directory,
+/// loads (templates compile), and when it is in the kustomize format,
+/// `kubectl` (for `kubectl kustomize`) can be run. The errors name the
+/// setting.
+pub async fn check_kubefiles(settings: &Settings) -> anyhow::Result<()> {
+    let mut kustomize: Option<String> = None;
+    for (setting, path) in configured_kubefiles(settings) {
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("{setting}: cannot use {}", path.display()))?;
+        if !meta.is_dir() {
+            anyhow::bail!("{setting}: {} is not a directory", path.display());
+        }
+        let kubefiles = Kubefiles::load(&path)
+            .with_context(|| format!("{setting}: invalid kubefiles in {}", path.display()))?;
+        tracing::info!(
+            setting = %setting,
+            path = %path.display(),
+            format = ?kubefiles.format(),
+            "kubefiles loaded"
+        );
+        if kubefiles.format() == Format::Kustomize && kustomize.is_none() {
+            kustomize = Some(setting);
+        }
+    }
+    if let Some(setting) = kustomize {
+        let version = runboat_k8s::check_kustomize_available().await.with_context(|| {
+            format!("{setting} is a kustomize directory: it needs `kubectl` on PATH")
+        })?;
+        tracing::info!(%version, "kustomize available");
+    }
+    Ok(())
+}
+
+/// The [`KubeCluster`] for `settings.build_namespace`, with the client of
+/// kube's standard configuration inference. Makes no API call: the
+/// controller's first listing does (and `/readyz` waits for it).
+pub async fn kube_cluster(settings: &Settings) -> anyhow::Result<KubeCluster> {
+    let kube_config = kube::Config::infer().await.context(
+        "cannot set up the KubeCluster: Kubernetes client configuration not available \
+         (looked for KUBECONFIG, ~/.kube/config and the in-cluster service account)",
+    )?;
+    tracing::info!(
+        api_server = %kube_config.cluster_url,
+        namespace = %settings.build_namespace,
+        "Kubernetes configuration"
+    );
+    let client = kube::Client::try_from(kube_config)
+        .context("cannot set up the KubeCluster: cannot build the Kubernetes client")?;
+    KubeCluster::new(client, Arc::new(settings.clone()))
+        .await
+        .context("cannot set up the KubeCluster from the settings")
 }
 
 /// Binds `addr`.

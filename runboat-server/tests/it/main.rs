@@ -7,6 +7,7 @@ mod api;
 mod binary;
 mod browser;
 mod controller;
+mod e2e;
 mod events;
 mod fake;
 mod serve;
