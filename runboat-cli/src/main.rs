@@ -1,6 +1,5 @@
-//! `runboat` admin command line entry point.
+//! `runboat`: the admin command line (see the `runboat_cli` library).
 
 fn main() -> std::process::ExitCode {
-    eprintln!("runboat (the admin CLI) is not implemented yet (see the runboat-cli issue)");
-    std::process::ExitCode::FAILURE
+    runboat_cli::run(std::env::args_os())
 }

@@ -1,0 +1,454 @@
+//! Following builds over the event stream: `runboat watch` and `--wait`.
+//!
+//! Both reconnect with exponential backoff (0.5 s to 10 s) when the stream
+//! ends or the server cannot be reached, so a server restart only shows as
+//! a notice on standard error.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::client::{ApiClient, EventStream, Filters};
+use crate::error::{Error, Result};
+use crate::output::{Build, Style, emit, emit_json};
+use crate::sse::SseEvent;
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A change of one build, from a stream message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The build is as given (new or changed).
+    Upd(Box<Build>, Value),
+    /// The build is gone.
+    Del(Box<Build>, Value),
+    /// The server dropped changes for this client: what follows is the full
+    /// set again.
+    Resync,
+}
+
+/// Reads a stream message.
+pub fn parse_event(event: &SseEvent) -> Result<Option<Change>> {
+    if event.event == "resync" {
+        return Ok(Some(Change::Resync));
+    }
+    if event.event != "message" {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(&event.data)
+        .map_err(|e| Error::InvalidAnswer(format!("event is not JSON ({e}): {}", event.data)))?;
+    let kind = value.get("event").and_then(Value::as_str).unwrap_or_default();
+    if kind == "resync" {
+        return Ok(Some(Change::Resync));
+    }
+    let raw = value.get("build").cloned().unwrap_or(Value::Null);
+    let build = Build::from_json(&raw)?;
+    match kind {
+        "upd" => Ok(Some(Change::Upd(Box::new(build), value))),
+        "del" => Ok(Some(Change::Del(Box::new(build), value))),
+        _ => Ok(None),
+    }
+}
+
+fn notice(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{message}");
+}
+
+/// A stream that reconnects.
+struct Follower<'a> {
+    client: &'a ApiClient,
+    filters: Filters,
+    stream: Option<EventStream>,
+    backoff: Duration,
+    connected_once: bool,
+    quiet: bool,
+}
+
+/// What [`Follower::next`] yields.
+enum Next {
+    Change(Change),
+    /// A (re)connection was made: the matching builds follow.
+    Connected {
+        reconnect: bool,
+    },
+}
+
+impl<'a> Follower<'a> {
+    fn new(client: &'a ApiClient, filters: Filters, quiet: bool) -> Self {
+        Follower {
+            client,
+            filters,
+            stream: None,
+            backoff: BACKOFF_START,
+            connected_once: false,
+            quiet,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Next> {
+        loop {
+            let Some(stream) = &mut self.stream else {
+                match self.client.events(&self.filters).await {
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        let reconnect = self.connected_once;
+                        if reconnect && !self.quiet {
+                            notice("reconnected");
+                        }
+                        self.connected_once = true;
+                        self.backoff = BACKOFF_START;
+                        return Ok(Next::Connected { reconnect });
+                    }
+                    // Before the first connection, fail fast: the user
+                    // probably has the wrong URL.
+                    Err(e) if e.is_transient() && self.connected_once => {
+                        if !self.quiet {
+                            notice(&format!("{e}; retrying in {:.1}s", self.backoff.as_secs_f64()));
+                        }
+                        tokio::time::sleep(self.backoff).await;
+                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            match stream.next().await {
+                Ok(Some(event)) => {
+                    if let Some(change) = parse_event(&event)? {
+                        return Ok(Next::Change(change));
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    self.stream = None;
+                    if !self.quiet {
+                        notice("event stream closed by the server; reconnecting");
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// One line of `runboat watch`.
+pub fn watch_line(time: &str, build: &Build, old: Option<&str>, new: &str, style: Style) -> String {
+    let transition = match old {
+        Some(old) => format!("{} -> {}", style.status(old, old), style.status(new, new)),
+        None => style.status(new, new),
+    };
+    format!(
+        "{time}  {}  {}  {}  {}  {transition}\n",
+        build.name,
+        build.commit_info.repo,
+        build.branch_or_pr(),
+        build.short_sha()
+    )
+}
+
+fn now_hms() -> String {
+    jiff::Zoned::now().strftime("%H:%M:%S").to_string()
+}
+
+/// `runboat watch`: prints the matching builds, then each change, forever.
+pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Style) -> Result<()> {
+    let mut follower = Follower::new(client, filters.clone(), false);
+    // Last status printed per build.
+    let mut known: HashMap<String, String> = HashMap::new();
+    loop {
+        match follower.next().await? {
+            Next::Connected { reconnect } => {
+                if reconnect {
+                    // Builds deleted while disconnected: the new stream will
+                    // not mention them.
+                    if let Ok(current) = client.builds(&filters).await {
+                        let names: std::collections::HashSet<String> = current
+                            .iter()
+                            .filter_map(|b| b.get("name").and_then(Value::as_str))
+                            .map(str::to_owned)
+                            .collect();
+                        let gone: Vec<String> =
+                            known.keys().filter(|n| !names.contains(*n)).cloned().collect();
+                        for name in gone {
+                            let old = known.remove(&name);
+                            if json {
+                                emit(&format!(
+                                    "{}\n",
+                                    serde_json::json!({"event": "del", "build": {"name": name}})
+                                ))?;
+                            } else {
+                                let b = Build { name, ..Build::default() };
+                                emit(&watch_line(
+                                    &now_hms(),
+                                    &b,
+                                    old.as_deref(),
+                                    "undeployed",
+                                    style,
+                                ))?;
+                            }
+                        }
+                    }
+                }
+            }
+            Next::Change(Change::Resync) => {
+                notice("the server resynchronised this stream (it fell behind)");
+            }
+            Next::Change(Change::Upd(build, raw)) => {
+                let old = known.insert(build.name.clone(), build.status.clone());
+                if old.as_deref() == Some(build.status.as_str()) {
+                    continue;
+                }
+                if json {
+                    emit(&format!("{raw}\n"))?;
+                } else {
+                    emit(&watch_line(&now_hms(), &build, old.as_deref(), &build.status, style))?;
+                }
+            }
+            Next::Change(Change::Del(build, raw)) => {
+                let old = known.remove(&build.name);
+                if json {
+                    emit(&format!("{raw}\n"))?;
+                } else {
+                    let old = old.or(Some(build.status.clone()));
+                    emit(&watch_line(&now_hms(), &build, old.as_deref(), "undeployed", style))?;
+                }
+            }
+        }
+    }
+}
+
+/// What `--wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Initialization over (`trigger`): stopped (or already started).
+    Initialized,
+    /// Running (`start`): started.
+    Started,
+}
+
+/// Where a build is with respect to a goal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Waiting,
+    Reached,
+    Failed(String),
+    Gone(String),
+}
+
+/// Judges `status` for `goal`; `seen_starting` tells whether the build was
+/// seen starting since the wait began (for `start`, a stop after that means
+/// the start was undone).
+pub fn judge(goal: Goal, name: &str, status: &str, seen_starting: bool) -> Verdict {
+    match (goal, status) {
+        (_, "failed") => Verdict::Failed(format!("build {name} failed (initialization failed)")),
+        (_, "undeploying") => Verdict::Gone(format!("build {name} is being undeployed")),
+        (Goal::Initialized, "stopped" | "started" | "starting" | "stopping") => Verdict::Reached,
+        (Goal::Started, "started") => Verdict::Reached,
+        (Goal::Started, "stopped" | "stopping") if seen_starting => {
+            Verdict::Failed(format!("build {name} was stopped before it was ready"))
+        }
+        _ => Verdict::Waiting,
+    }
+}
+
+/// Progress display of `--wait`: a spinner line on a terminal, a line per
+/// status change otherwise (both on standard error).
+struct Progress {
+    tty: bool,
+    started: Instant,
+    frame: usize,
+    name: String,
+    status: String,
+}
+
+impl Progress {
+    fn new(name: &str) -> Self {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            frame: 0,
+            name: name.to_owned(),
+            status: "waiting".to_owned(),
+        }
+    }
+
+    fn status(&mut self, status: &str) {
+        if status == self.status {
+            return;
+        }
+        status.clone_into(&mut self.status);
+        if self.tty {
+            self.tick();
+        } else {
+            notice(&format!("{}: {status}", self.name));
+        }
+    }
+
+    fn tick(&mut self) {
+        if !self.tty {
+            return;
+        }
+        const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        self.frame = (self.frame + 1) % FRAMES.len();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\u{1b}[2K{} {} {} ({}s)",
+            FRAMES[self.frame],
+            self.name,
+            self.status,
+            self.started.elapsed().as_secs()
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\u{1b}[2K");
+            let _ = err.flush();
+        }
+    }
+}
+
+/// `--wait`: follows build `name` until `goal` is reached (its JSON), it
+/// fails, it is undeployed, or `timeout` passes.
+pub async fn wait_for(
+    client: &ApiClient,
+    name: &str,
+    goal: Goal,
+    timeout: Option<Duration>,
+) -> Result<Value> {
+    let mut progress = Progress::new(name);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let result = wait_inner(client, name, goal, &mut progress, deadline).await;
+    progress.clear();
+    result
+}
+
+async fn wait_inner(
+    client: &ApiClient,
+    name: &str,
+    goal: Goal,
+    progress: &mut Progress,
+    deadline: Option<Instant>,
+) -> Result<Value> {
+    let filters = Filters { build_name: Some(name.to_owned()), ..Filters::default() };
+    let mut follower = Follower::new(client, filters, false);
+    let mut seen = false;
+    let mut seen_starting = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    loop {
+        let next = tokio::select! {
+            n = follower.next() => n?,
+            _ = tick.tick() => {
+                progress.tick();
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
+                return Err(Error::TimedOut(format!(
+                    "build {name} is still {} after the timeout", progress.status
+                )));
+            }
+        };
+        match next {
+            Next::Connected { reconnect: true } if seen => {
+                // It may have been deleted while we were away.
+                if let Err(Error::Http { status: 404, .. }) = client.build(name).await {
+                    return Err(Error::BuildGone(format!("build {name} was undeployed")));
+                }
+            }
+            Next::Connected { .. } | Next::Change(Change::Resync) => {}
+            Next::Change(Change::Del(..)) => {
+                return Err(Error::BuildGone(format!("build {name} was undeployed")));
+            }
+            Next::Change(Change::Upd(build, raw)) => {
+                if build.name != name {
+                    continue;
+                }
+                seen = true;
+                progress.status(&build.status);
+                seen_starting |= build.status == "starting";
+                match judge(goal, name, &build.status, seen_starting) {
+                    Verdict::Waiting => {}
+                    Verdict::Reached => {
+                        return Ok(raw.get("build").cloned().unwrap_or(Value::Null));
+                    }
+                    Verdict::Failed(m) => return Err(Error::BuildFailed(m)),
+                    Verdict::Gone(m) => return Err(Error::BuildGone(m)),
+                }
+            }
+        }
+    }
+}
+
+/// Prints the end of a successful wait.
+pub fn report_reached(build: &Value, json: bool, style: Style) -> Result<()> {
+    if json {
+        return emit_json(build);
+    }
+    let b = Build::from_json(build)?;
+    let status = style.status(&b.status, &b.status);
+    if b.status == "started" {
+        emit(&format!("{} is {status}: {}\n", b.name, b.deploy_link))
+    } else {
+        emit(&format!(
+            "{} is initialized ({status}); start it with: runboat start {}\n",
+            b.name, b.name
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_trigger_and_start_waits() {
+        use Verdict::*;
+        assert_eq!(judge(Goal::Initialized, "b", "initializing", false), Waiting);
+        assert_eq!(judge(Goal::Initialized, "b", "stopped", false), Reached);
+        assert_eq!(judge(Goal::Initialized, "b", "started", false), Reached);
+        assert!(matches!(judge(Goal::Initialized, "b", "failed", false), Failed(_)));
+        assert!(matches!(judge(Goal::Initialized, "b", "undeploying", false), Gone(_)));
+        // Before the controller acts on a start, the build still looks stopped.
+        assert_eq!(judge(Goal::Started, "b", "stopped", false), Waiting);
+        assert_eq!(judge(Goal::Started, "b", "starting", true), Waiting);
+        assert_eq!(judge(Goal::Started, "b", "started", true), Reached);
+        assert!(matches!(judge(Goal::Started, "b", "stopping", true), Failed(_)));
+    }
+
+    #[test]
+    fn parses_stream_messages() {
+        let ev =
+            |event: &str, data: &str| SseEvent { event: event.into(), data: data.into(), id: None };
+        let upd = parse_event(&ev(
+            "message",
+            r#"{"event":"upd","build":{"name":"b1","status":"stopped","commit_info":{"repo":"oca/web","target_branch":"16.0","pr":null,"git_commit":"abc"}}}"#,
+        ))
+        .expect("ok");
+        assert!(
+            matches!(upd, Some(Change::Upd(ref b, _)) if b.name == "b1" && b.status == "stopped")
+        );
+        let del =
+            parse_event(&ev("message", r#"{"event":"del","build":{"name":"b1"}}"#)).expect("ok");
+        assert!(matches!(del, Some(Change::Del(..))));
+        assert_eq!(parse_event(&ev("resync", "{}")).expect("ok"), Some(Change::Resync));
+        assert!(parse_event(&ev("message", "not json")).is_err());
+        assert_eq!(parse_event(&ev("other", "x")).expect("ok"), None);
+    }
+
+    #[test]
+    fn watch_lines_show_transitions() {
+        let b = Build { name: "b1".into(), ..Build::default() };
+        let line =
+            watch_line("12:00:00", &b, Some("initializing"), "stopped", Style { color: false });
+        assert!(line.contains("b1") && line.ends_with("initializing -> stopped\n"), "{line}");
+    }
+}
