@@ -93,6 +93,8 @@ pub struct ApiClient {
     /// The server URL without a trailing slash.
     base: Arc<str>,
     authorization: Option<HeaderValue>,
+    /// The admin user, when credentials are sent (for messages).
+    user: Option<String>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -151,7 +153,8 @@ impl ApiClient {
             }
             _ => None,
         };
-        Ok(ApiClient { http, base: base.into(), authorization })
+        let user = authorization.as_ref().and(conn.user.clone());
+        Ok(ApiClient { http, base: base.into(), authorization, user })
     }
 
     /// The server URL this client talks to.
@@ -162,6 +165,11 @@ impl ApiClient {
     /// True when credentials are sent.
     pub fn has_credentials(&self) -> bool {
         self.authorization.is_some()
+    }
+
+    /// The admin user whose credentials are sent.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     fn unreachable(&self, reason: impl Into<String>) -> Error {

@@ -126,14 +126,16 @@ async fn actions(client: &ApiClient, names: &[String], action: &str, json: bool)
                 emit(&format!("{name}: {detail}\n"))?;
             }
             Err(e @ Error::Unreachable { .. }) => return Err(e),
+            // One build: its error is the command's.
+            Err(e) if names.len() == 1 => return Err(e),
             Err(e) => {
-                notice(&format!("error: {name}: {e}"));
-                first_error.get_or_insert(e);
+                crate::report(Some(name), &e, Some(client));
+                first_error.get_or_insert(e.exit_code());
             }
         }
     }
     match first_error {
-        Some(e) => Err(Error::Reported(e.exit_code())),
+        Some(code) => Err(Error::Reported(code)),
         None => Ok(()),
     }
 }
@@ -161,24 +163,26 @@ async fn start(
                 started.push(name);
             }
             Err(e @ Error::Unreachable { .. }) => return Err(e),
+            Err(e) if names.len() == 1 => return Err(e),
             Err(e) => {
-                notice(&format!("error: {name}: {e}"));
-                first_error.get_or_insert(e);
+                crate::report(Some(name), &e, Some(client));
+                first_error.get_or_insert(e.exit_code());
             }
         }
     }
     for name in started {
         match wait_for(client, name, Goal::Started, timeout(wait)).await {
             Ok(build) => report_reached(&build, json, style)?,
+            Err(e) if names.len() == 1 => return Err(e),
             Err(e @ (Error::Unreachable { .. } | Error::BrokenPipe)) => return Err(e),
             Err(e) => {
-                notice(&format!("error: {e}"));
-                first_error.get_or_insert(e);
+                crate::report(None, &e, Some(client));
+                first_error.get_or_insert(e.exit_code());
             }
         }
     }
     match first_error {
-        Some(e) => Err(Error::Reported(e.exit_code())),
+        Some(code) => Err(Error::Reported(code)),
         None => Ok(()),
     }
 }

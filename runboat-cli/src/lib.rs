@@ -114,40 +114,44 @@ where
     };
     let client = match ApiClient::new(&conn) {
         Ok(c) => c,
-        Err(e) => return finish(Err(e), Some(&conn)),
+        Err(e) => return finish(Err(e), None),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return finish(Err(Error::io("starting the async runtime", e)), None),
     };
     let result = runtime.block_on(commands::execute(&client, cli.command, style));
-    finish(result, Some(&conn))
+    finish(result, Some(&client))
 }
 
 /// Prints the error (with a hint when there is one) and gives the exit
 /// code.
-fn finish(result: Result<()>, conn: Option<&Connection>) -> ExitCode {
+fn finish(result: Result<()>, client: Option<&ApiClient>) -> ExitCode {
     let Err(e) = result else {
         return ExitCode::SUCCESS;
     };
     if !matches!(e, Error::BrokenPipe | Error::Reported(_)) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {e}");
-        if let Some(hint) = hint(&e, conn) {
-            let _ = writeln!(err, "hint: {hint}");
-        }
+        report(None, &e, client);
     }
     ExitCode::from(e.exit_code())
 }
 
+/// Prints `error: [NAME: ]message` and its hint on standard error.
+pub fn report(name: Option<&str>, e: &Error, client: Option<&ApiClient>) {
+    let mut err = std::io::stderr().lock();
+    let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
+    let _ = writeln!(err, "error: {prefix}{e}");
+    if let Some(hint) = hint(e, client) {
+        let _ = writeln!(err, "hint: {hint}");
+    }
+}
+
 /// What the admin may do about `e`.
-pub fn hint(e: &Error, conn: Option<&Connection>) -> Option<String> {
+pub fn hint(e: &Error, client: Option<&ApiClient>) -> Option<String> {
     match e {
-        Error::Http { status: 401, .. } => Some(match conn {
-            Some(Connection { user: Some(user), password: Some(_), .. }) => {
-                format!("the server refused the credentials of user {user:?}")
-            }
-            _ => "give the admin credentials: --user/--password, RUNBOAT_USER/RUNBOAT_PASSWORD \
+        Error::Http { status: 401, .. } => Some(match client.and_then(ApiClient::user) {
+            Some(user) => format!("the server refused the credentials of user {user:?}"),
+            None => "give the admin credentials: --user/--password, RUNBOAT_USER/RUNBOAT_PASSWORD \
                   or the config file"
                 .to_owned(),
         }),
