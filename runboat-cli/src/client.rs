@@ -283,6 +283,16 @@ impl ApiClient {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// The build log (or init log) as plain text, streamed while the build
+    /// writes it (`?follow`): the server ends the answer when the build
+    /// stops writing it or is undeployed.
+    pub async fn follow_log(&self, name: &str, init: bool) -> Result<LogStream> {
+        let kind = if init { "init-log" } else { "log" };
+        let path = format!("/api/v1/builds/{}/{kind}?follow=1", encode(name));
+        let response = self.send(Method::GET, &path, "text/plain").await?;
+        Ok(LogStream { body: response.into_body(), pending: Vec::new() })
+    }
+
     /// Opens `GET /build-events` with `filters`.
     pub async fn events(&self, filters: &Filters) -> Result<EventStream> {
         let q = filters.query();
@@ -328,6 +338,53 @@ impl EventStream {
                 let mut events = self.parser.feed(&data);
                 events.reverse();
                 self.ready = events;
+            }
+        }
+    }
+}
+
+/// A followed log.
+pub struct LogStream {
+    body: Incoming,
+    /// Bytes of an incomplete UTF-8 character.
+    pending: Vec<u8>,
+}
+
+impl fmt::Debug for LogStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStream").finish_non_exhaustive()
+    }
+}
+
+impl LogStream {
+    /// The next piece of text; `None` at the end of the log.
+    pub async fn next(&mut self) -> Result<Option<String>> {
+        loop {
+            let Some(frame) = self.body.frame().await else {
+                if self.pending.is_empty() {
+                    return Ok(None);
+                }
+                let rest = String::from_utf8_lossy(&self.pending).into_owned();
+                self.pending.clear();
+                return Ok(Some(rest));
+            };
+            let frame = frame.map_err(|e| Error::Unreachable {
+                url: String::new(),
+                reason: format!("log stream interrupted: {e}"),
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            self.pending.extend_from_slice(&data);
+            let valid = match std::str::from_utf8(&self.pending) {
+                Ok(_) => self.pending.len(),
+                // Keep an incomplete character at the end for the next chunk.
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => self.pending.len(),
+            };
+            let rest = self.pending.split_off(valid);
+            let text = String::from_utf8_lossy(&self.pending).into_owned();
+            self.pending = rest;
+            if !text.is_empty() {
+                return Ok(Some(text));
             }
         }
     }

@@ -11,12 +11,9 @@ use crate::client::{ApiClient, Filters};
 use crate::error::{Error, Result};
 use crate::follow::{Goal, report_reached, wait_for, watch};
 use crate::output::{
-    Build, Style, board_order, build_detail, builds_table, emit, emit_json, log_continuation,
-    status_table, strip_ansi,
+    Build, Style, board_order, build_detail, builds_table, emit, emit_json, status_table,
+    strip_ansi,
 };
-
-/// How often `logs --follow` reads the log again.
-pub const LOG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 impl FilterArgs {
     /// The API filters.
@@ -245,15 +242,6 @@ async fn undeploy(client: &ApiClient, args: UndeployArgs) -> Result<()> {
     emit(&format!("{detail}\n"))
 }
 
-/// Whether the log of this kind may still grow in `status`.
-fn log_may_grow(init: bool, status: &str) -> bool {
-    if init {
-        status == "initializing"
-    } else {
-        matches!(status, "starting" | "started" | "stopping")
-    }
-}
-
 async fn logs(
     client: &ApiClient,
     name: &str,
@@ -261,31 +249,17 @@ async fn logs(
     follow: bool,
     style: Style,
 ) -> Result<()> {
+    // The server sends plain text; colours, if it keeps any, only go to a
+    // terminal (or with --color always).
     let show = |text: &str| -> Result<()> {
         if style.color { emit(text) } else { emit(&strip_ansi(text)) }
     };
     if !follow {
         return show(&client.log(name, init).await?);
     }
-    // Follow by reading the log again while the build may write to it.
-    let mut printed = String::new();
-    loop {
-        let status = match client.build(name).await {
-            Ok(b) => b.get("status").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            Err(Error::Http { status: 404, .. }) if !printed.is_empty() => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let log = match client.log(name, init).await {
-            Ok(log) => log,
-            // No log yet (the pod is not there yet).
-            Err(Error::Http { status: 404, .. }) if log_may_grow(init, &status) => String::new(),
-            Err(e) => return Err(e),
-        };
-        show(log_continuation(&printed, &log))?;
-        printed = log;
-        if !log_may_grow(init, &status) {
-            return Ok(());
-        }
-        tokio::time::sleep(LOG_POLL_INTERVAL).await;
+    let mut stream = client.follow_log(name, init).await?;
+    while let Some(text) = stream.next().await? {
+        show(&text)?;
     }
+    Ok(())
 }

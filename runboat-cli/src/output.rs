@@ -306,40 +306,6 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// What to print of a log read again while following it: the text after
-/// what was already printed. When the log does not continue the old one
-/// (the server keeps only a tail, or the pod restarted), resume after the
-/// last lines already seen if they are found, else print it all.
-pub fn log_continuation<'a>(old: &str, new: &'a str) -> &'a str {
-    if let Some(rest) = new.strip_prefix(old) {
-        return rest;
-    }
-    // Resume after the last 3, else 2, else 1 line(s) of the old text, found
-    // at a line start of the new one.
-    let lines: Vec<usize> = std::iter::once(0)
-        .chain(old.match_indices('\n').map(|(i, _)| i + 1))
-        .filter(|&i| i < old.len())
-        .collect();
-    for k in (1..=3).rev() {
-        let Some(&start) = lines.len().checked_sub(k).and_then(|i| lines.get(i)) else {
-            continue;
-        };
-        let tail = &old[start..];
-        if tail.trim().is_empty() {
-            continue;
-        }
-        let found = new
-            .match_indices(tail)
-            .map(|(i, _)| i)
-            .filter(|&i| i == 0 || new.as_bytes()[i - 1] == b'\n')
-            .last();
-        if let Some(i) = found {
-            return &new[i + tail.len()..];
-        }
-    }
-    new
-}
-
 /// Writes `text` to standard output; a closed pipe ends the command
 /// quietly.
 pub fn emit(text: &str) -> Result<()> {
@@ -430,28 +396,7 @@ mod tests {
         assert!(t.contains("failed        0\n"), "{t}");
     }
 
-    #[test]
-    fn log_continuation_prints_only_new_text() {
-        assert_eq!(log_continuation("a\nb\n", "a\nb\nc\n"), "c\n");
-        // A tail-only log that moved on.
-        assert_eq!(log_continuation("1\n2\n3\n4\n", "3\n4\n5\n"), "5\n");
-        // A restarted log.
-        assert_eq!(log_continuation("x\ny\n", "new\n"), "new\n");
-        assert_eq!(log_continuation("", "hello"), "hello");
-    }
-
     proptest! {
-        #[test]
-        fn continuation_of_an_appended_log_is_the_appended_text(a in "[a-z\n]{0,60}", b in "[a-z\n]{0,60}") {
-            let new = format!("{a}{b}");
-            prop_assert_eq!(log_continuation(&a, &new), b.as_str());
-        }
-
-        #[test]
-        fn continuation_never_panics(a in "\\PC{0,60}", b in "\\PC{0,60}") {
-            let _ = log_continuation(&a, &b);
-        }
-
         #[test]
         fn strip_ansi_removes_every_escape(s in "(\\PC|\u{1b}\\[[0-9;]{0,6}m){0,40}") {
             prop_assert!(!strip_ansi(&s).contains(char::from(27)));

@@ -3,7 +3,9 @@
 use runboat_core::CommitInfo;
 use runboat_core::sim::JobScript;
 
-use crate::support::{Server, admin, run, runboat, sha, temp_dir};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::{PATIENCE, Server, admin, run, runboat, sha, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_and_completions_need_no_server() {
@@ -135,10 +137,35 @@ async fn trigger_wait_start_wait_logs_stop_undeploy() {
     r.expect_code(0);
     assert!(!r.stdout.is_empty() && !r.stdout.contains('\u{1b}'), "{r:?}");
 
+    // Follow the log while the build runs: the command ends once it stops.
+    let mut follow = runboat(&s.url).args(["logs", &name, "--follow"]).spawn().expect("spawn");
+    let mut out = BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    let serving = format!("odoo serving {name}");
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = out.next_line().await.expect("read") {
+            if line.contains(&serving) {
+                return;
+            }
+        }
+        panic!("the followed log ended early");
+    })
+    .await
+    .expect("the followed log shows the build serving");
     let r = run(runboat(&s.url), &["stop", &name]).await;
     r.expect_code(0);
     assert_eq!(r.stdout, format!("{name}: stop requested\n"));
     s.until_status(&name, Some("stopped")).await;
+    let mut rest = String::new();
+    while let Some(line) =
+        tokio::time::timeout(PATIENCE, out.next_line()).await.expect("ends").expect("read")
+    {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    let status =
+        tokio::time::timeout(PATIENCE, follow.wait()).await.expect("exits").expect("status");
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("build is stop"), "the server's end marker: {rest}");
     // Stopping a stopped build does not apply: 409, exit 4, the server's reason.
     let r = run(runboat(&s.url), &["stop", &name, "nope"]).await;
     r.expect_code(4);

@@ -237,16 +237,23 @@ pub(crate) fn admin(url: &str) -> tokio::process::Command {
     cmd
 }
 
-/// Runs `cmd` with `args` to its end.
-pub(crate) async fn run(mut cmd: tokio::process::Command, args: &[&str]) -> Run {
-    cmd.args(args);
-    let out = tokio::time::timeout(PATIENCE, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("runboat {args:?} did not end"))
-        .expect("runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+/// Runs `cmd` with `args` to its end (a `'static` future: it can be
+/// spawned).
+pub(crate) fn run(
+    mut cmd: tokio::process::Command,
+    args: &[&str],
+) -> impl Future<Output = Run> + Send + 'static {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    async move {
+        cmd.args(&args);
+        let out = tokio::time::timeout(PATIENCE, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("runboat {args:?} did not end"))
+            .expect("runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
