@@ -230,8 +230,7 @@ async fn undeploy(client: &ApiClient, args: UndeployArgs) -> Result<()> {
             .read_line(&mut answer)
             .map_err(|e| Error::io("reading the confirmation", e))?;
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            notice("nothing undeployed");
-            return Err(Error::Usage("not confirmed".to_owned()));
+            return Err(Error::Usage("not confirmed: nothing undeployed".to_owned()));
         }
     }
     let answer = client.undeploy_matching(&filters).await?;

@@ -136,18 +136,41 @@ impl<'a> Follower<'a> {
     }
 }
 
+/// Column widths of `runboat watch` lines: they only grow, so lines stay
+/// aligned as long as the builds fit.
+#[derive(Debug, Default)]
+pub struct Widths {
+    name: usize,
+    repo: usize,
+    branch: usize,
+}
+
 /// One line of `runboat watch`.
-pub fn watch_line(time: &str, build: &Build, old: Option<&str>, new: &str, style: Style) -> String {
+pub fn watch_line(
+    time: &str,
+    build: &Build,
+    old: Option<&str>,
+    new: &str,
+    style: Style,
+    widths: &mut Widths,
+) -> String {
     let transition = match old {
         Some(old) => format!("{} -> {}", style.status(old, old), style.status(new, new)),
         None => style.status(new, new),
     };
+    let branch = build.branch_or_pr();
+    widths.name = widths.name.max(build.name.chars().count());
+    widths.repo = widths.repo.max(build.commit_info.repo.chars().count());
+    widths.branch = widths.branch.max(branch.chars().count());
     format!(
-        "{time}  {}  {}  {}  {}  {transition}\n",
+        "{time}  {:nw$}  {:rw$}  {:bw$}  {:8}  {transition}\n",
         build.name,
         build.commit_info.repo,
-        build.branch_or_pr(),
-        build.short_sha()
+        branch,
+        build.short_sha(),
+        nw = widths.name,
+        rw = widths.repo,
+        bw = widths.branch,
     )
 }
 
@@ -160,6 +183,7 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
     let mut follower = Follower::new(client, filters.clone(), false);
     // Last status printed per build.
     let mut known: HashMap<String, String> = HashMap::new();
+    let mut widths = Widths::default();
     loop {
         match follower.next().await? {
             Next::Connected { reconnect } => {
@@ -189,6 +213,7 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                                     old.as_deref(),
                                     "undeployed",
                                     style,
+                                    &mut widths,
                                 ))?;
                             }
                         }
@@ -206,7 +231,14 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                 if json {
                     emit(&format!("{raw}\n"))?;
                 } else {
-                    emit(&watch_line(&now_hms(), &build, old.as_deref(), &build.status, style))?;
+                    emit(&watch_line(
+                        &now_hms(),
+                        &build,
+                        old.as_deref(),
+                        &build.status,
+                        style,
+                        &mut widths,
+                    ))?;
                 }
             }
             Next::Change(Change::Del(build, raw)) => {
@@ -215,7 +247,14 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                     emit(&format!("{raw}\n"))?;
                 } else {
                     let old = old.or(Some(build.status.clone()));
-                    emit(&watch_line(&now_hms(), &build, old.as_deref(), "undeployed", style))?;
+                    emit(&watch_line(
+                        &now_hms(),
+                        &build,
+                        old.as_deref(),
+                        "undeployed",
+                        style,
+                        &mut widths,
+                    ))?;
                 }
             }
         }
@@ -447,8 +486,14 @@ mod tests {
     #[test]
     fn watch_lines_show_transitions() {
         let b = Build { name: "b1".into(), ..Build::default() };
-        let line =
-            watch_line("12:00:00", &b, Some("initializing"), "stopped", Style { color: false });
+        let mut w = Widths::default();
+        let style = Style { color: false };
+        let line = watch_line("12:00:00", &b, Some("initializing"), "stopped", style, &mut w);
         assert!(line.contains("b1") && line.ends_with("initializing -> stopped\n"), "{line}");
+        // Columns stay aligned: a shorter name is padded to the longest seen.
+        let long = Build { name: "b1234".into(), ..Build::default() };
+        let l1 = watch_line("12:00:01", &long, None, "stopped", style, &mut w);
+        let l2 = watch_line("12:00:02", &b, None, "started", style, &mut w);
+        assert_eq!(l1.find("stopped"), l2.find("started"), "{l1}{l2}");
     }
 }

@@ -249,7 +249,7 @@ pub fn build_detail(b: &Build, now: Timestamp, style: Style) -> String {
         fields.push(("pull request link", pr.clone()));
     }
     fields.push(("commit link", b.repo_commit_link.clone()));
-    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in fields {
         out.push_str(&format!("{:width$}  {v}\n", format!("{k}:")));
@@ -385,6 +385,23 @@ mod tests {
         let coloured = t.render(Style { color: true });
         assert_eq!(strip_ansi(&coloured), plain);
         assert!(coloured.contains("\u{1b}[32mstarted"));
+    }
+
+    #[test]
+    fn detail_values_are_aligned() {
+        let now: Timestamp = "2024-01-10T00:00:00Z".parse().expect("ts");
+        let b = build("b1", "oca/web", "16.0", None, "2024-01-09T00:00:00Z");
+        let text = build_detail(&b, now, Style { color: false });
+        let columns: std::collections::HashSet<usize> = text
+            .lines()
+            .map(|l| l.find(": ").map(|i| i + l[i + 1..].len() - l[i + 1..].trim_start().len()))
+            .map(|c| c.expect("key: value"))
+            .collect();
+        assert_eq!(columns.len(), 1, "{text}");
+        assert!(
+            text.contains("created:") && text.contains("(1d ago)") || text.contains("(24h ago)"),
+            "{text}"
+        );
     }
 
     #[test]
