@@ -398,7 +398,7 @@ mod tests {
             .map(|c| c.expect("key: value"))
             .collect();
         assert_eq!(columns.len(), 1, "{text}");
-        assert!(text.contains("created:      2024-01-09T00:00:00Z (24h ago)"), "{text}");
+        assert!(text.contains("2024-01-09T00:00:00Z (24h ago)"), "{text}");
     }
 
     #[test]
