@@ -260,3 +260,34 @@ async fn credentials_from_a_config_file_flags_win() {
     assert!(r.stderr.contains("pasword"), "{r:?}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ends_on_timeout_and_on_undeploy() {
+    let s = Server::start().await;
+    s.github.set_branch("oca/web", "15.0", &sha(40));
+    let name = CommitInfo::new("oca/web", "15.0", None, &sha(40)).expect("commit").build_name();
+    // An initialization that takes an hour.
+    s.sim.script_init(&name, JobScript::succeed_after(std::time::Duration::from_secs(3600)));
+    let r =
+        run(admin(&s.url), &["trigger", "branch", "oca/web", "15.0", "--wait", "--timeout", "1"])
+            .await;
+    r.expect_code(9);
+    assert!(r.stderr.contains(&format!("build {name} is still initializing")), "{r:?}");
+
+    // Undeployed while waiting: exit 8.
+    let waiting =
+        tokio::spawn(run(admin(&s.url), &["trigger", "branch", "oca/web", "15.0", "--wait"]));
+    // Once the waiting command follows the build (it has one event stream open).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while s.state.open_event_streams() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the waiter never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = run(admin(&s.url), &["undeploy", &name, "--json"]).await;
+    r.expect_code(0);
+    assert_eq!(r.json()["name"], name.as_str());
+    let r = waiting.await.expect("join");
+    r.expect_code(8);
+    assert!(r.stderr.contains("undeployed"), "{r:?}");
+    s.stop().await;
+}

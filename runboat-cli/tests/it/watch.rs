@@ -60,3 +60,25 @@ async fn watch_prints_transitions_and_survives_a_restart() {
     child.kill().await.expect("kill");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_json_is_one_event_per_line() {
+    let s = Server::start().await;
+    let mut cmd = runboat(&s.url);
+    cmd.args(["watch", "--json", "--pr", "9"]).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while s.state.open_event_streams() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "watch never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.deploy("16.0", Some(8), 1).await;
+    let name = s.deploy("16.0", Some(9), 2).await;
+    let line = line_with(&mut lines, &[&name]).await;
+    let event: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+    assert_eq!(event["event"], "upd");
+    assert_eq!(event["build"]["commit_info"]["pr"], 9, "the filter applies: {line}");
+    child.kill().await.expect("kill");
+    s.stop().await;
+}
