@@ -62,6 +62,7 @@ pub struct Cli {
 
 /// Options of every command.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection and output (every command)")]
 pub struct GlobalArgs {
     /// Server URL [default: http://localhost:8000]
     #[arg(long, env = "RUNBOAT_URL", global = true, value_name = "URL")]
