@@ -18,7 +18,8 @@ Exit codes:
   6  server error (HTTP 5xx, or an answer that is not understood)
   7  --wait: the build failed
   8  --wait: the build was undeployed while waiting
-  9  --wait --timeout: the build did not get there in time";
+  9  --wait --timeout: the build did not get there in time
+130 interrupted (Ctrl-C) while waiting";
 
 const MAIN_AFTER_HELP: &str = "\
 Connection:

@@ -27,6 +27,8 @@ pub mod exit {
     pub const BUILD_GONE: u8 = 8;
     /// `--wait --timeout`: the build did not get there in time.
     pub const TIMED_OUT: u8 = 9;
+    /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// What a command can fail with. No variant ever holds the password.
@@ -74,6 +76,9 @@ pub enum Error {
     /// holds the exit code of the first.
     #[error("failed (see above)")]
     Reported(u8),
+    /// Interrupted by Ctrl-C while waiting.
+    #[error("interrupted")]
+    Interrupted,
     /// Standard output was closed (e.g. `runboat builds | head`): stop
     /// quietly.
     #[error("standard output closed")]
@@ -100,6 +105,7 @@ impl Error {
             Error::Io { .. } => exit::OTHER,
             Error::BrokenPipe => exit::OK,
             Error::Reported(code) => *code,
+            Error::Interrupted => exit::INTERRUPTED,
         }
     }
 

@@ -370,6 +370,49 @@ pub async fn wait_for(
     result
 }
 
+/// Interval between two reads of the build when polling.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the waiting loop learned.
+enum Seen {
+    Build(Box<Build>, Value),
+    Gone,
+    Nothing,
+}
+
+/// Tracks a wait: judges each state of the build.
+struct Judge<'a> {
+    name: &'a str,
+    goal: Goal,
+    seen: bool,
+    seen_starting: bool,
+}
+
+impl Judge<'_> {
+    /// `Some` when the wait is over.
+    fn see(&mut self, seen: Seen, progress: &mut Progress) -> Option<Result<Value>> {
+        let (build, raw) = match seen {
+            Seen::Nothing => return None,
+            Seen::Gone => {
+                return Some(Err(Error::BuildGone(format!("build {} was undeployed", self.name))));
+            }
+            Seen::Build(build, raw) => (build, raw),
+        };
+        if build.name != self.name {
+            return None;
+        }
+        self.seen = true;
+        progress.status(&build.status);
+        self.seen_starting |= build.status == "starting";
+        match judge(self.goal, self.name, &build.status, self.seen_starting) {
+            Verdict::Waiting => None,
+            Verdict::Reached => Some(Ok(raw)),
+            Verdict::Failed(m) => Some(Err(Error::BuildFailed(m))),
+            Verdict::Gone(m) => Some(Err(Error::BuildGone(m))),
+        }
+    }
+}
+
 async fn wait_inner(
     client: &ApiClient,
     name: &str,
@@ -379,50 +422,54 @@ async fn wait_inner(
 ) -> Result<Value> {
     let filters = Filters { build_name: Some(name.to_owned()), ..Filters::default() };
     let mut follower = Follower::new(client, filters, false);
-    let mut seen = false;
-    let mut seen_starting = false;
+    let mut judge = Judge { name, goal, seen: false, seen_starting: false };
     let mut tick = tokio::time::interval(Duration::from_millis(120));
+    let mut polling = false;
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     loop {
-        let next = tokio::select! {
-            n = follower.next() => n?,
+        let seen = tokio::select! {
+            n = follower.next(), if !polling => match n {
+                Ok(Next::Connected { reconnect: true }) if judge.seen => {
+                    // It may have been deleted while we were away.
+                    match client.build(name).await {
+                        Err(Error::Http { status: 404, .. }) => Seen::Gone,
+                        _ => Seen::Nothing,
+                    }
+                }
+                Ok(Next::Connected { .. } | Next::Change(Change::Resync)) => Seen::Nothing,
+                Ok(Next::Change(Change::Del(..))) => Seen::Gone,
+                Ok(Next::Change(Change::Upd(build, raw))) => {
+                    Seen::Build(build, raw.get("build").cloned().unwrap_or(Value::Null))
+                }
+                // A server (or a proxy) without the event stream: poll.
+                Err(Error::Http { status: 404 | 405 | 501, .. }) => {
+                    polling = true;
+                    Seen::Nothing
+                }
+                Err(e) => return Err(e),
+            },
+            _ = poll.tick(), if polling => match client.build(name).await {
+                Ok(raw) => Seen::Build(Box::new(Build::from_json(&raw)?), raw),
+                Err(Error::Http { status: 404, .. }) if judge.seen => Seen::Gone,
+                Err(e) if e.is_transient() || matches!(e, Error::Http { status: 404, .. }) => {
+                    Seen::Nothing
+                }
+                Err(e) => return Err(e),
+            },
             _ = tick.tick() => {
                 progress.tick();
-                continue;
+                Seen::Nothing
             }
+            _ = tokio::signal::ctrl_c() => return Err(Error::Interrupted),
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
                 return Err(Error::TimedOut(format!(
                     "build {name} is still {} after the timeout", progress.status
                 )));
             }
         };
-        match next {
-            Next::Connected { reconnect: true } if seen => {
-                // It may have been deleted while we were away.
-                if let Err(Error::Http { status: 404, .. }) = client.build(name).await {
-                    return Err(Error::BuildGone(format!("build {name} was undeployed")));
-                }
-            }
-            Next::Connected { .. } | Next::Change(Change::Resync) => {}
-            Next::Change(Change::Del(..)) => {
-                return Err(Error::BuildGone(format!("build {name} was undeployed")));
-            }
-            Next::Change(Change::Upd(build, raw)) => {
-                if build.name != name {
-                    continue;
-                }
-                seen = true;
-                progress.status(&build.status);
-                seen_starting |= build.status == "starting";
-                match judge(goal, name, &build.status, seen_starting) {
-                    Verdict::Waiting => {}
-                    Verdict::Reached => {
-                        return Ok(raw.get("build").cloned().unwrap_or(Value::Null));
-                    }
-                    Verdict::Failed(m) => return Err(Error::BuildFailed(m)),
-                    Verdict::Gone(m) => return Err(Error::BuildGone(m)),
-                }
-            }
+        if let Some(result) = judge.see(seen, progress) {
+            return result;
         }
     }
 }

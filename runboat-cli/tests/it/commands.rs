@@ -291,3 +291,41 @@ async fn wait_ends_on_timeout_and_on_undeploy() {
     assert!(r.stderr.contains("undeployed"), "{r:?}");
     s.stop().await;
 }
+
+/// A server without the event stream (an older server, or a proxy that
+/// refuses it): `--wait` falls back to polling the build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_polls_without_an_event_stream() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Json;
+    use axum::routing::{get, post};
+    use serde_json::json;
+
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counter = reads.clone();
+    let router = axum::Router::new()
+        .route(
+            "/api/v1/builds/{name}",
+            get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let status = if n < 2 { "starting" } else { "started" };
+                async move {
+                    Json(json!({"name": name, "status": status, "deploy_link": "http://x.example"}))
+                }
+            }),
+        )
+        .route(
+            "/api/v1/builds/{name}/start",
+            post(|| async { Json(json!({"detail": "start requested"})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+    let r = run(runboat(&url), &["start", "b1", "--wait"]).await;
+    r.expect_code(0);
+    assert!(r.stdout.contains("b1 is started: http://x.example"), "{r:?}");
+    assert!(reads.load(Ordering::SeqCst) >= 3, "polled until started");
+    serving.abort();
+}
