@@ -58,7 +58,7 @@ async fn status_builds_and_show() {
     r.expect_code(0);
     assert_eq!(r.json()["deployed"], 2);
 
-    let r = run(runboat(&s.url), &["builds", "--color", "never"]).await;
+    let r = run(runboat(&s.url), &["builds"]).await;
     r.expect_code(0);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{r:?}");
