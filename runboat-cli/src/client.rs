@@ -111,6 +111,16 @@ impl ApiClient {
     /// (when there are both a user and a password).
     pub fn new(conn: &Connection) -> Result<Self> {
         let base = conn.url.trim().trim_end_matches('/').to_owned();
+        // Credentials in the URL would end up in messages: refuse them
+        // without repeating the URL.
+        let authority = base.split("://").nth(1).unwrap_or(&base).split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(Error::Usage(
+                "the server URL must not hold credentials: give them with --user and \
+                 --password (or RUNBOAT_USER/RUNBOAT_PASSWORD, or the config file)"
+                    .to_owned(),
+            ));
+        }
         let uri: Uri =
             base.parse().map_err(|e| Error::Usage(format!("invalid server URL {base:?}: {e}")))?;
         let https = match uri.scheme_str() {
@@ -477,6 +487,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
+        let conn =
+            Connection { url: "http://admin:hunter2@h:1".into(), user: None, password: None };
+        let err = ApiClient::new(&conn).expect_err("credentials in the URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         for url in ["ftp://x", "localhost:8000", "http://", "http://h/?q=1"] {
             let conn = Connection { url: url.into(), user: None, password: None };
             let err = ApiClient::new(&conn).expect_err(url);
