@@ -28,6 +28,9 @@ use crate::sse::{SseEvent, SseParser};
 
 /// Timeout of a whole non-streaming request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// An event stream without any byte (events or keep-alive comments, sent
+/// every 15 s by default) for this long is taken as dead and reopened.
+pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Longest error body kept for a message when it is not JSON.
 const EXCERPT_CHARS: usize = 300;
 
@@ -337,7 +340,15 @@ impl EventStream {
             if let Some(event) = self.ready.pop() {
                 return Ok(Some(event));
             }
-            let Some(frame) = self.body.frame().await else {
+            // The server sends keep-alive comments: silence means a dead
+            // connection (that TCP may not notice for a long time).
+            let frame = tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.body.frame())
+                .await
+                .map_err(|_| Error::Unreachable {
+                    url: String::new(),
+                    reason: format!("event stream silent for {STREAM_IDLE_TIMEOUT:?}"),
+                })?;
+            let Some(frame) = frame else {
                 return Ok(None);
             };
             let frame = frame.map_err(|e| Error::Unreachable {
