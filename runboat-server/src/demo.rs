@@ -100,7 +100,7 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
     /// What kubesim's simulated job pods do: initialization takes 3 to 8 s,
     /// logs a few lines and fails one time in four (decided by the job's
     /// name, so a reset build fails again); cleanup takes a second.
-    fn job_script(job: &Value) -> Option<JobScript> {
+    pub(super) fn job_script(job: &Value) -> Option<JobScript> {
         let name = job.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
         let kind =
             job.pointer("/metadata/labels/runboat~1job-kind").and_then(Value::as_str).unwrap_or("");
@@ -334,5 +334,55 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
         // the kube client's idle connections).
         drop(sim);
         result.map_err(anyhow::Error::from)
+    }
+}
+
+#[cfg(all(test, feature = "demo"))]
+mod tests {
+    use std::time::Duration;
+
+    use kubesim::JobOutcome;
+    use serde_json::json;
+
+    use super::imp::job_script;
+
+    fn job(name: &str, kind: &str) -> serde_json::Value {
+        json!({"metadata": {
+            "name": name,
+            "labels": {"runboat/job-kind": kind},
+            "annotations": {"runboat/repo": "demo/website", "runboat/git-commit": "0123456789abcdef"},
+        }})
+    }
+
+    #[test]
+    fn some_initializations_fail_most_succeed_all_log_and_take_seconds() {
+        let scripts: Vec<_> = (0..400)
+            .map(|i| job_script(&job(&format!("b{i:032x}-initialize"), "initialize")))
+            .collect();
+        let failed = scripts
+            .iter()
+            .filter(|s| s.as_ref().expect("scripted").outcome == JobOutcome::Fail)
+            .count();
+        assert!((50..=150).contains(&failed), "{failed} of 400 failed");
+        for script in scripts.into_iter().flatten() {
+            let d = script.duration.expect("a duration");
+            assert!(Duration::from_secs(3) <= d && d <= Duration::from_secs(8), "{d:?}");
+            let log = script.log.expect("a log");
+            assert!(log.contains("demo/website@01234567"), "{log}");
+            assert!(log.lines().count() >= 4, "{log}");
+            if script.outcome == JobOutcome::Fail {
+                assert!(log.contains("Traceback"), "{log}");
+            }
+        }
+        // The same job always gets the same outcome (a reset fails again).
+        let a = job_script(&job("b1-initialize", "initialize"));
+        assert_eq!(a, job_script(&job("b1-initialize", "initialize")));
+    }
+
+    #[test]
+    fn cleanups_succeed_and_other_jobs_keep_kubesim_defaults() {
+        let cleanup = job_script(&job("b1-cleanup", "cleanup")).expect("scripted");
+        assert_eq!(cleanup.outcome, JobOutcome::Succeed);
+        assert_eq!(job_script(&json!({"metadata": {"name": "other"}})), None);
     }
 }

@@ -340,3 +340,70 @@ pub async fn kube_cluster(settings: &Settings) -> anyhow::Result<KubeCluster> {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Serve { addr: addr.to_string(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn settings(extra: &str, rule_extra: &str) -> Settings {
+        let toml = format!(
+            r#"
+api_admin_user = "a"
+api_admin_passwd = "p"
+build_namespace = "ns"
+build_domain = "example.com"
+{extra}
+
+[[repos]]
+repo = "^oca/.*"
+branch = ".*"
+builds = [{{ image = "img:1" }}]
+
+[[repos]]
+repo = "^acme/.*"
+branch = ".*"
+builds = [{{ image = "img:2" {rule_extra} }}]
+"#
+        );
+        Settings::from_toml_str(&toml).expect("settings")
+    }
+
+    #[test]
+    fn configured_kubefiles_name_their_setting() {
+        assert!(configured_kubefiles(&settings("", "")).is_empty());
+        let s = settings(r#"build_default_kubefiles_path = "/a""#, r#", kubefiles_path = "/b""#);
+        let dirs = configured_kubefiles(&s);
+        assert_eq!(dirs.len(), 2);
+        assert!(dirs[0].0.starts_with("build_default_kubefiles_path"), "{}", dirs[0].0);
+        assert_eq!(dirs[0].1, PathBuf::from("/a"));
+        assert!(dirs[1].0.starts_with("repos[1].kubefiles_path"), "{}", dirs[1].0);
+        assert!(dirs[1].0.contains("^acme/.*"), "{}", dirs[1].0);
+        assert_eq!(dirs[1].1, PathBuf::from("/b"));
+    }
+
+    #[tokio::test]
+    async fn kubefiles_checks_fail_with_the_setting_and_the_path() {
+        let dir = std::env::temp_dir().join(format!("runboat-server-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("not-a-dir");
+        std::fs::write(&file, "x").expect("write");
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).expect("mkdir");
+
+        let rule = |p: &Path| format!(", kubefiles_path = {:?}", p.display().to_string());
+        let missing = dir.join("missing");
+        for (path, what) in
+            [(&missing, "cannot use"), (&file, "is not a directory"), (&empty, "invalid kubefiles")]
+        {
+            let err = check_kubefiles(&settings("", &rule(path))).await.expect_err("refused");
+            let text = format!("{err:#}");
+            assert!(text.contains("repos[1].kubefiles_path"), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(what), "{text}");
+        }
+        assert!(check_kubefiles(&settings("", "")).await.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
