@@ -120,9 +120,9 @@ pub enum Error {
     /// The GitHub client could not be built.
     #[error("cannot set up the GitHub client: {0}")]
     GitHub(#[source] runboat_github::ClientError),
-    /// A feature the binary needs is not built yet.
+    /// The HTTP server task ended abnormally (it panicked or was cancelled).
     #[error("{0}")]
-    NotAvailable(String),
+    ServerTask(String),
 }
 
 /// Result of this crate's fallible functions.

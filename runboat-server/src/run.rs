@@ -223,7 +223,7 @@ pub async fn serve_until(
 }
 
 fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
-    r.unwrap_or_else(|e| Err(Error::NotAvailable(format!("the server task failed: {e}"))))
+    r.unwrap_or_else(|e| Err(Error::ServerTask(format!("the server task failed: {e}"))))
 }
 
 /// The binary's whole job: the demo, or production on the Kubernetes

@@ -19,18 +19,6 @@ fn missing_settings_file_is_named() {
 }
 
 #[test]
-fn without_a_cluster_implementation_it_says_so() {
-    let path =
-        std::env::temp_dir().join(format!("runboat-server-test-{}.toml", std::process::id()));
-    std::fs::write(&path, crate::support::SETTINGS).expect("write");
-    let (ok, err) = run(&["--config", path.to_str().expect("utf-8"), "--listen", "127.0.0.1:0"]);
-    let _ = std::fs::remove_file(&path);
-    assert!(!ok);
-    assert!(err.contains("KubeCluster"), "{err}");
-    assert!(err.contains("not available"), "{err}");
-}
-
-#[test]
 fn bad_options_are_refused() {
     let (ok, err) = run(&["--log-format", "xml"]);
     assert!(!ok);
