@@ -287,10 +287,12 @@ impl ApiClient {
         self.json(Method::DELETE, &format!("/api/v1/builds?{}", filters.query())).await
     }
 
-    /// The build log (or init log) as plain text.
-    pub async fn log(&self, name: &str, init: bool) -> Result<String> {
+    /// The build log (or init log) as plain text; with `ansi`, the server
+    /// keeps the log's colour sequences.
+    pub async fn log(&self, name: &str, init: bool, ansi: bool) -> Result<String> {
         let kind = if init { "init-log" } else { "log" };
-        let path = format!("/api/v1/builds/{}/{kind}", encode(name));
+        let ansi = if ansi { "?ansi=1" } else { "" };
+        let path = format!("/api/v1/builds/{}/{kind}{ansi}", encode(name));
         let response = self.send(Method::GET, &path, "text/plain").await?;
         let body = self.body(response).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
@@ -299,9 +301,10 @@ impl ApiClient {
     /// The build log (or init log) as plain text, streamed while the build
     /// writes it (`?follow`): the server ends the answer when the build
     /// stops writing it or is undeployed.
-    pub async fn follow_log(&self, name: &str, init: bool) -> Result<LogStream> {
+    pub async fn follow_log(&self, name: &str, init: bool, ansi: bool) -> Result<LogStream> {
         let kind = if init { "init-log" } else { "log" };
-        let path = format!("/api/v1/builds/{}/{kind}?follow=1", encode(name));
+        let ansi = if ansi { "&ansi=1" } else { "" };
+        let path = format!("/api/v1/builds/{}/{kind}?follow=1{ansi}", encode(name));
         let response = self.send(Method::GET, &path, "text/plain").await?;
         Ok(LogStream { body: response.into_body(), pending: Vec::new() })
     }

@@ -248,15 +248,15 @@ async fn logs(
     follow: bool,
     style: Style,
 ) -> Result<()> {
-    // The server sends plain text; colours, if it keeps any, only go to a
-    // terminal (or with --color always).
+    // Colours only go to a terminal (or with --color always): only then is
+    // the server asked to keep them, and anything else is stripped here too.
     let show = |text: &str| -> Result<()> {
         if style.color { emit(text) } else { emit(&strip_ansi(text)) }
     };
     if !follow {
-        return show(&client.log(name, init).await?);
+        return show(&client.log(name, init, style.color).await?);
     }
-    let mut stream = client.follow_log(name, init).await?;
+    let mut stream = client.follow_log(name, init, style.color).await?;
     while let Some(text) = stream.next().await? {
         show(&text)?;
     }

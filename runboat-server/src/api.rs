@@ -271,11 +271,13 @@ pub fn strip_ansi(log: &str) -> String {
 }
 
 /// A log as an HTML page with the ANSI colours rendered, or plain text
-/// when the client asks for it with `Accept: text/plain`.
-pub fn render_log(title: &str, log: &str, plain: bool) -> Response {
+/// when the client asks for it with `Accept: text/plain` (without the ANSI
+/// escape sequences, unless `keep_ansi`: a terminal client shows them as
+/// colours).
+pub fn render_log(title: &str, log: &str, plain: bool, keep_ansi: bool) -> Response {
     if plain {
-        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], strip_ansi(log))
-            .into_response();
+        let text = if keep_ansi { log.to_owned() } else { strip_ansi(log) };
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
     }
     let body = match ansi_to_html::convert(log) {
         Ok(html) => html,
@@ -465,7 +467,7 @@ mod tests {
 
         #[test]
         fn log_rendering_never_panics(s in "(\\PC|\u{1b}\\[[0-9;]{0,6}m){0,40}") {
-            let _ = render_log("t", &s, false);
+            let _ = render_log("t", &s, false, false);
             let plain = strip_ansi(&s);
             prop_assert!(!plain.contains(char::from(27)));
         }

@@ -71,6 +71,15 @@ impl LogKind {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct LogParams {
     follow: Option<String>,
+    /// With `Accept: text/plain`, keep the ANSI colour sequences (`ansi=1`),
+    /// for terminal clients such as `runboat logs`.
+    ansi: Option<String>,
+}
+
+impl LogParams {
+    fn keep_ansi(&self) -> bool {
+        self.ansi.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "no"))
+    }
 }
 
 pub(crate) async fn init_log(
@@ -100,12 +109,13 @@ async fn serve_log(
 ) -> Result<Response, ApiError> {
     read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
     let plain = wants_plain_text(headers);
+    let keep_ansi = params.keep_ansi();
     let log = kind.read(&state, &name).await?;
     let title = format!("{name} {}", kind.label());
     if params.follow.is_none() {
         let log = log
             .ok_or_else(|| ApiError::NotFound(format!("no {} for build {name:?}", kind.label())))?;
-        return Ok(render_log(&title, &log, plain));
+        return Ok(render_log(&title, &log, plain, keep_ansi));
     }
     let follower = Follower {
         shutdown: state.shutdown_signal(),
@@ -113,6 +123,7 @@ async fn serve_log(
         name,
         kind,
         plain,
+        keep_ansi,
         sent: String::new(),
         started: false,
         finished: false,
@@ -139,6 +150,7 @@ struct Follower {
     name: String,
     kind: LogKind,
     plain: bool,
+    keep_ansi: bool,
     title: String,
     /// The log as sent so far.
     sent: String,
@@ -150,7 +162,7 @@ struct Follower {
 impl Follower {
     fn render(&self, text: &str) -> String {
         if self.plain {
-            strip_ansi(text)
+            if self.keep_ansi { text.to_owned() } else { strip_ansi(text) }
         } else {
             ansi_to_html::convert(text).unwrap_or_else(|_| html_escape(&strip_ansi(text)))
         }

@@ -136,6 +136,11 @@ async fn trigger_wait_start_wait_logs_stop_undeploy() {
     let r = run(runboat(&s.url), &["logs", &name, "--init"]).await;
     r.expect_code(0);
     assert!(!r.stdout.is_empty() && !r.stdout.contains('\u{1b}'), "{r:?}");
+    // With colours on (a terminal, or --color always) the log's own colours
+    // come through: the simulated init log writes a green INFO.
+    let r = run(runboat(&s.url), &["--color", "always", "logs", &name, "--init"]).await;
+    r.expect_code(0);
+    assert!(r.stdout.contains("\u{1b}[32mINFO\u{1b}[0m initializing"), "{r:?}");
 
     // Follow the log while the build runs: the command ends once it stops.
     let mut follow = runboat(&s.url).args(["logs", &name, "--follow"]).spawn().expect("spawn");

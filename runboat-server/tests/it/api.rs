@@ -355,6 +355,16 @@ async fn logs_render_ansi_or_plain_text() {
     assert!(a.content_type().starts_with("text/plain"));
     assert_eq!(a.text(), "red <error> done\n");
 
+    // A terminal client asks to keep the colours.
+    let mut r = get(&format!("/api/v1/builds/{}/init-log?ansi=1", b.name));
+    r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+    let a = h.send(r).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.text(), "\u{1b}[31mred <error>\u{1b}[0m done\n");
+    let mut r = get(&format!("/api/v1/builds/{}/init-log?ansi=0", b.name));
+    r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+    assert_eq!(h.send(r).await.text(), "red <error> done\n");
+
     // No running log yet.
     let a = h.send(get(&format!("/api/v1/builds/{}/log", b.name))).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
