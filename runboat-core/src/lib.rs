@@ -32,8 +32,8 @@ pub use cluster::{
 };
 pub use commit::CommitInfo;
 pub use controller::{
-    CommandError, CommandOutcome, CommandResult, Controller, ControllerConfig, ControllerHandle,
-    ControllerStats, IgnoredReason, RetryPolicy,
+    ActionCount, CommandError, CommandOutcome, CommandResult, Controller, ControllerConfig,
+    ControllerHandle, ControllerStats, IgnoredReason, RetryPolicy,
 };
 pub use error::{Error, Result};
 pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};

@@ -106,6 +106,25 @@ impl Backend for ControllerHandle {
         }
         let _ = writeln!(
             out,
+            "# HELP runboat_controller_watch_restarts_total Full relistings after a watch restarted.\n\
+             # TYPE runboat_controller_watch_restarts_total counter\n\
+             runboat_controller_watch_restarts_total {}",
+            stats.watch_restarts
+        );
+        let _ = writeln!(
+            out,
+            "# HELP runboat_controller_actions_ended_total Cluster actions ended, by kind and \
+             outcome (ok or the error kind).\n# TYPE runboat_controller_actions_ended_total counter"
+        );
+        for c in self.action_counts() {
+            let _ = writeln!(
+                out,
+                "runboat_controller_actions_ended_total{{kind=\"{}\",outcome=\"{}\"}} {}",
+                c.kind, c.outcome, c.count
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP runboat_cleanup_failures Undeploying builds whose cleanup job failed.\n\
              # TYPE runboat_cleanup_failures gauge\nrunboat_cleanup_failures {}",
             self.cleanup_failures().len()

@@ -79,7 +79,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -235,6 +235,22 @@ pub struct ControllerStats {
     pub actions_failed: u64,
     /// Actions that panicked.
     pub actions_panicked: u64,
+    /// Full relistings received after the first one of each stream: each
+    /// is a watch that had to restart.
+    pub watch_restarts: u64,
+}
+
+/// How many actions of one kind ended one way (see
+/// [`ControllerHandle::action_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionCount {
+    /// The action (`initialize`, `start`, `init-succeeded`, …).
+    pub kind: &'static str,
+    /// `ok`, or the error: `not_found`, `conflict`, `invalid`, `transient`,
+    /// `panicked`, `stopped`.
+    pub outcome: &'static str,
+    /// How many times.
+    pub count: u64,
 }
 
 #[derive(Default)]
@@ -244,6 +260,32 @@ struct Counters {
     actions_started: AtomicU64,
     actions_failed: AtomicU64,
     actions_panicked: AtomicU64,
+    watch_restarts: AtomicU64,
+    /// Ended actions by (kind, outcome).
+    by_kind: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl Counters {
+    fn count_outcome(&self, kind: &'static str, outcome: &'static str) {
+        *self
+            .by_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((kind, outcome))
+            .or_insert(0) += 1;
+    }
+}
+
+/// The label of a command error in metrics.
+fn error_label(e: &CommandError) -> &'static str {
+    match e {
+        CommandError::Cluster(ClusterError::NotFound(_)) => "not_found",
+        CommandError::Cluster(ClusterError::Conflict(_)) => "conflict",
+        CommandError::Cluster(ClusterError::Invalid(_)) => "invalid",
+        CommandError::Cluster(ClusterError::Transient(_)) => "transient",
+        CommandError::Panicked => "panicked",
+        CommandError::Stopped => "stopped",
+    }
 }
 
 /// State shared by the loop and the handles.
@@ -470,7 +512,20 @@ impl ControllerHandle {
             actions_started: c.actions_started.load(Ordering::Relaxed),
             actions_failed: c.actions_failed.load(Ordering::Relaxed),
             actions_panicked: c.actions_panicked.load(Ordering::Relaxed),
+            watch_restarts: c.watch_restarts.load(Ordering::Relaxed),
         }
+    }
+
+    /// Ended actions by kind and outcome, sorted by kind then outcome.
+    pub fn action_counts(&self) -> Vec<ActionCount> {
+        self.shared
+            .counters
+            .by_kind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&(kind, outcome), &count)| ActionCount { kind, outcome, count })
+            .collect()
     }
 
     /// The settings the controller runs with.

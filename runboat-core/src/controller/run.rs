@@ -284,6 +284,9 @@ impl Loop {
         let mut idx = shared.write_index();
         match event {
             ClusterEvent::Relisted(list) => {
+                if self.deployments_listed {
+                    self.shared.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
+                }
                 let builds: Vec<Build> = list.iter().filter_map(parse_build).collect();
                 self.dirty.extend(idx.iter().map(|b| b.name.clone()));
                 self.dirty.extend(builds.iter().map(|b| b.name.clone()));
@@ -322,6 +325,9 @@ impl Loop {
         self.shared.counters.events.fetch_add(1, Ordering::Relaxed);
         match event {
             ClusterEvent::Relisted(list) => {
+                if self.jobs_listed {
+                    self.shared.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
+                }
                 self.dirty.extend(self.jobs_by_build.keys().cloned());
                 self.job_table.clear();
                 self.jobs_by_build.clear();
@@ -428,6 +434,11 @@ impl Loop {
             self.initializing_actions.insert(build.clone(), deadline);
             self.timers.push(Reverse((deadline, build.clone())));
         }
+        let counters = &self.shared.counters;
+        counters.count_outcome(
+            running.kind.as_str(),
+            outcome.as_ref().map_or_else(super::error_label, |()| "ok"),
+        );
         match outcome {
             Ok(()) => {
                 tracing::debug!(build, action = running.kind.as_str(), "action done");

@@ -269,3 +269,33 @@ async fn the_controller_stops_on_shutdown_and_commands_then_fail() {
     h.shutdown().await;
     assert_eq!(h.start("b1").await, Err(CommandError::Stopped));
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_actions_by_kind_and_outcome_and_watch_restarts() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 7);
+    h.ready().await;
+    assert_eq!(h.stats().watch_restarts, 0, "the first listings are not restarts");
+
+    let c = commit(1, "16.0", None, 42);
+    let name = c.build_name();
+    assert_eq!(h.deploy_commit(c).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+    // A start whose scale keeps failing ends in an error of its kind.
+    sim.fail_next(SimMethod::Scale, 100, ClusterError::Invalid("rejected".into()));
+    assert!(matches!(h.start(&name).await, Err(CommandError::Cluster(ClusterError::Invalid(_)))));
+
+    let counts = h.action_counts();
+    let count = |kind: &str, outcome: &str| {
+        counts.iter().find(|c| c.kind == kind && c.outcome == outcome).map_or(0, |c| c.count)
+    };
+    assert_eq!(count("deploy", "ok"), 1, "{counts:?}");
+    assert_eq!(count("initialize", "ok"), 1, "{counts:?}");
+    assert_eq!(count("init-succeeded", "ok"), 1, "{counts:?}");
+    assert_eq!(count("start", "invalid"), 1, "{counts:?}");
+    assert_eq!(h.stats().actions_failed, 1);
+
+    // Both watches restart: each fresh listing counts once.
+    sim.restart_watches();
+    assert!(eventually(MINUTE, || h.stats().watch_restarts == 2).await, "{:?}", h.stats());
+}

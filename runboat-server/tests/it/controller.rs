@@ -124,6 +124,15 @@ async fn webhook_to_started_to_undeployed_over_the_controller() {
 
     let m = send(app.clone(), get("/metrics")).await.text();
     assert!(m.contains("runboat_controller_actions_total"), "{m}");
+    assert!(m.contains("runboat_controller_watch_restarts_total 0\n"), "{m}");
+    for kind in ["deploy", "initialize", "init-succeeded", "start", "undeploy"] {
+        assert!(
+            m.contains(&format!(
+                "runboat_controller_actions_ended_total{{kind=\"{kind}\",outcome=\"ok\"}} 1\n"
+            )),
+            "{kind}: {m}"
+        );
+    }
     s.handle.shutdown().await;
     // The controller is gone: commands answer 503.
     let a = send(app, req("POST", &format!("/api/v1/builds/{name}/start"))).await;
