@@ -106,7 +106,12 @@ impl Cluster for ChannelCluster {
     fn job_events(&self) -> BoxStream<'static, ClusterEvent<JobFacts>> {
         take(&self.jobs)
     }
-    async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()> {
+    async fn apply_kubefiles(
+        &self,
+        _build_name: &str,
+        commit: &CommitInfo,
+        mode: KubefilesMode,
+    ) -> ClusterResult<()> {
         if mode == KubefilesMode::Initialize {
             let _ = self.applied.send(commit.build_name());
         }

@@ -215,10 +215,18 @@ pub trait Cluster: Send + Sync + 'static {
     /// `runboat/job-kind`). Starts with [`ClusterEvent::Relisted`].
     fn job_events(&self) -> BoxStream<'static, ClusterEvent<JobFacts>>;
 
-    /// Renders the kubefiles of the settings rule matching `commit` (name
-    /// and slug derived from it) in `mode` and applies them (after a
-    /// server-side dry run). An unsupported repo/branch is `Invalid`.
-    async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()>;
+    /// Renders the kubefiles of the settings rule matching `commit` in
+    /// `mode` for the build named `build_name` and applies them (after a
+    /// server-side dry run). The name is passed, not derived from the
+    /// commit, because builds created by the original controller are named
+    /// `b<uuid>` and must keep their name. An unsupported repo/branch is
+    /// `Invalid`.
+    async fn apply_kubefiles(
+        &self,
+        build_name: &str,
+        commit: &CommitInfo,
+        mode: KubefilesMode,
+    ) -> ClusterResult<()>;
 
     /// Sets the Deployment's replicas and writes `runboat/last-scaled`
     /// (now, see [`crate::contract::format_last_scaled`]). `NotFound` when

@@ -118,10 +118,16 @@ async fn render_apply(label: &str, extra: &str, builds: u64) {
             .expect("commit")
     };
     // Warm the discovery cache.
-    cluster.apply_kubefiles(&commit(0), KubefilesMode::Deployment).await.expect("apply");
+    cluster
+        .apply_kubefiles(&commit(0).build_name(), &commit(0), KubefilesMode::Deployment)
+        .await
+        .expect("apply");
     let start = Instant::now();
     for n in 1..=builds {
-        cluster.apply_kubefiles(&commit(n), KubefilesMode::Deployment).await.expect("apply");
+        cluster
+            .apply_kubefiles(&commit(n).build_name(), &commit(n), KubefilesMode::Deployment)
+            .await
+            .expect("apply");
     }
     let elapsed = start.elapsed();
     println!(

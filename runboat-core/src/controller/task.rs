@@ -129,10 +129,11 @@ impl Ctx {
     async fn apply(
         &self,
         j: &mut Jitter,
+        name: &str,
         commit: &CommitInfo,
         mode: KubefilesMode,
     ) -> ClusterResult<()> {
-        self.call(j, mode.as_str(), || self.cluster.apply_kubefiles(commit, mode)).await
+        self.call(j, mode.as_str(), || self.cluster.apply_kubefiles(name, commit, mode)).await
     }
 
     async fn scale(&self, j: &mut Jitter, name: &str, replicas: i32) -> ClusterResult<()> {
@@ -212,28 +213,28 @@ impl Ctx {
         match task.kind {
             TaskKind::Deploy => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
-                self.apply(j, c, KubefilesMode::Deployment).await?;
+                self.apply(j, name, c, KubefilesMode::Deployment).await?;
                 posts.push((CommitState::Pending, "build queued"));
             }
             TaskKind::Initialize => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
-                self.apply(j, c, KubefilesMode::Initialize).await?;
+                self.apply(j, name, c, KubefilesMode::Initialize).await?;
             }
             TaskKind::Start => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
-                self.apply(j, c, KubefilesMode::Start).await?;
+                self.apply(j, name, c, KubefilesMode::Start).await?;
                 self.scale(j, name, 1).await?;
             }
             TaskKind::Stop => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
                 self.scale(j, name, 0).await?;
-                self.apply(j, c, KubefilesMode::Stop).await?;
+                self.apply(j, name, c, KubefilesMode::Stop).await?;
             }
             TaskKind::Reset => {
                 let c = commit.ok_or_else(|| missing_commit(task))?;
                 self.kill(j, name, JobKind::Initialize).await?;
                 self.kill(j, name, JobKind::Cleanup).await?;
-                self.apply(j, c, KubefilesMode::Deployment).await?;
+                self.apply(j, name, c, KubefilesMode::Deployment).await?;
                 posts.push((CommitState::Pending, "build queued"));
             }
             TaskKind::Undeploy => {
@@ -250,7 +251,7 @@ impl Ctx {
                     self.remove_finalizer(j, name).await?;
                 } else {
                     let c = commit.ok_or_else(|| missing_commit(task))?;
-                    self.apply(j, c, KubefilesMode::Cleanup).await?;
+                    self.apply(j, name, c, KubefilesMode::Cleanup).await?;
                 }
             }
             TaskKind::InitStarted => {
@@ -270,11 +271,11 @@ impl Ctx {
                 if !self.still_initializing(j, name).await? {
                     return Ok(());
                 }
-                self.apply(j, c, KubefilesMode::Stop).await?;
+                self.apply(j, name, c, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Succeeded).await?;
                 posts.push((CommitState::Success, "build ready"));
                 if self.settings.start_after_init {
-                    self.apply(j, c, KubefilesMode::Start).await?;
+                    self.apply(j, name, c, KubefilesMode::Start).await?;
                     self.scale(j, name, 1).await?;
                 }
             }
@@ -284,7 +285,7 @@ impl Ctx {
                     return Ok(());
                 }
                 self.scale(j, name, 0).await?;
-                self.apply(j, c, KubefilesMode::Stop).await?;
+                self.apply(j, name, c, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Failed).await?;
                 posts.push((CommitState::Failure, "initialization failed"));
             }

@@ -29,7 +29,7 @@ mock! {
     impl Cluster for Cluster {
         fn deployment_events(&self) -> BoxStream<'static, ClusterEvent<DeploymentFacts>>;
         fn job_events(&self) -> BoxStream<'static, ClusterEvent<JobFacts>>;
-        async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()>;
+        async fn apply_kubefiles(&self, build_name: &str, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()>;
         async fn scale(&self, build_name: &str, replicas: i32) -> ClusterResult<()>;
         async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()>;
         async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()>;
@@ -226,10 +226,10 @@ fn expect_apply(
 ) {
     let ok = counted(calls);
     m.expect_apply_kubefiles()
-        .withf(move |c, md| c.build_name() == name && *md == mode)
+        .withf(move |n, _, md| n == name && *md == mode)
         .times(1)
         .in_sequence(seq)
-        .returning(move |_, _| ok());
+        .returning(move |_, _, _| ok());
 }
 
 fn expect_scale(
@@ -723,9 +723,9 @@ async fn a_panicking_action_is_contained_and_the_controller_goes_on() {
     let mut mock = MockCluster::new();
     let n = na.clone();
     mock.expect_apply_kubefiles()
-        .withf(move |c, m| c.build_name() == n && *m == KubefilesMode::Start)
+        .withf(move |name, _, m| name == n && *m == KubefilesMode::Start)
         .times(1)
-        .returning(|_, _| panic!("bug in the cluster implementation"));
+        .returning(|_, _, _| panic!("bug in the cluster implementation"));
     let mut seq = Sequence::new();
     expect_apply(&mut mock, &mut seq, &calls, nb.clone(), KubefilesMode::Start);
     expect_scale(&mut mock, &mut seq, &calls, nb.clone(), 1);

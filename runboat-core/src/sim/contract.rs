@@ -61,11 +61,11 @@ async fn wait_for<T>(
 /// Returns a message naming the first broken expectation.
 pub async fn check_cluster_contract(
     cluster: &dyn Cluster,
+    build_name: &str,
     commit: &CommitInfo,
     timeout: Duration,
 ) -> Result<(), String> {
-    let build = commit.build_name();
-    let b = build.as_str();
+    let b = build_name;
     let mut deps = cluster.deployment_events();
     let mut jobs: BoxStream<'static, ClusterEvent<JobFacts>> = cluster.job_events();
     for (first, what) in [
@@ -79,7 +79,7 @@ pub async fn check_cluster_contract(
     let err = |call: &str, e: crate::cluster::ClusterError| format!("{call} failed: {e}");
 
     cluster
-        .apply_kubefiles(commit, KubefilesMode::Deployment)
+        .apply_kubefiles(b, commit, KubefilesMode::Deployment)
         .await
         .map_err(|e| err("apply_kubefiles(deployment)", e))?;
     wait_for(&mut deps, timeout, "the new build's Deployment (todo, 0 replicas)", |e, f| {
@@ -115,7 +115,7 @@ pub async fn check_cluster_contract(
     .await?;
 
     cluster
-        .apply_kubefiles(commit, KubefilesMode::Initialize)
+        .apply_kubefiles(b, commit, KubefilesMode::Initialize)
         .await
         .map_err(|e| err("apply_kubefiles(initialize)", e))?;
     wait_for(&mut jobs, timeout, "the build's initialize Job", |e, j| {
@@ -173,7 +173,21 @@ mod tests {
             },
             ..SimConfig::default()
         });
-        check_cluster_contract(&sim, &commit, Duration::from_secs(5)).await.expect("contract");
+        check_cluster_contract(&sim, &commit.build_name(), &commit, Duration::from_secs(5))
+            .await
+            .expect("contract");
         assert!(sim.deployment(&commit.build_name()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sim_keeps_the_name_of_a_build_made_by_the_original() {
+        // The Python runboat named builds `b` + a UUID: they keep that name.
+        let commit = CommitInfo::new("oca/repo", "16.0", None, &"d".repeat(40)).expect("commit");
+        let sim = SimCluster::new(SimConfig::default());
+        let name = "b0f4c2e9a7d8b4c1e8f3a2b1c0d9e8f7a";
+        check_cluster_contract(&sim, name, &commit, Duration::from_secs(5))
+            .await
+            .expect("contract");
+        assert!(sim.deployment(&commit.build_name()).is_none(), "no build under the derived name");
     }
 }

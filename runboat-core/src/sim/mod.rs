@@ -534,8 +534,8 @@ impl SimCluster {
         s.job_subs.clear();
     }
 
-    /// Adds a Deployment as if it already existed (e.g. created by the
-    /// Python runboat), with its resources, and announces it.
+    /// Adds a Deployment as if it already existed, named as runboat names
+    /// it, with its resources, and announces it.
     pub fn insert_deployment(
         &self,
         commit: &CommitInfo,
@@ -543,7 +543,21 @@ impl SimCluster {
         replicas: i32,
         created: Timestamp,
     ) -> String {
-        let build = commit.build_name();
+        self.insert_deployment_named(&commit.build_name(), commit, init_status, replicas, created)
+    }
+
+    /// Adds a Deployment named `build_name` as if it already existed (e.g.
+    /// created by the Python runboat, which names builds `b` + a UUID),
+    /// with its resources, and announces it.
+    pub fn insert_deployment_named(
+        &self,
+        build_name: &str,
+        commit: &CommitInfo,
+        init_status: InitStatus,
+        replicas: i32,
+        created: Timestamp,
+    ) -> String {
+        let build = build_name.to_owned();
         let mut s = self.lock();
         s.deps.insert(
             build.clone(),
@@ -899,8 +913,13 @@ impl Cluster for SimCluster {
         self.subscribe(job_subs, State::all_job_facts)
     }
 
-    async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()> {
-        let build = commit.build_name();
+    async fn apply_kubefiles(
+        &self,
+        build_name: &str,
+        commit: &CommitInfo,
+        mode: KubefilesMode,
+    ) -> ClusterResult<()> {
+        let build = build_name.to_owned();
         let mut call = SimCluster::call(SimMethod::ApplyKubefiles, &build);
         call.mode = Some(mode);
         let fail = self.enter(call).await?;

@@ -164,7 +164,7 @@ async fn the_resources_of_a_job_without_deployment_are_deleted() {
     let c = commit(3, "16.0", None, 7);
     let name = c.build_name();
     // An init job left behind by a build whose Deployment is gone.
-    sim.apply_kubefiles(&c, KubefilesMode::Initialize).await.expect("apply");
+    sim.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Initialize).await.expect("apply");
     assert_eq!(sim.jobs().len(), 1);
     let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 7);
     h.ready().await;
@@ -298,4 +298,40 @@ async fn metrics_count_actions_by_kind_and_outcome_and_watch_restarts() {
     // Both watches restart: each fresh listing counts once.
     sim.restart_watches();
     assert!(eventually(MINUTE, || h.stats().watch_restarts == 2).await, "{:?}", h.stats());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_made_by_the_original_controller_keeps_its_name_through_its_life() {
+    // The Python runboat names builds `b` + a UUID, not the derived name:
+    // after a swap of controllers such a build must be initialized, started,
+    // reset and undeployed under its own name, never duplicated.
+    let sim = sim(SimConfig::default());
+    // A PR build: the sim records undeploying a branch's newest build as a
+    // policy violation, whoever asked.
+    let c = commit(3, "16.0", Some(12), 77);
+    let name = "b3f1c0de9a8b7c6d5e4f3a2b1c0d9e8f7";
+    let created = jiff::Timestamp::from_second(1_700_000_000).expect("time");
+    sim.insert_deployment_named(name, &c, InitStatus::Todo, 0, created);
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 3);
+    h.ready().await;
+
+    assert!(eventually(MINUTE, || status_of(&h, name) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(h.start(name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, name) == Some(BuildStatus::Started)).await);
+    assert_eq!(h.stop(name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, name) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(h.reset(name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, name) == Some(BuildStatus::Stopped)).await);
+    // Redelivering the commit's webhook finds the existing build.
+    assert_eq!(
+        h.deploy_commit(c.clone()).await,
+        Ok(CommandOutcome::Ignored(IgnoredReason::AlreadyDeployed { build_name: name.to_owned() }))
+    );
+    assert!(sim.deployment(&c.build_name()).is_none(), "no second build under the derived name");
+    assert_eq!(sim.deployments().len(), 1);
+
+    assert_eq!(h.undeploy(name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.get(name).is_none()).await);
+    assert!(!sim.has_resources(name));
+    assert_eq!(sim.report().violations, Vec::<String>::new());
 }

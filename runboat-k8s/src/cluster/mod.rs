@@ -224,7 +224,11 @@ struct Rendered {
 }
 
 impl Inner {
-    fn kubefiles_for(&self, commit: &CommitInfo) -> ClusterResult<(Arc<Kubefiles>, RenderContext)> {
+    fn kubefiles_for(
+        &self,
+        build_name: &str,
+        commit: &CommitInfo,
+    ) -> ClusterResult<(Arc<Kubefiles>, RenderContext)> {
         let settings = &self.settings;
         let rule = settings.rule_for(commit.repo(), commit.target_branch()).ok_or_else(|| {
             ClusterError::Invalid(format!(
@@ -242,7 +246,7 @@ impl Inner {
         let ctx = RenderContext {
             namespace: self.namespace.clone(),
             mode: Mode::Deployment,
-            build_name: commit.build_name(),
+            build_name: build_name.to_owned(),
             build_slug: commit.slug(),
             build_domain: settings.build_domain.clone(),
             commit_info: CommitVars {
@@ -309,8 +313,13 @@ impl Inner {
         Ok(Rendered { name, api, object, is_deployment })
     }
 
-    async fn apply(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()> {
-        let (kubefiles, mut ctx) = self.kubefiles_for(commit)?;
+    async fn apply(
+        &self,
+        build_name: &str,
+        commit: &CommitInfo,
+        mode: KubefilesMode,
+    ) -> ClusterResult<()> {
+        let (kubefiles, mut ctx) = self.kubefiles_for(build_name, commit)?;
         ctx.mode = kube_mode(mode);
         let objects = kubefiles.render(&ctx).await.map_err(|e| render_error(&e))?;
         let mut rendered = Vec::with_capacity(objects.len());
@@ -483,8 +492,13 @@ impl Cluster for KubeCluster {
         watch::events(self.inner.jobs.clone(), watcher_config(), convert::job_facts)
     }
 
-    async fn apply_kubefiles(&self, commit: &CommitInfo, mode: KubefilesMode) -> ClusterResult<()> {
-        self.inner.apply(commit, mode).await
+    async fn apply_kubefiles(
+        &self,
+        build_name: &str,
+        commit: &CommitInfo,
+        mode: KubefilesMode,
+    ) -> ClusterResult<()> {
+        self.inner.apply(build_name, commit, mode).await
     }
 
     async fn scale(&self, build_name: &str, replicas: i32) -> ClusterResult<()> {

@@ -107,6 +107,33 @@ fn annotation(object: &Value, key: &str) -> Option<String> {
 }
 
 #[tokio::test]
+async fn kube_cluster_keeps_the_cluster_contract_for_derived_and_original_names() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let cluster = cluster_on(&sim, settings("")).await;
+    let c = commit(41);
+    runboat_core::sim::check_cluster_contract(&cluster, &c.build_name(), &c, WAIT)
+        .await
+        .expect("contract with the derived name");
+    // A build created by the Python runboat is named `b` + a UUID: every
+    // object rendered for it carries that name, never the derived one.
+    let c = commit(42);
+    let original = "b6d2f0a4c1e84b7f9a3e5c2d1b0a9f8e7";
+    runboat_core::sim::check_cluster_contract(&cluster, original, &c, WAIT)
+        .await
+        .expect("contract with an original name");
+    let handle = sim.handle();
+    let deployments = handle.list("deployments", Some(NS)).expect("list");
+    let jobs = handle.list("jobs", Some(NS)).expect("list");
+    let leftovers: Vec<String> = deployments
+        .iter()
+        .chain(jobs.iter())
+        .filter_map(|o| o["metadata"]["labels"]["runboat/build"].as_str().map(str::to_owned))
+        .filter(|b| *b == c.build_name())
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new(), "nothing under the derived name");
+}
+
+#[tokio::test]
 async fn deploy_scale_annotate_and_read_a_build() {
     let sim = sim_with(ControllerConfig::instant()).await;
     let cluster = cluster_on(&sim, settings("")).await;
@@ -114,9 +141,12 @@ async fn deploy_scale_annotate_and_read_a_build() {
     let name = c.build_name();
     assert_eq!(cluster.get_deployment(&name).await, Ok(None));
 
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("deploy");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("deploy");
     // Idempotent.
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("deploy again");
+    cluster
+        .apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment)
+        .await
+        .expect("deploy again");
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
     assert_eq!(annotation(&d, "runboat/init-status").as_deref(), Some("todo"));
@@ -140,8 +170,8 @@ async fn deploy_scale_annotate_and_read_a_build() {
     assert!(scaled.ends_with('Z') && scaled.parse::<jiff::Timestamp>().is_ok(), "{scaled}");
 
     // Modes that leave replicas and init status out must not remove them.
-    cluster.apply_kubefiles(&c, KubefilesMode::Stop).await.expect("stop");
-    cluster.apply_kubefiles(&c, KubefilesMode::Start).await.expect("start");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Stop).await.expect("stop");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Start).await.expect("start");
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(1)));
     assert_eq!(annotation(&d, "runboat/init-status").as_deref(), Some("succeeded"));
@@ -161,7 +191,7 @@ async fn deploy_scale_annotate_and_read_a_build() {
     assert_eq!(cluster.log(&name).await.expect("log").as_deref(), Some("odoo is up\n"));
 
     // Reset: mode deployment again puts replicas and init status back.
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("reset");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("reset");
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
     assert_eq!(annotation(&d, "runboat/init-status").as_deref(), Some("todo"));
@@ -186,7 +216,7 @@ async fn jobs_logs_kill_and_undeploy() {
     let cluster = cluster_on(&sim, settings("")).await;
     let c = commit(2);
     let name = c.build_name();
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("deploy");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("deploy");
 
     // With controllers off the job stays running; then the job controller
     // finishes it and its log is the init log.
@@ -198,7 +228,10 @@ async fn jobs_logs_kill_and_undeploy() {
             .with_log("installing addons\n")
             .with_duration(Duration::from_secs(600)),
     ));
-    cluster.apply_kubefiles(&c, KubefilesMode::Initialize).await.expect("initialize");
+    cluster
+        .apply_kubefiles(&c.build_name(), &c, KubefilesMode::Initialize)
+        .await
+        .expect("initialize");
     let jobs = labelled(&h, "jobs", &name);
     assert_eq!(jobs.len(), 1);
     assert_eq!(
@@ -248,7 +281,7 @@ async fn finalizer_removal_keeps_other_finalizers_and_survives_conflicts() {
     let cluster = cluster_on(&sim, settings("")).await;
     let c = commit(3);
     let name = c.build_name();
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("deploy");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("deploy");
     let d = deployment_of(&sim, &name).expect("deployment");
     let dname = d.pointer("/metadata/name").and_then(Value::as_str).expect("name").to_owned();
     let api: Api<Deployment> = Api::namespaced(sim.client(), NS);
@@ -285,13 +318,18 @@ async fn a_rejected_object_creates_nothing_and_unsupported_repos_are_invalid() {
     let cluster =
         cluster_on(&sim, Arc::new(Settings::from_toml_str(&toml).expect("settings"))).await;
     let c = commit(4);
-    let err = cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect_err("rejected");
+    let err = cluster
+        .apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment)
+        .await
+        .expect_err("rejected");
     assert!(matches!(&err, ClusterError::Invalid(m) if m.contains("dry run")), "{err:?}");
     assert!(leftovers(&sim.handle(), &c.build_name()).is_empty());
 
     let other = CommitInfo::new("acme/app", "16.0", None, &"a".repeat(40)).expect("commit");
-    let err =
-        cluster.apply_kubefiles(&other, KubefilesMode::Deployment).await.expect_err("no rule");
+    let err = cluster
+        .apply_kubefiles(&other.build_name(), &other, KubefilesMode::Deployment)
+        .await
+        .expect_err("no rule");
     assert!(matches!(err, ClusterError::Invalid(_)), "{err:?}");
 }
 
@@ -340,18 +378,18 @@ async fn stop_and_start_modes_with_a_deployment_keep_the_controller_fields() {
         cluster_on(&sim, Arc::new(Settings::from_toml_str(&toml).expect("settings"))).await;
     let c = commit(5);
     let name = c.build_name();
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("deploy");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("deploy");
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
-    cluster.apply_kubefiles(&c, KubefilesMode::Stop).await.expect("stop");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Stop).await.expect("stop");
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)), "stop must not scale up");
     assert_eq!(annotation(&d, "runboat/init-status").as_deref(), Some("todo"));
     cluster.set_init_status(&name, InitStatus::Succeeded).await.expect("init");
     cluster.scale(&name, 1).await.expect("scale");
-    cluster.apply_kubefiles(&c, KubefilesMode::Start).await.expect("start");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Start).await.expect("start");
     cluster.scale(&name, 0).await.expect("scale");
-    cluster.apply_kubefiles(&c, KubefilesMode::Stop).await.expect("stop");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Stop).await.expect("stop");
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
     assert_eq!(annotation(&d, "runboat/init-status").as_deref(), Some("succeeded"));
@@ -534,8 +572,11 @@ async fn job_events_carry_kind_and_phase() {
     let mut jobs = cluster.job_events();
     assert_eq!(next(&mut jobs).await, ClusterEvent::Relisted(vec![]));
     let c = commit(6);
-    cluster.apply_kubefiles(&c, KubefilesMode::Deployment).await.expect("deploy");
-    cluster.apply_kubefiles(&c, KubefilesMode::Initialize).await.expect("initialize");
+    cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("deploy");
+    cluster
+        .apply_kubefiles(&c.build_name(), &c, KubefilesMode::Initialize)
+        .await
+        .expect("initialize");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let event =
