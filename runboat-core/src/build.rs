@@ -14,6 +14,16 @@ use crate::contract::{
 use crate::error::{Error, Result};
 use crate::status::{BuildStatus, DeploymentFacts, InitStatus};
 
+/// Reads `runboat/last-scaled`: an RFC 3339 time (what runboat writes,
+/// `…Z`), or a time without offset, taken as UTC (Python's naive
+/// `isoformat()`).
+fn parse_last_scaled(value: &str) -> Option<Timestamp> {
+    value.parse::<Timestamp>().ok().or_else(|| {
+        let civil: jiff::civil::DateTime = value.parse().ok()?;
+        civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    })
+}
+
 /// One build as the controller knows it.
 ///
 /// Plain data: the index compares whole values to decide whether an upsert
@@ -71,11 +81,17 @@ impl Build {
         let last_scaled = match facts.annotations.get(ANNOTATION_LAST_SCALED) {
             None => None,
             Some(v) if v.is_empty() => None,
-            Some(v) => Some(v.parse::<Timestamp>().map_err(|source| Error::InvalidTimestamp {
-                key: ANNOTATION_LAST_SCALED,
-                value: v.clone(),
-                source,
-            })?),
+            Some(v) => parse_last_scaled(v).or_else(|| {
+                // A hand-edited or foreign value must not hide the whole
+                // build (it would escape the limits and the API): the
+                // ordering falls back to the creation time.
+                tracing::warn!(
+                    deployment = facts.name,
+                    value = v.as_str(),
+                    "ignoring an unreadable {ANNOTATION_LAST_SCALED} annotation"
+                );
+                None
+            }),
         };
         let created = facts.creation_timestamp.ok_or(Error::MissingCreationTimestamp)?;
         let status = BuildStatus::derive(
@@ -315,12 +331,17 @@ mod tests {
             inner(Build::from_deployment_facts(&f).expect_err("init")),
             Error::UnknownInitStatus { value } if value == "running"
         ));
+        // An unreadable last-scaled does not hide the build: it is ignored.
         let mut f = facts();
         f.annotations.insert(ANNOTATION_LAST_SCALED.to_owned(), "yesterday".to_owned());
-        assert!(matches!(
-            inner(Build::from_deployment_facts(&f).expect_err("ts")),
-            Error::InvalidTimestamp { .. }
-        ));
+        let b = Build::from_deployment_facts(&f).expect("still a build");
+        assert_eq!(b.last_scaled, None);
+        assert_eq!(b.last_scaled_or_created(), b.created);
+        // A naive time (no offset) is UTC.
+        f.annotations
+            .insert(ANNOTATION_LAST_SCALED.to_owned(), "2024-05-01T10:30:00.250000".to_owned());
+        let b = Build::from_deployment_facts(&f).expect("naive time");
+        assert_eq!(b.last_scaled, Some("2024-05-01T10:30:00.25Z".parse().expect("ts")));
         let mut f = facts();
         f.creation_timestamp = None;
         assert!(matches!(

@@ -60,7 +60,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn deploy_commit(&self, commit: CommitInfo) -> Result<Outcome, BackendError>;
     /// Start a build (only from stopped/stopping).
     async fn start(&self, name: &str) -> Result<Outcome, BackendError>;
-    /// Stop a build (only from started/starting).
+    /// Stop a build (only from started).
     async fn stop(&self, name: &str) -> Result<Outcome, BackendError>;
     /// Reinitialize a build.
     async fn reset(&self, name: &str) -> Result<Outcome, BackendError>;

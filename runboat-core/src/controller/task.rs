@@ -176,8 +176,14 @@ impl Ctx {
         if self.settings.disable_commit_statuses {
             return;
         }
-        let target_url =
-            format!("{}/builds/{}", self.settings.base_url.trim_end_matches('/'), task.build_name);
+        // The build page with `?live`, as the original posts: a reviewer
+        // following GitHub's "Details" lands on the running instance once
+        // it is started, and on the build page otherwise.
+        let target_url = format!(
+            "{}/builds/{}?live",
+            self.settings.base_url.trim_end_matches('/'),
+            task.build_name
+        );
         self.forge.post_status(CommitStatus {
             repo: commit.repo().to_owned(),
             git_commit: commit.git_commit().to_owned(),

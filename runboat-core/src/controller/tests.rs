@@ -357,7 +357,7 @@ async fn initialization_success_applies_stop_sets_succeeded_and_posts_success() 
     h.wait_calls(3).await;
     assert_eq!(h.forge.states(), [CommitState::Success]);
     let posted = h.forge.0.lock().expect("lock")[0].clone();
-    assert_eq!(posted.target_url, format!("https://runboat.example.com/builds/{name}"));
+    assert_eq!(posted.target_url, format!("https://runboat.example.com/builds/{name}?live"));
     assert_eq!(posted.git_commit, c.git_commit());
     h.finish().await;
 }

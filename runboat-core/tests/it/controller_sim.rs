@@ -32,7 +32,7 @@ async fn a_build_goes_through_its_whole_life() {
     assert_eq!(h.get(&name).map(|b| b.init_status), Some(InitStatus::Succeeded));
     assert_eq!(forge.states_for(c.git_commit()), ["pending", "pending", "success"]);
     let target = forge.0.lock().expect("lock")[0].target_url.clone();
-    assert_eq!(target, format!("https://runboat.example.com/builds/{name}"));
+    assert_eq!(target, format!("https://runboat.example.com/builds/{name}?live"));
     assert_eq!(
         h.deploy_commit(c.clone()).await,
         Ok(CommandOutcome::Ignored(IgnoredReason::AlreadyDeployed { build_name: name.clone() }))
