@@ -785,6 +785,13 @@ impl Loop {
                 }
                 let name = commit.build_name();
                 if let Some(existing) = idx.get_by_commit(&commit).or_else(|| idx.get(&name)) {
+                    if existing.status == BuildStatus::Undeploying {
+                        // The commit's previous build is going (a PR closed
+                        // and reopened during its cleanup): accept now, and
+                        // deploy once the old build is gone.
+                        reply(r, Ok(CommandOutcome::Done));
+                        return Some(Command::Deploy(commit, None));
+                    }
                     let build_name = existing.name.clone();
                     reply(
                         r,

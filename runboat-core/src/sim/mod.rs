@@ -943,6 +943,11 @@ impl Cluster for SimCluster {
                         self.schedule_replicas(&build, generation, delay);
                     }
                     None => {
+                        // A build deployed again under a name seen before
+                        // (its commit redeployed after an undeploy) starts a
+                        // new `todo`, after those of its previous life.
+                        let todo_generation =
+                            s.init_generation.get(&build).map_or(1, |generation| generation + 1);
                         s.deps.insert(
                             build.clone(),
                             Dep {
@@ -955,7 +960,7 @@ impl Cluster for SimCluster {
                                 created: now,
                                 deleting: None,
                                 finalizer: true,
-                                todo_generation: 1,
+                                todo_generation,
                                 scale_generation: 0,
                             },
                         );

@@ -335,3 +335,27 @@ async fn a_build_made_by_the_original_controller_keeps_its_name_through_its_life
     assert!(!sim.has_resources(name));
     assert_eq!(sim.report().violations, Vec::<String>::new());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_redeployed_while_its_build_undeploys_is_deployed_again_afterwards() {
+    // A pull request closed then reopened with the same head while the
+    // cleanup of its build still runs: the reopen must not be dropped.
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 11);
+    h.ready().await;
+    let c = commit(4, "16.0", Some(8), 88);
+    let name = c.build_name();
+    assert_eq!(h.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+
+    sim.script_cleanup(&name, JobScript::succeed_after(Duration::from_secs(20)));
+    assert_eq!(h.undeploy(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Undeploying)).await);
+    assert_eq!(h.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done), "accepted, queued");
+
+    // The old build goes, then the commit is deployed and initialized anew.
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Initializing)).await);
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(sim.report().cleanup_jobs_created, 1);
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
