@@ -5,15 +5,19 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci      run what CI runs: rustfmt check, clippy -D warnings, the test suite";
+  ci      run what CI runs: rustfmt check, clippy -D warnings, the test suite
+  bench   the scale benchmarks [--builds N] [--quick] [--runs R] (see BENCHMARKS.md)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench::bench(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
