@@ -6,6 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -129,6 +130,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
+/// True when a live object's status was computed for its current spec.
+fn status_is_current(v: &Value) -> bool {
+    let generation = v.pointer("/metadata/generation").and_then(Value::as_i64);
+    let observed = v.pointer("/status/observedGeneration").and_then(Value::as_i64);
+    generation.is_some()
+        && generation == observed
+        && v.pointer("/metadata/deletionTimestamp").is_none()
+}
+
 fn owner_refs(v: &Value) -> Vec<(String, String, String)> {
     v.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -224,6 +234,13 @@ impl Controllers {
         uid: &str,
     ) {
         match res {
+            // A Deployment whose status already reflects its spec
+            // (observedGeneration = generation) changed only in metadata or
+            // status: nothing for the controller to do, as its pods and
+            // ReplicaSets enqueue it themselves when they change. Skipping
+            // these keeps a burst of annotation patches (runboat writes
+            // them on every scale) from costing a full reconcile each.
+            DEPLOYMENTS if kind == EventType::Modified && status_is_current(v) => {}
             DEPLOYMENTS => self.enqueue(Work::Deployment(ns.into(), name.into())),
             REPLICASETS => self.enqueue(Work::ReplicaSet(ns.into(), name.into())),
             JOBS => self.enqueue(Work::Job(ns.into(), name.into())),
@@ -329,7 +346,10 @@ impl Controllers {
     fn drain_queue(&mut self, cfg: &ControllerConfig) {
         while let Some(w) = self.queue.pop_first() {
             match w {
-                Work::Deployment(ns, name) if cfg.deployments => self.deployment(&ns, &name),
+                Work::Deployment(ns, name) if cfg.deployments => {
+                    self.inner.deployment_reconciles.fetch_add(1, Ordering::Relaxed);
+                    self.deployment(&ns, &name);
+                }
                 Work::ReplicaSet(ns, name) if cfg.deployments => self.replicaset(&ns, &name, cfg),
                 Work::Job(ns, name) if cfg.jobs => self.job(&ns, &name, cfg),
                 Work::Orphans(uid) if cfg.garbage_collector => self.orphans(&uid),

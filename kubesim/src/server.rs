@@ -149,6 +149,7 @@ async fn stats(State(inner): State<AppState>) -> Response {
         "historyLength": s.history.len(),
         "objects": objects,
         "requests": inner.requests.load(Ordering::Relaxed),
+        "deploymentReconciles": inner.deployment_reconciles.load(Ordering::Relaxed),
         "controllersPaused": *inner.paused.borrow(),
     }))
 }

@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     pub(crate) close_watches: tokio::sync::watch::Sender<u64>,
     pub(crate) bookmark_interval: Duration,
     pub(crate) requests: AtomicU64,
+    /// Deployment reconciles run by the simulated controller.
+    pub(crate) deployment_reconciles: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
 }
 
@@ -47,6 +49,7 @@ impl Inner {
             close_watches: tokio::sync::watch::channel(0).0,
             bookmark_interval: config.bookmark_interval,
             requests: AtomicU64::new(0),
+            deployment_reconciles: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -238,6 +241,12 @@ impl Handle {
     /// Number of HTTP API requests served so far.
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// Number of Deployment reconciles the simulated controller ran (a
+    /// measure of its work, for tests of what triggers one).
+    pub fn deployment_reconciles(&self) -> u64 {
+        self.inner.deployment_reconciles.load(Ordering::Relaxed)
     }
 
     /// Creates an object without HTTP (for seeding benchmarks and tests),

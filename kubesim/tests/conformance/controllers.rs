@@ -62,6 +62,38 @@ async fn deployments_become_available_and_follow_replicas() {
 }
 
 #[tokio::test]
+async fn metadata_only_changes_do_not_cost_a_deployment_reconcile() {
+    let sim = sim().await;
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    let completed = |name: &'static str| {
+        tokio::time::timeout(
+            WAIT,
+            await_condition(api.clone(), name, conditions::is_deployment_completed()),
+        )
+    };
+    api.create(&PostParams::default(), &deployment("web", "b1")).await.expect("created");
+    completed("web").await.expect("in time").expect("condition");
+    let before = sim.handle().deployment_reconciles();
+    const PATCHES: u64 = 20;
+    for i in 0..PATCHES {
+        let patch = json!({"metadata": {"annotations": {"runboat/last-scaled": i.to_string()}}});
+        api.patch("web", &PatchParams::default(), &Patch::Merge(patch)).await.expect("patched");
+    }
+    // The controllers handle events in order: once a Deployment created
+    // after the patches is complete, the patches were all seen.
+    api.create(&PostParams::default(), &deployment("marker", "b2")).await.expect("created");
+    completed("marker").await.expect("in time").expect("condition");
+    let reconciles = sim.handle().deployment_reconciles() - before;
+    assert!(
+        reconciles < PATCHES / 2,
+        "{reconciles} reconciles for {PATCHES} annotation patches and one new Deployment"
+    );
+    // The status is still right.
+    let d = api.get("web").await.expect("web");
+    assert_eq!(d.status.and_then(|s| s.available_replicas), Some(1));
+}
+
+#[tokio::test]
 async fn deployment_readiness_waits_for_the_configured_delay() {
     let sim = sim_with(ControllerConfig {
         pod_ready_delay: Duration::from_millis(400),
