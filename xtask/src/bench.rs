@@ -24,6 +24,8 @@ use runboat_core::CommitInfo;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use crate::perf;
+
 const NS: &str = "runboat-bench";
 const SECRET: &str = "bench-webhook-secret";
 const REPOS: usize = 100;
@@ -36,16 +38,20 @@ struct Opts {
     sizes: Vec<usize>,
     runs: usize,
     quick: bool,
+    /// Record a CPU profile of each phase (see `perf.rs`).
+    perf: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
     let mut builds: Option<usize> = None;
     let mut runs: Option<usize> = None;
     let mut quick = false;
+    let mut perf = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--perf" => perf = true,
             "--builds" => {
                 builds = Some(it.next().context("--builds needs a number")?.parse()?);
             }
@@ -59,7 +65,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         (None, false) => vec![1_000, 10_000],
     };
     let runs = runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    Ok(Opts { sizes, runs, quick })
+    Ok(Opts { sizes, runs, quick, perf })
 }
 
 /// Kills the child processes on drop (also on error paths), the last started
@@ -296,6 +302,8 @@ struct Env {
     settings: PathBuf,
     bin: PathBuf,
     dir: PathBuf,
+    /// Where phase profiles go, with `--perf`.
+    perf: Option<PathBuf>,
 }
 
 impl Env {
@@ -336,6 +344,7 @@ impl Env {
             kubeconfig,
             settings,
             bin: bin.to_owned(),
+            perf: None,
         };
         let url = format!("{}/readyz", env.sim);
         let http = env.http.clone();
@@ -377,6 +386,16 @@ impl Env {
             async move { get_json(&http, &url).await.is_ok_and(|(s, _)| s.is_success()) }
         })
         .await
+    }
+
+    /// Starts the profile of a phase, with `--perf`.
+    async fn profile(&self, phase: &str) -> Result<Option<perf::Recording>> {
+        match &self.perf {
+            Some(dir) => {
+                Ok(Some(perf::start(dir, phase, &[self.server_pid(), self.sim_pid()]).await?))
+            }
+            None => Ok(None),
+        }
     }
 
     fn deployments_url(&self) -> String {
@@ -450,9 +469,10 @@ where
 type Figures = BTreeMap<String, f64>;
 
 /// One complete run at `n` builds: every figure of the suite.
-async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
+async fn run_once(bin: &Path, n: usize, quick: bool, perf: Option<PathBuf>) -> Result<Figures> {
     let mut f = Figures::new();
     let mut env = Env::start_sim(bin).await?;
+    env.perf = perf;
     let seeds = Arc::new(seeds(n)?);
 
     // Seeding, straight into kubesim.
@@ -529,6 +549,7 @@ async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
         })
         .await
     };
+    let rec = env.profile("ingest").await?;
     let cpu0 = cpu_secs(server);
     signal(server, "CONT")?;
     patch_result?;
@@ -551,6 +572,7 @@ async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
     let el = t.elapsed().as_secs_f64();
     f.insert("ingest_events_per_s".into(), changes as f64 / el);
     f.insert("ingest_server_cpu_s".into(), cpu_secs(server) - cpu0);
+    finish_profile(rec)?;
 
     // (2) Memory after ingest.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -566,6 +588,7 @@ async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
         ("read_status", "/api/v1/status".to_owned(), 4_000 * scale, 16),
         ("read_all", "/api/v1/builds".to_owned(), all_count, 4),
     ] {
+        let rec = env.profile(key).await?;
         let cpu0 = cpu_secs(server);
         let t = Instant::now();
         let (http, url) = (env.http.clone(), format!("{}{path}", env.api));
@@ -586,6 +609,7 @@ async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
         f.insert(format!("{key}_p50_ms"), percentile(&lat, 0.5));
         f.insert(format!("{key}_p99_ms"), percentile(&lat, 0.99));
         f.insert(format!("{key}_server_cpu_s"), cpu_secs(server) - cpu0);
+        finish_profile(rec)?;
     }
 
     // (4) Live events: 1,000 SSE subscribers on one repo.
@@ -595,8 +619,10 @@ async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
     reaction(&env, if quick { 3 } else { 5 }, &mut f).await?;
 
     // (6) Lifecycle throughput.
+    let rec = env.profile("lifecycle").await?;
     lifecycle(&env, if quick { 200 } else { 1_000 }, &mut f).await?;
 
+    finish_profile(rec)?;
     let (hwm, _) = mem_mib(server);
     f.insert("mem_peak_end_mib".into(), hwm);
     f.insert("server_cpu_total_s".into(), cpu_secs(server));
@@ -604,7 +630,7 @@ async fn run_once(bin: &Path, n: usize, quick: bool) -> Result<Figures> {
     Ok(f)
 }
 
-fn signal(pid: u32, sig: &str) -> Result<()> {
+pub(crate) fn signal(pid: u32, sig: &str) -> Result<()> {
     let status = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status()?;
     if !status.success() {
         bail!("kill -{sig} {pid} failed");
@@ -683,6 +709,7 @@ async fn sse(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
     }
     f.insert("sse_kubesim_settle_s".into(), t.elapsed().as_secs_f64());
     let server = env.server_pid();
+    let rec = env.profile("sse").await?;
     let cpu0 = cpu_secs(server);
     let sim0 = cpu_secs(env.sim_pid());
     let t0 = Instant::now();
@@ -699,6 +726,7 @@ async fn sse(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
     }
     let cpu = cpu_secs(server) - cpu0;
     f.insert("sse_kubesim_cpu_s".into(), cpu_secs(env.sim_pid()) - sim0);
+    finish_profile(rec)?;
     for t in &tasks {
         t.abort();
     }
@@ -859,6 +887,14 @@ async fn lifecycle(env: &Env, m: usize, f: &mut Figures) -> Result<()> {
     Ok(())
 }
 
+fn finish_profile(rec: Option<perf::Recording>) -> Result<()> {
+    if let Some(rec) = rec {
+        let report = rec.finish()?;
+        println!("bench: profile {}", report.display());
+    }
+    Ok(())
+}
+
 /// Median, min and max of one figure over the runs.
 fn stats(values: &[f64]) -> (f64, f64, f64) {
     let v = sorted(values.to_vec());
@@ -975,8 +1011,25 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .map(|p| if p.is_absolute() { p } else { root.join(p) })
         .unwrap_or_else(|| root.join("target"));
-    crate::cargo(&["build", "--release", "-p", "kubesim", "-p", "runboat-server"])?;
+    if opts.perf {
+        perf::check_available()?;
+    }
+    // The load generator is part of every latency figure and shares the
+    // cores: it runs optimised (wrk would be too), so `cargo xtask` (a debug
+    // build) builds the release xtask and hands the bench over to it.
+    crate::cargo(&["build", "--release", "-p", "kubesim", "-p", "runboat-server", "-p", "xtask"])?;
     let bin = target.join("release");
+    if cfg!(debug_assertions) {
+        let status = std::process::Command::new(bin.join("xtask"))
+            .arg("bench")
+            .args(args)
+            .status()
+            .context("run the release xtask")?;
+        if !status.success() {
+            bail!("the benchmark failed ({status})");
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let started = jiff::Timestamp::now();
     let mut results: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
@@ -984,7 +1037,9 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         for run in 1..=opts.runs {
             println!("bench: {n} builds, run {run}/{}", opts.runs);
             let t = Instant::now();
-            let figs = runtime.block_on(run_once(&bin, n, opts.quick))?;
+            let perf =
+                opts.perf.then(|| target.join("bench").join("perf").join(format!("{n}-{run}")));
+            let figs = runtime.block_on(run_once(&bin, n, opts.quick, perf))?;
             println!("bench: run done in {:.1} s", t.elapsed().as_secs_f64());
             results.entry(n).or_default().push(figs);
         }

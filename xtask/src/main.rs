@@ -6,12 +6,13 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod perf;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci      run what CI runs: rustfmt check, clippy -D warnings, the test suite
-  bench   the scale benchmarks [--builds N] [--quick] [--runs R] (see BENCHMARKS.md)";
+  bench   the scale benchmarks [--builds N] [--quick] [--runs R] [--perf] (see BENCHMARKS.md)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
