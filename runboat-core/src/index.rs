@@ -165,6 +165,8 @@ struct Entry {
     /// The shared name, the key of every ordered set.
     name: Name,
     build: Build,
+    /// Changes whenever `build` does (see [`BuildIndex::revision`]).
+    rev: u64,
     /// Whether the build is in `evictable` (membership depends on other
     /// builds of the branch, so it is tracked explicitly).
     evictable: bool,
@@ -203,6 +205,8 @@ pub struct BuildIndex {
     entries: HashMap<Name, Entry>,
     derived: Derived,
     events: broadcast::Sender<IndexEvent>,
+    /// The last revision given to a build.
+    last_rev: u64,
 }
 
 impl Default for BuildIndex {
@@ -363,7 +367,7 @@ impl BuildIndex {
     /// 1) before slow subscribers lag.
     pub fn with_event_capacity(capacity: usize) -> Self {
         let (events, _) = broadcast::channel(capacity.clamp(1, usize::MAX / 4));
-        BuildIndex { entries: HashMap::new(), derived: Derived::default(), events }
+        BuildIndex { entries: HashMap::new(), derived: Derived::default(), events, last_rev: 0 }
     }
 
     /// Subscribes to the changes made from now on.
@@ -429,6 +433,14 @@ impl BuildIndex {
     /// The build named `name`, if any.
     pub fn get(&self, name: &str) -> Option<&Build> {
         self.entries.get(name).map(|e| &e.build)
+    }
+
+    /// The revision of the build `name`: a number given anew (increasing
+    /// over the whole index, never reused) each time the build is added or
+    /// changed, so a cache of anything derived from a build (its JSON,
+    /// say) is valid while the revision it was made from is current.
+    pub fn revision(&self, name: &str) -> Option<u64> {
+        self.entries.get(name).map(|e| e.rev)
     }
 
     /// The build of this exact commit identity (repo, target branch, pr,
@@ -526,8 +538,26 @@ impl BuildIndex {
     /// The builds passing `filters`, in `order`. A name filter is a direct
     /// lookup; a repo filter narrows the walk to that repo's builds.
     pub fn search(&self, filters: &SearchFilters, order: SortOrder) -> Vec<&Build> {
+        self.search_entries(filters, order).into_iter().map(|e| &e.build).collect()
+    }
+
+    /// [`BuildIndex::search`], each build with its [`BuildIndex::revision`].
+    pub fn search_with_revisions(
+        &self,
+        filters: &SearchFilters,
+        order: SortOrder,
+    ) -> Vec<(&Build, u64)> {
+        self.search_entries(filters, order).into_iter().map(|e| (&e.build, e.rev)).collect()
+    }
+
+    fn search_entries(&self, filters: &SearchFilters, order: SortOrder) -> Vec<&Entry> {
         if let Some(name) = &filters.name {
-            return self.get(name).filter(|b| filters.matches(b)).into_iter().collect();
+            return self
+                .entries
+                .get(name.as_str())
+                .filter(|e| filters.matches(&e.build))
+                .into_iter()
+                .collect();
         }
         let repos: Box<dyn DoubleEndedIterator<Item = &BTreeSet<RepoOrderKey>>> = match &filters
             .repo
@@ -539,7 +569,9 @@ impl BuildIndex {
             SortOrder::Asc => Box::new(repos.flat_map(|set| set.iter())),
             SortOrder::Desc => Box::new(repos.rev().flat_map(|set| set.iter().rev())),
         };
-        keys.filter_map(|(_, _, _, name)| self.get(name)).filter(|b| filters.matches(b)).collect()
+        keys.filter_map(|(_, _, _, name)| self.entries.get(&**name))
+            .filter(|e| filters.matches(&e.build))
+            .collect()
     }
 
     /// The repos having at least one build, sorted.
@@ -558,6 +590,8 @@ impl BuildIndex {
     /// Replaces the build `name` by `new` (or removes it), keeping every
     /// derived structure in step. Returns the previous build.
     fn apply(&mut self, name: &str, new: Option<Build>) -> Option<Build> {
+        self.last_rev += 1;
+        let rev = self.last_rev;
         let d = &mut self.derived;
         // Fast path: a build changing state only (the common case: scaled,
         // initialized…) keeps its place; its branch's newest build cannot
@@ -571,6 +605,7 @@ impl BuildIndex {
             d.unindex_state(&key, &entry.build);
             d.index_state(&key, &nb);
             let old = std::mem::replace(&mut entry.build, nb);
+            entry.rev = rev;
             d.sync_evictable(entry);
             return Some(old);
         }
@@ -595,7 +630,7 @@ impl BuildIndex {
             d.index_place(&key, &build);
             candidates.extend(d.newest_of(&build));
             candidates.push(key.clone());
-            self.entries.insert(key.clone(), Entry { name: key, build, evictable: false });
+            self.entries.insert(key.clone(), Entry { name: key, build, rev, evictable: false });
         }
         if let Some(old) = &old {
             candidates.extend(d.newest_of(old));

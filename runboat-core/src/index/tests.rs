@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use proptest::prelude::*;
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -368,6 +370,8 @@ proptest! {
         let mut idx = BuildIndex::new();
         let mut rx = idx.subscribe();
         let mut model = Model::default();
+        let mut revs: HashMap<String, u64> = HashMap::new();
+        let mut seen_revs: HashSet<u64> = HashSet::new();
         for op in ops {
             let mut expected = Vec::new();
             match op {
@@ -430,6 +434,39 @@ proptest! {
             let key = |e: &IndexEvent| (e.kind(), e.build().name.clone());
             got.sort_by_key(key);
             expected.sort_by_key(key);
+            // Revisions: new (never seen before) exactly for the builds
+            // that changed, the same for the others.
+            let changed: Vec<&str> = expected
+                .iter()
+                .filter(|e| e.kind() == "upd")
+                .map(|e| e.build().name.as_str())
+                .collect();
+            let mut now = HashMap::new();
+            for b in &model.builds {
+                let rev = idx.revision(&b.name);
+                prop_assert!(rev.is_some(), "no revision for {}", b.name);
+                let rev = rev.unwrap_or_default();
+                if changed.contains(&b.name.as_str()) {
+                    prop_assert!(seen_revs.insert(rev), "revision {} reused", rev);
+                } else {
+                    prop_assert_eq!(revs.get(&b.name), Some(&rev), "{} kept its revision", b.name);
+                }
+                now.insert(b.name.clone(), rev);
+            }
+            revs = now;
+            for order in [SortOrder::Asc, SortOrder::Desc] {
+                let with: Vec<(String, u64)> = idx
+                    .search_with_revisions(&SearchFilters::default(), order)
+                    .into_iter()
+                    .map(|(b, r)| (b.name.clone(), r))
+                    .collect();
+                let plain: Vec<(String, u64)> = idx
+                    .search(&SearchFilters::default(), order)
+                    .into_iter()
+                    .map(|b| (b.name.clone(), revs[&b.name]))
+                    .collect();
+                prop_assert_eq!(with, plain);
+            }
             prop_assert_eq!(got, expected);
             check(&idx, &model, &filters)?;
         }
