@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::backend::{Outcome, read_build};
+use crate::backend::Outcome;
 use crate::error::ApiError;
 
 /// The build filters of the query string, as received.
@@ -112,12 +112,17 @@ pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Value>, 
 pub(crate) async fn list_builds(
     State(state): State<AppState>,
     q: Result<Query<FilterParams>, QueryRejection>,
-) -> Result<Json<Vec<runboat_core::BuildView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let filters = query(q)?.into_filters()?;
-    let views: Vec<runboat_core::BuildView> = state.read(|index| {
-        index.search(&filters, SortOrder::Desc).into_iter().map(|b| state.build_view(b)).collect()
+    let body = state.read(|index| {
+        state.builds_json(index, &index.search_with_revisions(&filters, SortOrder::Desc))
     })?;
-    Ok(Json(views))
+    Ok(json_response(body))
+}
+
+/// A 200 answer with a body that is JSON already.
+fn json_response(body: impl Into<axum::body::Body>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
 /// `DELETE /builds` (admin): undeploy every build passing the filters. At
@@ -234,9 +239,12 @@ pub(crate) async fn trigger_pr(
 pub(crate) async fn get_build(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<runboat_core::BuildView>, ApiError> {
-    let build = read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
-    Ok(Json(state.build_view(&build)))
+) -> Result<Response, ApiError> {
+    let body = state.read(|index| {
+        let rev = index.revision(&name)?;
+        Some(state.build_json_cached(index, index.get(&name)?, rev))
+    })?;
+    Ok(json_response(body.ok_or_else(|| ApiError::unknown_build(&name))?))
 }
 
 pub(crate) fn wants_plain_text(headers: &HeaderMap) -> bool {

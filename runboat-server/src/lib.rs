@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod ops;
 pub mod run;
 pub mod ui;
+pub mod views;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -76,6 +77,7 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     event_streams: AtomicUsize,
     event_cache: events::EventCache,
+    views: views::ViewCache,
 }
 
 impl AppState {
@@ -106,6 +108,7 @@ impl AppState {
                 shutdown,
                 event_streams: AtomicUsize::new(0),
                 event_cache: events::EventCache::default(),
+                views: views::ViewCache::default(),
             }),
         }
     }
@@ -177,6 +180,31 @@ impl AppState {
     pub(crate) fn build_view(&self, build: &Build) -> runboat_core::BuildView {
         let s = self.settings();
         build.view(&s.build_domain, &s.base_url)
+    }
+
+    /// The JSON of `builds` (each with its index revision) as an array,
+    /// from the view cache.
+    pub(crate) fn builds_json(
+        &self,
+        index: &runboat_core::BuildIndex,
+        builds: &[(&Build, u64)],
+    ) -> Vec<u8> {
+        self.inner.views.json_array(index, builds, |b| self.build_json(b))
+    }
+
+    /// The JSON of one build, from the view cache.
+    pub(crate) fn build_json_cached(
+        &self,
+        index: &runboat_core::BuildIndex,
+        build: &Build,
+        rev: u64,
+    ) -> bytes::Bytes {
+        self.inner.views.json_one(index, build, rev, |b| self.build_json(b))
+    }
+
+    fn build_json(&self, build: &Build) -> bytes::Bytes {
+        // A view is plain strings and numbers: serialising cannot fail.
+        serde_json::to_vec(&self.build_view(build)).unwrap_or_default().into()
     }
 
     pub(crate) fn event_cache(&self) -> &events::EventCache {
