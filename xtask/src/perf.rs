@@ -62,8 +62,10 @@ pub(crate) async fn start(dir: &Path, phase: &str, pids: &[u32]) -> Result<Recor
         }
     }
     let pid_list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    // The SSE burst lasts ~0.1 s: sample it more often to see anything.
+    let freq = if phase == "sse" { "9973" } else { "997" };
     let mut child = Command::new("perf")
-        .args(["record", "-e", "cpu-clock", "-F", "997", "--call-graph", "dwarf,16384"])
+        .args(["record", "-e", "cpu-clock", "-F", freq, "--call-graph", "dwarf,16384"])
         .args(["-D", "-1", "--control"])
         .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
         .args(["-p", &pid_list, "-o"])
