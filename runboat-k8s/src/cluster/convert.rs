@@ -3,14 +3,14 @@
 //! Objects that do not carry runboat's labels are not runboat's: they are
 //! skipped (`None`), never a panic.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use runboat_core::contract::{LABEL_BUILD, LABEL_JOB_KIND};
 use runboat_core::{DeploymentFacts, JobFacts, JobKind, JobPhase};
 
+use super::slim::{SlimDeployment, SlimJob};
+
 /// The facts of a runboat Deployment; `None` when it has no `runboat/build`
 /// label (or no name).
-pub(crate) fn deployment_facts(deployment: &Deployment) -> Option<DeploymentFacts> {
+pub(crate) fn deployment_facts(deployment: &SlimDeployment) -> Option<DeploymentFacts> {
     let meta = &deployment.metadata;
     let name = meta.name.clone()?;
     let labels = meta.labels.clone().unwrap_or_default();
@@ -33,7 +33,7 @@ pub(crate) fn deployment_facts(deployment: &Deployment) -> Option<DeploymentFact
 
 /// The facts of a runboat Job; `None` when it lacks the `runboat/build` or a
 /// valid `runboat/job-kind` label.
-pub(crate) fn job_facts(job: &Job) -> Option<JobFacts> {
+pub(crate) fn job_facts(job: &SlimJob) -> Option<JobFacts> {
     let meta = &job.metadata;
     let name = meta.name.clone()?;
     let labels = meta.labels.as_ref();
@@ -55,7 +55,7 @@ pub(crate) fn job_facts(job: &Job) -> Option<JobFacts> {
 /// A terminal condition wins (`Complete`/`SuccessCriteriaMet` → succeeded,
 /// `Failed`/`FailureTarget` → failed); otherwise the counters in the
 /// original's order: active, succeeded, failed.
-pub(crate) fn job_phase(job: &Job) -> JobPhase {
+pub(crate) fn job_phase(job: &SlimJob) -> JobPhase {
     let Some(status) = job.status.as_ref() else { return JobPhase::Pending };
     let condition = |types: &[&str]| {
         status
@@ -87,7 +87,7 @@ mod tests {
 
     use super::*;
 
-    fn job(labels: serde_json::Value, status: serde_json::Value) -> Job {
+    fn job(labels: serde_json::Value, status: serde_json::Value) -> SlimJob {
         serde_json::from_value(json!({
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": "b1-initialize", "labels": labels},
@@ -135,14 +135,14 @@ mod tests {
                 .is_none()
         );
         assert!(job_facts(&job(json!({"runboat/job-kind": "cleanup"}), json!({}))).is_none());
-        let deployment: Deployment =
+        let deployment: SlimDeployment =
             serde_json::from_value(json!({"metadata": {"name": "x"}})).expect("deployment");
         assert!(deployment_facts(&deployment).is_none());
     }
 
     #[test]
     fn deployment_facts_carry_what_the_status_rules_need() {
-        let deployment: Deployment = serde_json::from_value(json!({
+        let deployment: SlimDeployment = serde_json::from_value(json!({
             "metadata": {
                 "name": "b1-odoo",
                 "labels": {"runboat/build": "b1"},

@@ -24,6 +24,7 @@
 mod convert;
 mod errors;
 mod resources;
+pub mod slim;
 mod watch;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ use runboat_core::{
 use serde_json::{Value, json};
 
 use self::errors::{cluster_error, is_conflict, is_not_found};
+use self::slim::{SlimDeployment, SlimJob};
 use self::watch::watcher_config;
 use crate::error::{Error, Result};
 use crate::render::{CommitVars, Format, Kubefiles, Mode, RenderContext};
@@ -82,6 +84,10 @@ struct Inner {
     deployment_names: Mutex<HashMap<String, String>>,
     deployments: Api<Deployment>,
     jobs: Api<Job>,
+    /// The same Deployments as `deployments`, decoded slim for the watch.
+    watched_deployments: Api<SlimDeployment>,
+    /// The same Jobs as `jobs`, decoded slim for the watch.
+    watched_jobs: Api<SlimJob>,
     pods: Api<Pod>,
 }
 
@@ -134,6 +140,8 @@ impl KubeCluster {
             inner: Arc::new(Inner {
                 deployments: Api::namespaced(client.clone(), &namespace),
                 jobs: Api::namespaced(client.clone(), &namespace),
+                watched_deployments: Api::namespaced(client.clone(), &namespace),
+                watched_jobs: Api::namespaced(client.clone(), &namespace),
                 pods: Api::namespaced(client.clone(), &namespace),
                 client,
                 namespace,
@@ -485,11 +493,15 @@ impl Inner {
 #[async_trait]
 impl Cluster for KubeCluster {
     fn deployment_events(&self) -> BoxStream<'static, ClusterEvent<DeploymentFacts>> {
-        watch::events(self.inner.deployments.clone(), watcher_config(), convert::deployment_facts)
+        watch::events(
+            self.inner.watched_deployments.clone(),
+            watcher_config(),
+            convert::deployment_facts,
+        )
     }
 
     fn job_events(&self) -> BoxStream<'static, ClusterEvent<JobFacts>> {
-        watch::events(self.inner.jobs.clone(), watcher_config(), convert::job_facts)
+        watch::events(self.inner.watched_jobs.clone(), watcher_config(), convert::job_facts)
     }
 
     async fn apply_kubefiles(
@@ -619,6 +631,8 @@ impl Cluster for KubeCluster {
             .inner
             .find_deployment(build_name)
             .await?
+            .as_ref()
+            .map(SlimDeployment::from)
             .as_ref()
             .and_then(convert::deployment_facts))
     }
