@@ -67,6 +67,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     };
     let mut cursor = 0;
     let mut idle = false;
+    // The switches of the previous round: work of a switched-off controller
+    // is dropped, so switching one back on looks at everything again.
+    let mut was = inner.controller_config();
     loop {
         if *paused.borrow_and_update() {
             if paused.changed().await.is_err() {
@@ -90,9 +93,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             continue;
         }
         c.events = cfg.events;
+        let switched_on = (cfg.deployments && !was.deployments)
+            || (cfg.jobs && !was.jobs)
+            || (cfg.garbage_collector && !was.garbage_collector);
+        was = cfg.clone();
         if idle {
             idle = false;
             cursor = c.resync();
+        } else if switched_on {
+            c.resync();
         }
         let batch = {
             let state = inner.store.read();

@@ -220,6 +220,9 @@ impl Handle {
     /// Changes the controllers' configuration at run time (timings, switches, rules).
     pub fn update_controllers(&self, f: impl FnOnce(&mut ControllerConfig)) {
         f(&mut self.inner.controllers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        // Wake the controllers (they wait on store changes and this channel)
+        // so a controller switched on catches up now, not at the next write.
+        self.inner.paused.send_modify(|_| {});
     }
 
     /// Sets the test hook deciding job scripts (before the rules).

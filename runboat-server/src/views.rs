@@ -100,8 +100,9 @@ impl ViewCache {
             entries.insert(name, (rev, json));
         }
         // Outdated entries (changed or removed builds) are swept once they
-        // could make up half of the cache: amortised O(1) per insert, and the
-        // cache never holds more than about twice the index.
+        // could make up half of the cache: amortised O(1) per insert, and
+        // after an insert the cache holds at most about twice the index
+        // (after a mass undeploy, until the next insert, it may hold more).
         if entries.len() > 2 * index.len() + 256 {
             entries.retain(|name, (rev, _)| index.revision(name) == Some(*rev));
         }

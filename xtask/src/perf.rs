@@ -21,10 +21,26 @@ use tokio::net::unix::pipe;
 /// How long perf may take to attach and acknowledge.
 const ATTACH_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A running `perf record` of one phase.
+/// A running `perf record` of one phase. Dropped without
+/// [`Recording::finish`] (an error in the phase), it kills perf.
 pub(crate) struct Recording {
-    child: Child,
+    child: Option<Child>,
     data: PathBuf,
+    /// perf's stderr, for error messages.
+    log: PathBuf,
+    fifos: [PathBuf; 2],
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for fifo in &self.fifos {
+            let _ = std::fs::remove_file(fifo);
+        }
+    }
 }
 
 /// Fails early, with the reason, when perf is missing or not allowed.
@@ -62,9 +78,10 @@ pub(crate) async fn start(dir: &Path, phase: &str, pids: &[u32]) -> Result<Recor
         }
     }
     let pid_list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    // The SSE burst lasts ~0.1 s: sample it more often to see anything.
+    // The SSE burst lasts ~10–50 ms: sample it more often to see anything.
     let freq = if phase == "sse" { "9973" } else { "997" };
-    let mut child = Command::new("perf")
+    let log = dir.join(format!("{phase}.log"));
+    let child = Command::new("perf")
         .args(["record", "-e", "cpu-clock", "-F", freq, "--call-graph", "dwarf,16384"])
         .args(["-D", "-1", "--control"])
         .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
@@ -72,20 +89,21 @@ pub(crate) async fn start(dir: &Path, phase: &str, pids: &[u32]) -> Result<Recor
         .arg(&data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("start perf record")?;
+    let mut rec = Recording { child: Some(child), data, log, fifos: [ctl.clone(), ack.clone()] };
     let end = Instant::now() + ATTACH_DEADLINE;
     // The control FIFO can be opened for writing once perf has it open.
     let mut tx = loop {
         match pipe::OpenOptions::new().open_sender(&ctl) {
             Ok(tx) => break tx,
-            Err(_) if Instant::now() < end && child.try_wait()?.is_none() => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
             Err(e) => {
-                let _ = child.kill();
-                bail!("perf record did not open its control FIFO: {e}");
+                rec.check_running(&format!("opening its control FIFO ({e})"))?;
+                if Instant::now() > end {
+                    bail!("perf record did not open its control FIFO in {ATTACH_DEADLINE:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     };
@@ -96,23 +114,36 @@ pub(crate) async fn start(dir: &Path, phase: &str, pids: &[u32]) -> Result<Recor
     // perf answers "ack\n" followed by a NUL byte.
     while !got.windows(4).any(|w| w == b"ack\n") {
         match tokio::time::timeout_at(end.into(), rx.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                // No writer (yet, or any more): perf may have given up.
+                rec.check_running("waiting for its acknowledgement")?;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
             Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                let _ = child.kill();
-                bail!("perf record did not acknowledge `enable` in {ATTACH_DEADLINE:?}");
-            }
+            Err(_) => bail!("perf record did not acknowledge `enable` in {ATTACH_DEADLINE:?}"),
         }
     }
-    Ok(Recording { child, data })
+    Ok(rec)
 }
 
 impl Recording {
+    /// An error with perf's own message if it has exited.
+    fn check_running(&mut self, doing: &str) -> Result<()> {
+        let Some(child) = self.child.as_mut() else { bail!("perf record is gone") };
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            bail!("perf record exited ({status}) while {doing}: {}", log.trim());
+        }
+        Ok(())
+    }
+
     /// Stops recording (SIGINT: perf writes its data and exits) and writes
     /// `<phase>.txt`: the processes' self time by function.
     pub(crate) fn finish(mut self) -> Result<PathBuf> {
-        crate::bench::signal(self.child.id(), "INT")?;
-        let status = self.child.wait()?;
+        let Some(mut child) = self.child.take() else { bail!("perf record is gone") };
+        crate::bench::signal(child.id(), "INT")?;
+        let status = child.wait()?;
         // perf re-raises the SIGINT once its data is written.
         if !status.success() && status.signal() != Some(2) {
             bail!("perf record ended with {status}");

@@ -94,6 +94,33 @@ async fn metadata_only_changes_do_not_cost_a_deployment_reconcile() {
 }
 
 #[tokio::test]
+async fn a_controller_switched_back_on_catches_up() {
+    let sim = sim().await;
+    // Jobs stay on, so the controller loop keeps running meanwhile.
+    sim.handle().update_controllers(|c| c.deployments = false);
+    let api: Api<Deployment> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &deployment("web", "b1")).await.expect("created");
+    // A Job created after the Deployment completes once the controllers
+    // have seen both.
+    let jobs: Api<Job> = Api::namespaced(sim.client(), "ns");
+    jobs.create(&PostParams::default(), &job("j", "b1", "initialize")).await.expect("job");
+    tokio::time::timeout(WAIT, await_condition(jobs.clone(), "j", conditions::is_job_completed()))
+        .await
+        .expect("in time")
+        .expect("condition");
+    let d = api.get("web").await.expect("web");
+    assert_eq!(d.status, None, "the deployment controller is off");
+    sim.handle().update_controllers(|c| c.deployments = true);
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .expect("the Deployment completes once its controller is back")
+    .expect("condition");
+}
+
+#[tokio::test]
 async fn deployment_readiness_waits_for_the_configured_delay() {
     let sim = sim_with(ControllerConfig {
         pod_ready_delay: Duration::from_millis(400),
