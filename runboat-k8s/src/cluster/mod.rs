@@ -420,6 +420,30 @@ impl Inner {
         Ok(found)
     }
 
+    /// The build's Deployment, read now: by its cached name when there is
+    /// one (a GET, where a label-selected list makes the API server filter
+    /// every Deployment of the namespace), checked to still carry the
+    /// build's label; otherwise, or when that name is gone, by label.
+    async fn read_deployment(&self, build_name: &str) -> ClusterResult<Option<Deployment>> {
+        check_build_name(build_name)?;
+        let cached = lock(&self.deployment_names).get(build_name).cloned();
+        if let Some(name) = cached {
+            match self.deployments.get_opt(&name).await {
+                Ok(Some(d))
+                    if d.metadata.labels.as_ref().and_then(|l| l.get(LABEL_BUILD))
+                        == Some(&build_name.to_owned()) =>
+                {
+                    return Ok(Some(d));
+                }
+                Ok(_) => {
+                    lock(&self.deployment_names).remove(build_name);
+                }
+                Err(e) => return Err(cluster_error(&format!("read of {name}"), &e)),
+            }
+        }
+        self.find_deployment(build_name).await
+    }
+
     /// The name of the build's Deployment (cached), `None` when there is none.
     async fn deployment_name(&self, build_name: &str) -> ClusterResult<Option<String>> {
         check_build_name(build_name)?;
@@ -629,7 +653,7 @@ impl Cluster for KubeCluster {
     async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>> {
         Ok(self
             .inner
-            .find_deployment(build_name)
+            .read_deployment(build_name)
             .await?
             .as_ref()
             .map(SlimDeployment::from)

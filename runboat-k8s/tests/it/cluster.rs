@@ -633,3 +633,40 @@ async fn watch_survives_error_bursts() {
 pub(crate) fn slow() -> bool {
     std::env::var("RUNBOAT_SLOW_TESTS").is_ok_and(|v| v == "1")
 }
+
+#[tokio::test]
+async fn get_deployment_never_returns_a_deployment_of_another_build() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let cluster = cluster_on(&sim, settings("")).await;
+    let c = commit(1);
+    let name = c.build_name();
+    cluster.apply_kubefiles(&name, &c, KubefilesMode::Deployment).await.expect("deploy");
+    let first = cluster.get_deployment(&name).await.expect("get").expect("exists");
+
+    // The Deployment read by its (cached) name now belongs to another build:
+    // it must not be taken for this one.
+    let api: Api<Deployment> = Api::namespaced(sim.client(), NS);
+    let relabel = json!({"metadata": {"labels": {"runboat/build": "bother"}}});
+    api.patch(&first.name, &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .expect("relabel");
+    assert_eq!(cluster.get_deployment(&name).await, Ok(None));
+
+    // A Deployment of this build under another name is found by its label.
+    let mut moved: Deployment = api.get(&first.name).await.expect("get");
+    moved.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{name}-moved")),
+        labels: Some(BTreeMap::from([("runboat/build".to_owned(), name.clone())])),
+        annotations: moved.metadata.annotations.clone(),
+        ..Default::default()
+    };
+    moved.spec.as_mut().expect("spec").selector.match_labels =
+        Some(BTreeMap::from([("runboat/build".to_owned(), name.clone())]));
+    if let Some(meta) = moved.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        meta.labels = Some(BTreeMap::from([("runboat/build".to_owned(), name.clone())]));
+    }
+    moved.status = None;
+    api.create(&kube::api::PostParams::default(), &moved).await.expect("create moved");
+    let found = cluster.get_deployment(&name).await.expect("get").expect("found by label");
+    assert_eq!(found.name, format!("{name}-moved"));
+}
