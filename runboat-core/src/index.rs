@@ -435,6 +435,13 @@ impl BuildIndex {
         self.entries.get(name).map(|e| &e.build)
     }
 
+    /// The index's version: the last revision given, so it changes
+    /// whenever any build is added, changed or removed (an answer computed
+    /// from the index stays right while the version is the same).
+    pub fn version(&self) -> u64 {
+        self.last_rev
+    }
+
     /// The revision of the build `name`: a number given anew (increasing
     /// over the whole index, never reused) each time the build is added or
     /// changed, so a cache of anything derived from a build (its JSON,

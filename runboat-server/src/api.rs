@@ -16,7 +16,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use runboat_core::{BuildStatus, CommitInfo, SearchFilters, SortOrder, StatusCounts};
+use runboat_core::{BuildStatus, CommitInfo, SearchFilters, StatusCounts};
 use runboat_github::ClientError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -114,9 +114,7 @@ pub(crate) async fn list_builds(
     q: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let filters = query(q)?.into_filters()?;
-    let body = state.read(|index| {
-        state.builds_json(index, &index.search_with_revisions(&filters, SortOrder::Desc))
-    })?;
+    let body = state.read(|index| state.builds_answer(index, &filters))?;
     Ok(json_response(body))
 }
 

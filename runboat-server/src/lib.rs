@@ -182,14 +182,20 @@ impl AppState {
         build.view(&s.build_domain, &s.base_url)
     }
 
-    /// The JSON of `builds` (each with its index revision) as an array,
-    /// from the view cache.
-    pub(crate) fn builds_json(
+    /// `GET /builds`'s answer for `filters` (newest first), from the
+    /// answer cache while the index is unchanged, else from the view cache.
+    pub(crate) fn builds_answer(
         &self,
         index: &runboat_core::BuildIndex,
-        builds: &[(&Build, u64)],
-    ) -> Vec<u8> {
-        self.inner.views.json_array(index, builds, |b| self.build_json(b))
+        filters: &runboat_core::SearchFilters,
+    ) -> bytes::Bytes {
+        let views = &self.inner.views;
+        // Debug prints every field, strings escaped: a complete key.
+        let key = format!("{filters:?}");
+        views.answer(index, &key, || {
+            let found = index.search_with_revisions(filters, runboat_core::SortOrder::Desc);
+            views.json_array(index, &found, |b| self.build_json(b)).into()
+        })
     }
 
     /// The JSON of one build, from the view cache.

@@ -11,18 +11,55 @@
 //! cache outgrows the index.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use runboat_core::{Build, BuildIndex};
 
-/// Cached JSON of build views, by build name.
+/// Cached JSON of build views, by build name, and of whole list answers.
 #[derive(Debug, Default)]
 pub struct ViewCache {
     entries: RwLock<HashMap<String, (u64, Bytes)>>,
+    /// Whole answers by query, with the index version they were made at
+    /// ([`BuildIndex::version`]): a page polled again and again while
+    /// nothing changed is one lookup, with no search.
+    answers: Mutex<HashMap<String, (u64, Bytes)>>,
 }
 
+/// Whole answers kept at most, and their bytes at most (the answer cache
+/// is emptied when either would be passed); an answer larger than
+/// `ANSWER_MAX_BYTES` (every build of a large index) is not kept.
+const ANSWERS_MAX: usize = 128;
+const ANSWERS_MAX_BYTES: usize = 8 << 20;
+const ANSWER_MAX_BYTES: usize = 1 << 20;
+
 impl ViewCache {
+    /// The answer for the query `key` at the index's current version, made
+    /// by `make` when it is not cached (`key` must identify the query's
+    /// result set and order completely).
+    pub fn answer(&self, index: &BuildIndex, key: &str, make: impl FnOnce() -> Bytes) -> Bytes {
+        let version = index.version();
+        {
+            let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((v, body)) = answers.get(key)
+                && *v == version
+            {
+                return body.clone();
+            }
+        }
+        let body = make();
+        if body.len() > ANSWER_MAX_BYTES {
+            return body;
+        }
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let held: usize = answers.values().map(|(_, b)| b.len()).sum();
+        if answers.len() >= ANSWERS_MAX || held + body.len() > ANSWERS_MAX_BYTES {
+            answers.clear();
+        }
+        answers.insert(key.to_owned(), (version, body.clone()));
+        body
+    }
+
     /// The JSON array of `builds` (each with its revision in `index`), in
     /// their order; `view` serialises a build the cache does not have.
     pub fn json_array(
@@ -172,6 +209,53 @@ mod tests {
         assert_eq!(&one[..], br#"{"name":"b1","status":"stopped"}"#);
         assert_eq!(calls.get(), 3);
         assert_eq!(&cache.json_array(&index, &[], view)[..], b"[]");
+    }
+
+    #[test]
+    fn whole_answers_last_exactly_as_long_as_the_index_version() {
+        let mut index = BuildIndex::new();
+        index.upsert(build("b1"));
+        let cache = ViewCache::default();
+        let calls = Cell::new(0);
+        let make = |index: &BuildIndex| {
+            calls.set(calls.get() + 1);
+            Bytes::from(index.iter().map(|b| b.name.clone()).collect::<Vec<_>>().join(","))
+        };
+        let ask = |index: &BuildIndex, key: &str| cache.answer(index, key, || make(index));
+        assert_eq!(&ask(&index, "all")[..], b"b1");
+        assert_eq!(&ask(&index, "all")[..], b"b1");
+        assert_eq!(calls.get(), 1, "the same query at the same version is cached");
+        assert_eq!(&ask(&index, "other")[..], b"b1");
+        assert_eq!(calls.get(), 2, "another query is another answer");
+        index.upsert(build("b2"));
+        let mut names: Vec<String> = String::from_utf8(ask(&index, "all").to_vec())
+            .expect("utf-8")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b1", "b2"], "an added build is seen");
+        index.remove("b1");
+        assert_eq!(&ask(&index, "all")[..], b"b2", "a removed build is gone");
+        // An upsert that changes nothing keeps the answer.
+        let n = calls.get();
+        index.upsert(build("b2"));
+        assert_eq!(&ask(&index, "all")[..], b"b2");
+        assert_eq!(calls.get(), n);
+        // Bounded in count and bytes; a huge answer is not kept.
+        for i in 0..(2 * ANSWERS_MAX) {
+            ask(&index, &format!("q{i}"));
+        }
+        assert!(cache.answers.lock().expect("lock").len() <= ANSWERS_MAX);
+        let huge = || Bytes::from(vec![b' '; ANSWER_MAX_BYTES + 1]);
+        assert_eq!(cache.answer(&index, "huge", huge).len(), ANSWER_MAX_BYTES + 1);
+        assert!(!cache.answers.lock().expect("lock").contains_key("huge"));
+        let big = || Bytes::from(vec![b' '; ANSWER_MAX_BYTES]);
+        for i in 0..20 {
+            cache.answer(&index, &format!("big{i}"), big);
+        }
+        let held: usize = cache.answers.lock().expect("lock").values().map(|(_, b)| b.len()).sum();
+        assert!(held <= ANSWERS_MAX_BYTES, "{held} bytes held");
     }
 
     #[test]

@@ -373,6 +373,7 @@ proptest! {
         let mut revs: HashMap<String, u64> = HashMap::new();
         let mut seen_revs: HashSet<u64> = HashSet::new();
         for op in ops {
+            let version_before = idx.version();
             let mut expected = Vec::new();
             match op {
                 Op::Upsert(b) => {
@@ -454,6 +455,8 @@ proptest! {
                 now.insert(b.name.clone(), rev);
             }
             revs = now;
+            // The version moves exactly when something changed.
+            prop_assert_eq!(idx.version() != version_before, !got.is_empty() || !expected.is_empty());
             for order in [SortOrder::Asc, SortOrder::Desc] {
                 let with: Vec<(String, u64)> = idx
                     .search_with_revisions(&SearchFilters::default(), order)
