@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -215,6 +216,16 @@ impl Default for BuildIndex {
     }
 }
 
+/// Revisions are drawn from one counter for the whole process, so they
+/// are unique even across indexes: a cache that outlives an index (one
+/// replaced by another) can never take a revision of the new one for a
+/// revision of the old one.
+static REVISIONS: AtomicU64 = AtomicU64::new(0);
+
+fn next_revision() -> u64 {
+    REVISIONS.fetch_add(1, Ordering::Relaxed) + 1
+}
+
 /// A fixed-key hash of a commit identity (deterministic across runs).
 fn commit_hash(commit: &CommitInfo) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
@@ -367,7 +378,12 @@ impl BuildIndex {
     /// 1) before slow subscribers lag.
     pub fn with_event_capacity(capacity: usize) -> Self {
         let (events, _) = broadcast::channel(capacity.clamp(1, usize::MAX / 4));
-        BuildIndex { entries: HashMap::new(), derived: Derived::default(), events, last_rev: 0 }
+        BuildIndex {
+            entries: HashMap::new(),
+            derived: Derived::default(),
+            events,
+            last_rev: next_revision(),
+        }
     }
 
     /// Subscribes to the changes made from now on.
@@ -435,15 +451,16 @@ impl BuildIndex {
         self.entries.get(name).map(|e| &e.build)
     }
 
-    /// The index's version: the last revision given, so it changes
-    /// whenever any build is added, changed or removed (an answer computed
-    /// from the index stays right while the version is the same).
+    /// The index's version: the last revision it gave (or one of its own
+    /// when new), so it changes whenever any build is added, changed or
+    /// removed, and no two indexes share one (an answer computed from the
+    /// index stays right while the version is the same).
     pub fn version(&self) -> u64 {
         self.last_rev
     }
 
-    /// The revision of the build `name`: a number given anew (increasing
-    /// over the whole index, never reused) each time the build is added or
+    /// The revision of the build `name`: a number given anew (increasing,
+    /// never reused in the process) each time the build is added or
     /// changed, so a cache of anything derived from a build (its JSON,
     /// say) is valid while the revision it was made from is current.
     pub fn revision(&self, name: &str) -> Option<u64> {
@@ -597,8 +614,8 @@ impl BuildIndex {
     /// Replaces the build `name` by `new` (or removes it), keeping every
     /// derived structure in step. Returns the previous build.
     fn apply(&mut self, name: &str, new: Option<Build>) -> Option<Build> {
-        self.last_rev += 1;
-        let rev = self.last_rev;
+        let rev = next_revision();
+        self.last_rev = rev;
         let d = &mut self.derived;
         // Fast path: a build changing state only (the common case: scaled,
         // initialized…) keeps its place; its branch's newest build cannot

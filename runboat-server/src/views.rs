@@ -205,7 +205,8 @@ mod tests {
         );
         assert_eq!(calls.get(), 3, "only the changed build is serialised again");
 
-        let one = cache.json_one(&index, index.get("b1").expect("b1"), 1, view);
+        let rev = index.revision("b1").expect("revision");
+        let one = cache.json_one(&index, index.get("b1").expect("b1"), rev, view);
         assert_eq!(&one[..], br#"{"name":"b1","status":"stopped"}"#);
         assert_eq!(calls.get(), 3);
         assert_eq!(&cache.json_array(&index, &[], view)[..], b"[]");
@@ -256,6 +257,21 @@ mod tests {
         }
         let held: usize = cache.answers.lock().expect("lock").values().map(|(_, b)| b.len()).sum();
         assert!(held <= ANSWERS_MAX_BYTES, "{held} bytes held");
+    }
+
+    #[test]
+    fn a_cache_that_outlives_its_index_never_serves_the_old_one() {
+        let cache = ViewCache::default();
+        let mut old = BuildIndex::new();
+        old.upsert(build("b1"));
+        let first = cache.answer(&old, "all", || Bytes::from_static(b"old"));
+        assert_eq!(&first[..], b"old");
+        // A new index with the same history: other revisions and version.
+        let mut new = BuildIndex::new();
+        new.upsert(build("b1"));
+        assert_ne!(new.version(), old.version());
+        assert_ne!(new.revision("b1"), old.revision("b1"));
+        assert_eq!(&cache.answer(&new, "all", || Bytes::from_static(b"new"))[..], b"new");
     }
 
     #[test]
