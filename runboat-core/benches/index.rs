@@ -9,14 +9,15 @@
 //! divided by the number of builds. It includes the builds themselves and
 //! every auxiliary structure of the index, and the allocator's overhead.
 
+use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use jiff::Timestamp;
-use runboat_core::policy::{Limits, decide};
+use runboat_core::policy::{InFlight, JobTable, World, decide};
 use runboat_core::{
-    Build, BuildIndex, BuildStatus, CommitInfo, InitStatus, SearchFilters, SortOrder,
+    Build, BuildIndex, BuildStatus, CommitInfo, InitStatus, SearchFilters, Settings, SortOrder,
 };
 
 const N: usize = 100_000;
@@ -135,13 +136,29 @@ fn benches(c: &mut Criterion) {
     // Limits placing the index just above them, as in a steady state where
     // every change triggers a few actions: 2 initializations, 5 stops, 10
     // undeploys and the cleanup of the ~100 undeploying builds.
-    let limits = Limits {
-        max_initializing: 2,
-        max_started: idx.count_by_status(BuildStatus::Started) - 5,
-        max_deployed: idx.count_deployed() - 10,
+    let mut settings = Settings::from_toml_str(
+        "api_admin_user = \"a\"\napi_admin_passwd = \"p\"\nbuild_namespace = \"ns\"\n\
+         build_domain = \"example.com\"\nbase_url = \"https://runboat.example.com\"\n",
+    )
+    .expect("settings");
+    settings.max_initializing = 2;
+    settings.max_started = idx.count_by_status(BuildStatus::Started) - 5;
+    settings.max_deployed = idx.count_deployed() - 10;
+    let (jobs, in_flight, failures, touched) =
+        (JobTable::new(), InFlight::new(), BTreeSet::new(), BTreeSet::new());
+    let world = World {
+        index: &idx,
+        jobs: &jobs,
+        in_flight: &in_flight,
+        settings: &settings,
+        // No cap, so that the step decides everything the limits ask for.
+        max_concurrent_actions: usize::MAX,
+        cleanup_failures: &failures,
+        now: tokio::time::Instant::now(),
     };
-    eprintln!("decide at {} builds returns {} actions", idx.len(), decide(&idx, &limits).len());
-    g.bench_function("decide", |b| b.iter(|| black_box(decide(&idx, &limits))));
+    let step = decide(&world, &touched, []);
+    eprintln!("decide at {} builds returns {} actions", idx.len(), step.tasks.len());
+    g.bench_function("decide", |b| b.iter(|| black_box(decide(&world, &touched, []))));
     let filters =
         SearchFilters { repo: Some("oca/repository-42".to_owned()), ..Default::default() };
     g.bench_function("search_one_repo", |b| {

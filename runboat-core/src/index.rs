@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 
 use crate::build::Build;
 use crate::commit::CommitInfo;
-use crate::policy::Limits;
+use crate::settings::Limits;
 use crate::status::{BuildStatus, InitStatus};
 
 /// Default capacity of the event channel.

@@ -19,6 +19,7 @@ pub mod error;
 pub mod forge;
 pub mod index;
 pub mod policy;
+pub mod rng;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod sim;
@@ -37,6 +38,6 @@ pub use controller::{
 };
 pub use error::{Error, Result};
 pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};
-pub use policy::{Action, Limits, decide};
+pub use policy::{Limits, Step, Task, decide};
 pub use settings::{BuildRule, RepoRule, Secret, Settings};
 pub use status::{BuildStatus, DeploymentFacts, InitStatus};

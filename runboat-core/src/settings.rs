@@ -42,7 +42,27 @@ use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::policy::Limits;
+
+/// The three capacity limits of SPEC. A limit of 0 pauses that activity
+/// (no initialization, every started build stopped, every evictable build
+/// undeployed), as in the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// At most this many initialization jobs at once.
+    pub max_initializing: usize,
+    /// Above this many started builds, stop the oldest-scaled ones.
+    pub max_started: usize,
+    /// Above this many deployed (not undeploying) builds, undeploy the
+    /// oldest-scaled stopped/stopping/failed ones.
+    pub max_deployed: usize,
+}
+
+impl Default for Limits {
+    /// The original's defaults: 2 / 6 / 10.
+    fn default() -> Self {
+        Limits { max_initializing: 2, max_started: 6, max_deployed: 10 }
+    }
+}
 
 /// Prefix of the environment variables.
 pub const ENV_PREFIX: &str = "RUNBOAT_";

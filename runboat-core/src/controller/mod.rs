@@ -74,8 +74,8 @@
 //! `post_status` only queues, and an action posts its statuses after its
 //! last cluster call, so the forge never delays a cluster action.
 
+mod effects;
 mod run;
-mod task;
 #[cfg(test)]
 mod tests;
 
@@ -93,8 +93,10 @@ use crate::cluster::{Cluster, ClusterError, ClusterResult};
 use crate::commit::CommitInfo;
 use crate::forge::Forge;
 use crate::index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};
+use crate::policy::Request;
 use crate::settings::Settings;
-use crate::status::BuildStatus;
+
+pub use crate::policy::{CommandOutcome, IgnoredReason};
 
 #[cfg(doc)]
 use crate::cluster::ClusterEvent;
@@ -163,46 +165,6 @@ impl Default for ControllerConfig {
             seed: 0x5eed_1234_abcd_0001,
         }
     }
-}
-
-/// Why a command was accepted but did nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IgnoredReason {
-    /// `deploy_commit` of a commit that already has this build (whatever
-    /// its state).
-    AlreadyDeployed {
-        /// The existing build.
-        build_name: String,
-    },
-    /// The build's status does not allow the command (start from
-    /// `stopped`/`stopping` only, stop from `started` only, no reset or
-    /// undeploy of an `undeploying` build).
-    Status(BuildStatus),
-}
-
-impl fmt::Display for IgnoredReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IgnoredReason::AlreadyDeployed { build_name } => {
-                write!(f, "commit already deployed as {build_name}")
-            }
-            IgnoredReason::Status(status) => write!(f, "build is {status}"),
-        }
-    }
-}
-
-/// What a command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandOutcome {
-    /// The cluster actions were applied (their effect shows in the index
-    /// once the events arrive).
-    Done,
-    /// Nothing to do, and why.
-    Ignored(IgnoredReason),
-    /// No build of that name.
-    NotFound,
-    /// `deploy_commit` of a repo/branch no settings rule supports.
-    Unsupported,
 }
 
 /// Why a command could not be carried out.
@@ -311,16 +273,21 @@ impl Shared {
     }
 }
 
-type Reply = oneshot::Sender<CommandResult>;
+/// Where the answer to a request goes.
+enum Reply {
+    /// Nobody waits (a request the loop queued itself).
+    None,
+    /// The outcome of a deploy/start/stop/reset/undeploy.
+    Outcome(oneshot::Sender<CommandResult>),
+    /// How many builds an undeploy-matching queued.
+    Count(oneshot::Sender<usize>),
+}
 
-/// A user command for the loop.
+/// A message for the loop.
 enum Command {
-    Deploy(CommitInfo, Option<Reply>),
-    Start(String, Option<Reply>),
-    Stop(String, Option<Reply>),
-    Reset(String, Option<Reply>),
-    Undeploy(String, Option<Reply>),
-    UndeployMatching(SearchFilters, oneshot::Sender<usize>),
+    /// A request and where its answer goes.
+    Request(Request, Reply),
+    /// Stop the loop.
     Shutdown,
 }
 
@@ -373,9 +340,12 @@ impl fmt::Debug for ControllerHandle {
 }
 
 impl ControllerHandle {
-    async fn ask(&self, make: impl FnOnce(Option<Reply>) -> Command) -> CommandResult {
+    async fn ask(&self, request: Request) -> CommandResult {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(Some(tx))).await.map_err(|_| CommandError::Stopped)?;
+        self.commands
+            .send(Command::Request(request, Reply::Outcome(tx)))
+            .await
+            .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?
     }
 
@@ -384,32 +354,28 @@ impl ControllerHandle {
     /// branch, [`IgnoredReason::AlreadyDeployed`] when the commit already
     /// has a build, whatever its state.
     pub async fn deploy_commit(&self, commit: CommitInfo) -> CommandResult {
-        self.ask(|r| Command::Deploy(commit, r)).await
+        self.ask(Request::Deploy(commit)).await
     }
 
     /// Starts a `stopped`/`stopping` build: mode `start`, then 1 replica.
     pub async fn start(&self, build_name: &str) -> CommandResult {
-        let name = build_name.to_owned();
-        self.ask(|r| Command::Start(name, r)).await
+        self.ask(Request::Start(build_name.to_owned())).await
     }
 
     /// Stops a `started` build: 0 replicas, then mode `stop`.
     pub async fn stop(&self, build_name: &str) -> CommandResult {
-        let name = build_name.to_owned();
-        self.ask(|r| Command::Stop(name, r)).await
+        self.ask(Request::Stop(build_name.to_owned())).await
     }
 
     /// Resets a build (not undeploying): kills its jobs, re-applies mode
     /// `deployment` (init status back to `todo`), posts `pending`.
     pub async fn reset(&self, build_name: &str) -> CommandResult {
-        let name = build_name.to_owned();
-        self.ask(|r| Command::Reset(name, r)).await
+        self.ask(Request::Reset(build_name.to_owned())).await
     }
 
     /// Undeploys a build (deletes its Deployment; cleanup follows).
     pub async fn undeploy(&self, build_name: &str) -> CommandResult {
-        let name = build_name.to_owned();
-        self.ask(|r| Command::Undeploy(name, r)).await
+        self.ask(Request::Undeploy(build_name.to_owned())).await
     }
 
     /// Undeploys every build matching `filters` that is not already
@@ -421,7 +387,7 @@ impl ControllerHandle {
     ) -> std::result::Result<usize, CommandError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::UndeployMatching(filters, tx))
+            .send(Command::Request(Request::UndeployMatching(filters), Reply::Count(tx)))
             .await
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)

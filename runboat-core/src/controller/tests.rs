@@ -20,7 +20,7 @@ use crate::contract::{
     ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
 };
 use crate::forge::{CommitState, CommitStatus};
-use crate::status::{DeploymentFacts, InitStatus};
+use crate::status::{BuildStatus, DeploymentFacts, InitStatus};
 
 mock! {
     pub Cluster {}

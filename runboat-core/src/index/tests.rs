@@ -60,7 +60,7 @@ fn event_json_and_status_counts() {
     let v = IndexEvent::Del(b.clone()).to_json("d.example", "http://x");
     assert_eq!(v["event"], "del");
     assert_eq!(v["build"], b.to_json("d.example", "http://x"));
-    let counts = idx.status_counts(&crate::policy::Limits::default());
+    let counts = idx.status_counts(&crate::settings::Limits::default());
     assert_eq!(
         serde_json::to_value(counts).expect("json"),
         serde_json::json!({

@@ -84,6 +84,7 @@ use crate::contract::{
     ANNOTATION_LAST_SCALED, ANNOTATION_PR, ANNOTATION_REPO, ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
     format_last_scaled,
 };
+use crate::rng::SeededRng;
 use crate::status::{DeploymentFacts, InitStatus};
 
 /// How a simulated Job ends.
@@ -267,7 +268,7 @@ struct Sub<T> {
 struct State {
     config: SimConfig,
     faults: Faults,
-    rng: u64,
+    rng: SeededRng,
     start: Instant,
     base: Timestamp,
     deps: BTreeMap<String, Dep>,
@@ -314,20 +315,11 @@ fn job_name(build: &str, kind: JobKind) -> String {
 
 impl State {
     fn next_u64(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        // 53 random bits as a float in [0, 1).
-        let r = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        r < p
+        self.rng.chance(p)
     }
 
     fn up_to(&mut self, max: Duration) -> Duration {
@@ -461,7 +453,7 @@ impl SimCluster {
         let base: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap_or(Timestamp::UNIX_EPOCH);
         let state = State {
             faults: config.faults,
-            rng: config.seed ^ 0xa076_1d64_78bd_642f,
+            rng: SeededRng::new(config.seed ^ 0xa076_1d64_78bd_642f),
             config,
             start: Instant::now(),
             base,

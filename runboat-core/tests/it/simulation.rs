@@ -18,22 +18,8 @@ use runboat_core::{
 
 use crate::common::{commit, settings, spawn};
 
-/// The workload's random choices (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+/// The workload's random choices.
+type Rng = runboat_core::rng::SeededRng;
 
 struct World {
     sim: SimCluster,
@@ -176,7 +162,7 @@ fn check_settled(w: &World) {
 
 /// Runs one simulation; returns the calls the cluster received.
 async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (max_init, max_started, max_deployed) = (3, 4, 40);
     let start_after_init = seed.is_multiple_of(2);
     let no_cleanup_job = seed.is_multiple_of(3);

@@ -1,0 +1,554 @@
+//! Tests of the step: examples of each decision, then properties of
+//! [`decide`] over arbitrary indexes, job tables, in-flight sets, limits and
+//! request queues, checked against the linear reference model of the index.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use super::*;
+use crate::cluster::JobFacts;
+use crate::testutil::{Model, Spec, arb_build};
+
+fn settings(i: usize, s: usize, d: usize) -> Settings {
+    let mut settings = Settings::from_toml_str(
+        r#"
+api_admin_user = "admin"
+api_admin_passwd = "pw"
+build_namespace = "ns"
+build_domain = "example.com"
+base_url = "https://runboat.example.com"
+
+[[repos]]
+repo = "oca/.*"
+branch = ".*"
+builds = [{ image = "odoo:16" }]
+"#,
+    )
+    .expect("settings");
+    settings.max_initializing = i;
+    settings.max_started = s;
+    settings.max_deployed = d;
+    settings
+}
+
+fn index_of(specs: &[Spec]) -> BuildIndex {
+    let mut idx = BuildIndex::new();
+    for s in specs {
+        idx.upsert(s.build());
+    }
+    idx
+}
+
+fn spec(name: &str, status: BuildStatus, created: i64, sha: u8) -> Spec {
+    let mut s = Spec::new(name, status);
+    s.created = created;
+    s.sha = sha;
+    s
+}
+
+fn job(name: &str, build: &str, kind: JobKind, phase: JobPhase) -> JobFacts {
+    JobFacts { name: name.into(), build_name: build.into(), kind, phase, deleting: false }
+}
+
+/// Everything the step reads but the index, with room for any number of
+/// actions unless `max_concurrent_actions` is changed.
+struct Fixture {
+    settings: Settings,
+    jobs: JobTable,
+    in_flight: InFlight,
+    failures: BTreeSet<String>,
+    max_concurrent_actions: usize,
+    now: Instant,
+}
+
+impl Fixture {
+    fn new(settings: Settings) -> Fixture {
+        Fixture {
+            settings,
+            jobs: JobTable::new(),
+            in_flight: InFlight::new(),
+            failures: BTreeSet::new(),
+            max_concurrent_actions: 1000,
+            now: Instant::now(),
+        }
+    }
+
+    fn world<'a>(&'a self, index: &'a BuildIndex) -> World<'a> {
+        World {
+            index,
+            jobs: &self.jobs,
+            in_flight: &self.in_flight,
+            settings: &self.settings,
+            max_concurrent_actions: self.max_concurrent_actions,
+            cleanup_failures: &self.failures,
+            now: self.now,
+        }
+    }
+
+    fn decide(&self, index: &BuildIndex, touched: &[&str], requests: &[Request]) -> Step {
+        let touched: BTreeSet<String> = touched.iter().map(|s| (*s).to_owned()).collect();
+        decide(&self.world(index), &touched, requests)
+    }
+}
+
+fn names(tasks: &[Task]) -> Vec<String> {
+    tasks.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn initializes_the_oldest_todo_builds_within_the_room_left() {
+    let mut running = spec("running", BuildStatus::Initializing, 0, 0);
+    running.init = InitStatus::Started;
+    let idx = index_of(&[
+        running,
+        spec("t3", BuildStatus::Initializing, 3, 3),
+        spec("t1", BuildStatus::Initializing, 1, 1),
+        spec("t2", BuildStatus::Initializing, 2, 2),
+    ]);
+    let f = Fixture::new(settings(3, 9, 99));
+    assert_eq!(names(&f.decide(&idx, &[], &[]).tasks), ["initialize t1", "initialize t2"]);
+    assert!(Fixture::new(settings(1, 9, 99)).decide(&idx, &[], &[]).tasks.is_empty());
+    // A limit of 0 pauses initialization.
+    assert!(Fixture::new(settings(0, 9, 99)).decide(&idx, &[], &[]).tasks.is_empty());
+
+    // A running init Job whose Deployment event has not shown `started`
+    // yet holds a slot too, and its build is not initialized twice.
+    let mut f = Fixture::new(settings(3, 9, 99));
+    f.jobs.insert(job("j", "t1", JobKind::Initialize, JobPhase::Pending));
+    assert_eq!(names(&f.decide(&idx, &[], &[]).tasks), ["initialize t2"]);
+    // So does an initialize action whose Job has not shown yet.
+    let mut f = Fixture::new(settings(3, 9, 99));
+    let t2 = Target::of(idx.get("t2").expect("t2"));
+    f.in_flight.begin(&Task::Initialize(t2), f.now, Duration::from_secs(30));
+    assert_eq!(names(&f.decide(&idx, &[], &[]).tasks), ["initialize t1"]);
+}
+
+#[test]
+fn stops_the_oldest_scaled_started_builds_above_the_limit() {
+    let mut specs = Vec::new();
+    for (i, scaled) in [5, 1, 3].into_iter().enumerate() {
+        let mut s =
+            spec(&format!("s{scaled}"), BuildStatus::Started, 0, u8::try_from(i).expect("small"));
+        s.last_scaled = Some(scaled);
+        specs.push(s);
+    }
+    specs.push(spec("starting", BuildStatus::Starting, 0, 9));
+    let idx = index_of(&specs);
+    let f = Fixture::new(settings(1, 1, 99));
+    assert_eq!(names(&f.decide(&idx, &[], &[]).tasks), ["stop s1", "stop s3"]);
+    assert!(Fixture::new(settings(1, 3, 99)).decide(&idx, &[], &[]).tasks.is_empty());
+    // One slot left: the oldest goes first.
+    let mut f = Fixture::new(settings(1, 1, 99));
+    f.max_concurrent_actions = 1;
+    assert_eq!(names(&f.decide(&idx, &[], &[]).tasks), ["stop s1"]);
+}
+
+#[test]
+fn undeploys_the_oldest_stopped_never_the_newest_of_a_branch_and_cleans_up() {
+    let mut pr = spec("pr", BuildStatus::Stopped, 9, 3);
+    pr.pr = Some(4);
+    let idx = index_of(&[
+        spec("old", BuildStatus::Failed, 1, 1),
+        spec("newest", BuildStatus::Stopped, 5, 2),
+        pr,
+        spec("started", BuildStatus::Started, 0, 4),
+        spec("gone", BuildStatus::Undeploying, 0, 5),
+    ]);
+    // 4 deployed (the undeploying one does not count), limit 1: 3 too many,
+    // but only "old" and "pr" are eligible.
+    let f = Fixture::new(settings(1, 9, 1));
+    assert_eq!(
+        names(&f.decide(&idx, &[], &[]).tasks),
+        ["undeploy old", "undeploy pr", "cleanup gone"]
+    );
+    let f = Fixture::new(settings(1, 9, 3));
+    assert_eq!(names(&f.decide(&idx, &[], &[]).tasks), ["undeploy old", "cleanup gone"]);
+    let f = Fixture::new(settings(1, 0, 3));
+    assert_eq!(
+        names(&f.decide(&idx, &[], &[]).tasks),
+        ["stop started", "undeploy old", "cleanup gone"]
+    );
+    // A running cleanup Job: no second cleanup.
+    let mut f = Fixture::new(settings(1, 9, 99));
+    f.jobs.insert(job("c", "gone", JobKind::Cleanup, JobPhase::Running));
+    assert!(f.decide(&idx, &["gone"], &[]).tasks.is_empty());
+}
+
+#[test]
+fn job_handling_follows_spec_for_the_touched_builds() {
+    let mut started = spec("started", BuildStatus::Initializing, 0, 1);
+    started.init = InitStatus::Started;
+    let idx = index_of(&[
+        spec("todo", BuildStatus::Initializing, 0, 0),
+        started,
+        spec("gone", BuildStatus::Undeploying, 0, 2),
+        spec("done", BuildStatus::Stopped, 0, 3),
+    ]);
+    let mut f = Fixture::new(settings(0, 9, 99));
+    f.jobs.insert(job("j1", "todo", JobKind::Initialize, JobPhase::Running));
+    f.jobs.insert(job("j2", "started", JobKind::Initialize, JobPhase::Failed));
+    f.jobs.insert(job("j3", "gone", JobKind::Cleanup, JobPhase::Succeeded));
+    f.jobs.insert(job("j4", "orphan", JobKind::Initialize, JobPhase::Succeeded));
+    // A replayed success of a finished initialization: nothing.
+    f.jobs.insert(job("j5", "done", JobKind::Initialize, JobPhase::Succeeded));
+    let step = f.decide(&idx, &["done", "gone", "orphan", "started", "todo"], &[]);
+    assert_eq!(
+        names(&step.tasks),
+        [
+            "cleanup-succeeded gone",
+            "delete-orphan orphan",
+            "init-failed started",
+            "init-started todo"
+        ]
+    );
+    // Untouched builds get no job handling.
+    assert!(f.decide(&idx, &[], &[]).tasks.is_empty());
+
+    // Init status `started` and no init Job at all: back to todo (and the
+    // undeploying build, with no cleanup Job yet, gets its cleanup).
+    let f = Fixture::new(settings(0, 9, 99));
+    assert_eq!(
+        names(&f.decide(&idx, &["started"], &[]).tasks),
+        ["requeue started", "cleanup gone"]
+    );
+
+    // A failed cleanup is reported once and not run again; when its Job
+    // goes, the report is cleared and the cleanup runs again.
+    let mut f = Fixture::new(settings(0, 9, 99));
+    f.jobs.insert(job("c", "gone", JobKind::Cleanup, JobPhase::Failed));
+    let step = f.decide(&idx, &["gone"], &[]);
+    assert_eq!(step.cleanup_failed, ["gone"]);
+    assert!(step.tasks.is_empty());
+    f.failures.insert("gone".into());
+    assert!(f.decide(&idx, &["gone"], &[]).cleanup_failed.is_empty());
+    f.jobs.remove("c");
+    let step = f.decide(&idx, &["gone"], &[]);
+    assert_eq!(step.cleanup_cleared, ["gone"]);
+    assert_eq!(names(&step.tasks), ["cleanup gone"]);
+}
+
+#[test]
+fn requests_are_answered_in_order_and_wait_while_their_build_is_busy() {
+    let idx = index_of(&[
+        spec("stopped", BuildStatus::Stopped, 0, 0),
+        spec("started", BuildStatus::Started, 0, 1),
+        spec("gone", BuildStatus::Undeploying, 0, 2),
+    ]);
+    let commit = |repo: &str, sha: u8| {
+        CommitInfo::new(repo, "16.0", None, &format!("{sha:02x}").repeat(20)).expect("commit")
+    };
+    let known = idx.get("stopped").expect("known").commit_info.clone();
+    let mut f = Fixture::new(settings(0, 9, 99));
+    let requests = [
+        Request::Start("stopped".into()),
+        Request::Stop("stopped".into()),
+        Request::Start("started".into()),
+        Request::Reset("nope".into()),
+        Request::Deploy(commit("oca/x", 9)),
+        Request::Deploy(commit("other/x", 9)),
+        Request::Deploy(known),
+        Request::Deploy(idx.get("gone").expect("gone").commit_info.clone()),
+        Request::UndeployMatching(SearchFilters::default()),
+    ];
+    let step = f.decide(&idx, &[], &requests);
+    let new_name = commit("oca/x", 9).build_name();
+    assert_eq!(
+        step.verdicts,
+        [
+            Verdict::Run(Task::Start(Target::of(idx.get("stopped").expect("stopped")))),
+            // The build was `stopped` when the step looked: not allowed.
+            Verdict::Answer(CommandOutcome::Ignored(IgnoredReason::Status(BuildStatus::Stopped))),
+            Verdict::Answer(CommandOutcome::Ignored(IgnoredReason::Status(BuildStatus::Started))),
+            Verdict::Answer(CommandOutcome::NotFound),
+            Verdict::Run(Task::Deploy(Target { name: new_name, commit: commit("oca/x", 9) })),
+            Verdict::Answer(CommandOutcome::Unsupported),
+            Verdict::Answer(CommandOutcome::Ignored(IgnoredReason::AlreadyDeployed {
+                build_name: "stopped".into()
+            })),
+            Verdict::AcceptAndWait,
+            Verdict::Expand(vec!["started".into(), "stopped".into()]),
+        ]
+    );
+    // A busy build's request waits; the next ones are still looked at.
+    f.in_flight.begin(&Task::Undeploy("stopped".into()), f.now, Duration::from_secs(30));
+    let step =
+        f.decide(&idx, &[], &[Request::Start("stopped".into()), Request::Stop("started".into())]);
+    assert_eq!(step.verdicts[0], Verdict::Wait);
+    assert!(matches!(step.verdicts[1], Verdict::Run(Task::Stop(_))));
+    // No capacity: the rest of the queue is not looked at.
+    f.max_concurrent_actions = 1;
+    let step =
+        f.decide(&idx, &[], &[Request::Start("stopped".into()), Request::Stop("started".into())]);
+    assert!(step.verdicts.is_empty());
+}
+
+#[test]
+fn in_flight_keeps_a_build_busy_until_the_effect_shows_or_the_deadline_passes() {
+    let idx = index_of(&[spec("s", BuildStatus::Started, 0, 0)]);
+    let jobs = JobTable::new();
+    let mut fl = InFlight::new();
+    let now = Instant::now();
+    let timeout = Duration::from_secs(30);
+    let target = Target::of(idx.get("s").expect("s"));
+    fl.begin(&Task::Stop(target.clone()), now, timeout);
+    assert!(fl.busy("s", now));
+    let ended = fl.end("s", true, now, timeout, |_| Duration::ZERO).expect("running");
+    assert_eq!(ended.kind, TaskKind::Stop);
+    assert_eq!(ended.wake_at, [now + timeout]);
+    let touched: BTreeSet<String> = ["s".to_owned()].into();
+    // Still started with one replica: the stop has not shown.
+    fl.settle(&idx, &jobs, &touched, now, false);
+    assert!(fl.busy("s", now));
+    fl.settle(&idx, &jobs, &touched, now + timeout, false);
+    assert!(!fl.busy("s", now + timeout));
+
+    // A failure: busy for the backoff, then free.
+    fl.begin(&Task::Stop(target), now, timeout);
+    let ended =
+        fl.end("s", false, now, timeout, |n| Duration::from_secs(u64::from(n))).expect("ran");
+    assert_eq!((ended.failures, ended.wake_at.clone()), (1, vec![now + Duration::from_secs(1)]));
+    assert!(fl.busy("s", now) && !fl.busy("s", now + Duration::from_secs(1)));
+    assert!(fl.end("s", true, now, timeout, |_| Duration::ZERO).is_none(), "not running");
+}
+
+// ---- Properties of the step ----
+
+/// Build names are `b0`..`b39`; jobs may also name `b40`..`b44` (orphans).
+const NAMES: usize = 45;
+
+#[derive(Debug, Clone)]
+struct World0 {
+    builds: Vec<Build>,
+    jobs: Vec<(usize, usize, JobKind, JobPhase, bool)>,
+    /// (build, initialize?, state: 0 running, 1 awaiting, 2 in backoff)
+    in_flight: Vec<(usize, bool, u8)>,
+    limits: (usize, usize, usize),
+    capacity: usize,
+    touched: Vec<usize>,
+    requests: Vec<(u8, usize)>,
+}
+
+fn arb_world() -> impl Strategy<Value = World0> {
+    let kind = prop::sample::select(vec![JobKind::Initialize, JobKind::Cleanup]);
+    let phase = prop::sample::select(vec![
+        JobPhase::Pending,
+        JobPhase::Running,
+        JobPhase::Succeeded,
+        JobPhase::Failed,
+    ]);
+    (
+        prop::collection::vec(arb_build(40), 0..60),
+        prop::collection::vec((0..8usize, 0..NAMES, kind, phase, prop::bool::weighted(0.1)), 0..30),
+        prop::collection::vec((0..NAMES, any::<bool>(), 0..3u8), 0..10),
+        (0..5usize, 0..8usize, 0..30usize),
+        1..40usize,
+        prop::collection::vec(0..NAMES, 0..NAMES),
+        prop::collection::vec((0..6u8, 0..NAMES), 0..10),
+    )
+        .prop_map(|(builds, jobs, in_flight, limits, capacity, touched, requests)| World0 {
+            builds,
+            jobs,
+            in_flight,
+            limits,
+            capacity,
+            touched,
+            requests,
+        })
+}
+
+fn name(i: usize) -> String {
+    format!("b{i}")
+}
+
+fn some_commit() -> CommitInfo {
+    CommitInfo::new("oca/a", "16.0", None, &"ab".repeat(20)).expect("commit")
+}
+
+struct Built {
+    index: BuildIndex,
+    model: Model,
+    fixture: Fixture,
+    touched: BTreeSet<String>,
+    requests: Vec<Request>,
+}
+
+fn build(w: &World0) -> Built {
+    let mut index = BuildIndex::new();
+    let mut model = Model::default();
+    for b in &w.builds {
+        model.upsert(b.clone());
+        index.upsert(b.clone());
+    }
+    let (i, s, d) = w.limits;
+    let mut fixture = Fixture::new(settings(i, s, d));
+    fixture.max_concurrent_actions = w.capacity;
+    for (n, (j, b, kind, phase, deleting)) in w.jobs.iter().enumerate() {
+        let mut facts = job(&format!("j{j}-{n}"), &name(*b), *kind, *phase);
+        facts.deleting = *deleting;
+        fixture.jobs.insert(facts);
+    }
+    let timeout = Duration::from_secs(30);
+    let before = fixture.now - Duration::from_secs(1);
+    for (b, initialize, state) in &w.in_flight {
+        let n = name(*b);
+        if fixture.in_flight.running(&n).is_some() {
+            continue;
+        }
+        let task = if *initialize {
+            Task::Initialize(Target { name: n.clone(), commit: some_commit() })
+        } else {
+            Task::Undeploy(n.clone())
+        };
+        fixture.in_flight.begin(&task, before, timeout);
+        match state {
+            1 => {
+                fixture.in_flight.end(&n, true, before, timeout, |_| Duration::ZERO);
+            }
+            2 => {
+                fixture.in_flight.end(&n, false, before, timeout, |_| Duration::from_secs(10));
+            }
+            _ => {}
+        }
+    }
+    let touched = w.touched.iter().map(|b| name(*b)).collect();
+    let requests = w
+        .requests
+        .iter()
+        .map(|(r, b)| match r {
+            0 => Request::Start(name(*b)),
+            1 => Request::Stop(name(*b)),
+            2 => Request::Reset(name(*b)),
+            3 => Request::Undeploy(name(*b)),
+            4 => Request::Deploy(
+                CommitInfo::new("oca/a", "17.0", Some(*b as u64 + 1), &format!("{b:040x}"))
+                    .expect("commit"),
+            ),
+            _ => Request::UndeployMatching(SearchFilters {
+                repo: Some("oca/b".into()),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    Built { index, model, fixture, touched, requests }
+}
+
+/// The builds holding an initialization slot: init status `started`, a
+/// pending or running init Job, or an initialize action not reflected yet.
+fn init_slots(b: &Built) -> BTreeSet<String> {
+    let mut slots: BTreeSet<String> = b
+        .model
+        .builds
+        .iter()
+        .filter(|x| x.init_status == InitStatus::Started)
+        .map(|x| x.name.clone())
+        .collect();
+    slots.extend(b.fixture.jobs.active_init().map(str::to_owned));
+    slots.extend(b.fixture.in_flight.initializing().map(str::to_owned));
+    slots
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_step_respects_limits_busy_builds_and_capacity(w in arb_world()) {
+        let b = build(&w);
+        let world = b.fixture.world(&b.index);
+        let step = decide(&world, &b.touched, &b.requests);
+        let now = b.fixture.now;
+        let all: Vec<&Task> = step.all_tasks().collect();
+
+        // One task per build, none for a busy build, within capacity.
+        let distinct: HashSet<&str> = all.iter().map(|t| t.build_name()).collect();
+        prop_assert_eq!(distinct.len(), all.len(), "a build got two tasks: {:?}", all);
+        for t in &all {
+            prop_assert!(!b.fixture.in_flight.busy(t.build_name(), now), "{} for a busy build", t);
+        }
+        let capacity = w.capacity.saturating_sub(b.fixture.in_flight.running_count());
+        prop_assert!(all.len() <= capacity);
+        // Requests are only left unexamined when capacity ran out.
+        if step.verdicts.len() < b.requests.len() {
+            prop_assert!(step.tasks.is_empty());
+            prop_assert_eq!(all.len(), capacity);
+        }
+
+        // Initialization: todo, not undeploying, no live init Job, and the
+        // builds holding a slot never exceed max_initializing.
+        let slots = init_slots(&b);
+        let mut after = slots.clone();
+        for t in &all {
+            if let Task::Initialize(target) = t {
+                let build = b.index.get(&target.name).expect("initializing a known build");
+                prop_assert_eq!(build.init_status, InitStatus::Todo);
+                prop_assert_ne!(build.status, BuildStatus::Undeploying);
+                prop_assert!(!b.fixture.jobs.has_live(&target.name, JobKind::Initialize));
+                after.insert(target.name.clone());
+            }
+        }
+        if after.len() > slots.len() {
+            prop_assert!(after.len() <= w.limits.0, "{} slots held, max {}", after.len(), w.limits.0);
+        }
+
+        // Limits: no more stops or undeploys than the excess; only started
+        // builds stopped; never the newest build of a branch undeployed.
+        let stops: Vec<&Task> = step.tasks.iter().filter(|t| matches!(t, Task::Stop(_))).collect();
+        let excess_started = b.model.count(BuildStatus::Started).saturating_sub(w.limits.1);
+        prop_assert!(stops.len() <= excess_started);
+        for t in &stops {
+            prop_assert_eq!(b.index.get(t.build_name()).map(|x| x.status), Some(BuildStatus::Started));
+        }
+        let undeploys: Vec<&Task> =
+            step.tasks.iter().filter(|t| matches!(t, Task::Undeploy(_))).collect();
+        prop_assert!(undeploys.len() <= b.model.deployed().saturating_sub(w.limits.2));
+        for t in &undeploys {
+            let build = b.index.get(t.build_name()).expect("undeploying a known build");
+            prop_assert!(matches!(
+                build.status,
+                BuildStatus::Stopped | BuildStatus::Stopping | BuildStatus::Failed
+            ));
+            prop_assert!(!b.model.is_newest(build), "undeploying the newest build of a branch");
+        }
+        // Cleanup only of undeploying builds.
+        for t in &step.tasks {
+            if let Task::Cleanup(target) = t {
+                prop_assert_eq!(
+                    b.index.get(&target.name).map(|x| x.status),
+                    Some(BuildStatus::Undeploying)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_step_is_idempotent_once_its_tasks_are_in_flight(w in arb_world()) {
+        let mut b = build(&w);
+        let step = {
+            let world = b.fixture.world(&b.index);
+            decide(&world, &b.touched, &b.requests)
+        };
+        // Apply the step to the model: tasks in flight, answered requests
+        // gone, waiting ones kept, failure reports recorded.
+        let now = b.fixture.now;
+        for t in step.all_tasks() {
+            b.fixture.in_flight.begin(t, now, Duration::from_secs(30));
+        }
+        let mut remaining = Vec::new();
+        for (verdict, request) in step.verdicts.iter().zip(&b.requests) {
+            if matches!(verdict, Verdict::Wait | Verdict::AcceptAndWait) {
+                remaining.push(request.clone());
+            }
+        }
+        remaining.extend(b.requests[step.verdicts.len()..].iter().cloned());
+        b.fixture.failures.extend(step.cleanup_failed.iter().cloned());
+        for n in &step.cleanup_cleared {
+            b.fixture.failures.remove(n);
+        }
+        let world = b.fixture.world(&b.index);
+        let again = decide(&world, &b.touched, &remaining);
+        let again: Vec<&Task> = again.all_tasks().collect();
+        prop_assert!(again.is_empty(), "new tasks: {:?} after {:?}", again, step);
+    }
+}
