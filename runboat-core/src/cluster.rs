@@ -30,6 +30,7 @@
 //! retrying the same thing will not help).
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -38,8 +39,12 @@ use crate::commit::CommitInfo;
 use crate::contract::{JOB_KIND_CLEANUP, JOB_KIND_INITIALIZE};
 use crate::status::{DeploymentFacts, InitStatus};
 
-/// The `mode` variable the kubefiles are rendered with (SPEC "Kubefiles").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The `mode` variable the kubefiles are rendered with (SPEC "Kubefiles"):
+/// each mode selects a subset of the objects.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum KubefilesMode {
     /// Create (or reset) the build: Deployment with 0 replicas and init
     /// status `todo`, Service, Ingresses, PVC, ConfigMaps, Secret.
@@ -74,6 +79,11 @@ impl KubefilesMode {
             KubefilesMode::Stop => "stop",
             KubefilesMode::Cleanup => "cleanup",
         }
+    }
+
+    /// Parses a mode name as written in kubefiles (`runboat/modes`).
+    pub fn from_name(name: &str) -> Option<KubefilesMode> {
+        KubefilesMode::ALL.into_iter().find(|mode| mode.as_str() == name)
     }
 }
 
@@ -167,22 +177,107 @@ pub enum ClusterEvent<T> {
     Deleted(T),
 }
 
-/// Why a cluster call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What a [`ClusterError`] says: which call failed and why, in our words,
+/// and the error it came from (kube's, the renderer's), kept as its
+/// [`source`](std::error::Error::source) so that a chain shows each cause
+/// once. Compared by message only. Dereferences to the message.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl ErrorDetail {
+    /// A detail with no underlying error.
+    pub fn new(message: impl Into<String>) -> ErrorDetail {
+        ErrorDetail { message: message.into(), source: None }
+    }
+
+    /// A detail caused by `source`; `message` should not repeat its text.
+    pub fn caused_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> ErrorDetail {
+        ErrorDetail { message: message.into(), source: Some(Arc::new(source)) }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::ops::Deref for ErrorDetail {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl PartialEq for ErrorDetail {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for ErrorDetail {}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ErrorDetail {
+    fn from(message: String) -> Self {
+        ErrorDetail::new(message)
+    }
+}
+
+impl From<&str> for ErrorDetail {
+    fn from(message: &str) -> Self {
+        ErrorDetail::new(message)
+    }
+}
+
+/// Why a cluster call failed. `Display` says this level only; the error it
+/// came from is its `source()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterError {
     /// The object does not exist (HTTP 404).
-    #[error("not found: {0}")]
-    NotFound(String),
+    NotFound(ErrorDetail),
     /// A concurrent change won (HTTP 409); retrying on fresh state helps.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict(ErrorDetail),
     /// The cluster rejected what we sent (HTTP 400/422, rendering error,
     /// unsupported repo): retrying the same call will not help.
-    #[error("invalid: {0}")]
-    Invalid(String),
+    Invalid(ErrorDetail),
     /// A network error, timeout, 5xx or throttling: retry later.
-    #[error("transient: {0}")]
-    Transient(String),
+    Transient(ErrorDetail),
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, detail) = match self {
+            ClusterError::NotFound(d) => ("not found", d),
+            ClusterError::Conflict(d) => ("conflict", d),
+            ClusterError::Invalid(d) => ("invalid", d),
+            ClusterError::Transient(d) => ("transient", d),
+        };
+        write!(f, "{kind}: {detail}")
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let detail = match self {
+            ClusterError::NotFound(d)
+            | ClusterError::Conflict(d)
+            | ClusterError::Invalid(d)
+            | ClusterError::Transient(d) => d,
+        };
+        detail.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl ClusterError {

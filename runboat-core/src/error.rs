@@ -127,3 +127,55 @@ pub enum Error {
 
 /// Result with runboat-core's [`Error`] by default.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes, each once, joined by `": "` (what anyhow's
+/// `{:#}` prints): for logs, where `Display` alone would drop the causes.
+///
+/// ```
+/// use runboat_core::error::chain;
+/// let e = std::io::Error::other("disk full");
+/// assert_eq!(chain(&e).to_string(), "disk full");
+/// ```
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> Chain<'a> {
+    Chain(error)
+}
+
+/// See [`chain`].
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterError, ErrorDetail};
+    use crate::controller::CommandError;
+
+    #[test]
+    fn a_chain_shows_each_cause_once() {
+        let io = std::io::Error::other("connection reset by peer");
+        let cluster = ClusterError::Transient(ErrorDetail::caused_by("apply of b1-odoo", io));
+        let command = CommandError::Cluster(cluster);
+        let text = chain(&command).to_string();
+        assert_eq!(text, "transient: apply of b1-odoo: connection reset by peer");
+
+        let bad = Error::InvalidDeployment {
+            deployment: "d".into(),
+            source: Box::new(Error::MissingCreationTimestamp),
+        };
+        let text = chain(&bad).to_string();
+        assert_eq!(text, "deployment d is not a valid runboat build: missing creation timestamp");
+        assert_eq!(text.matches("missing creation timestamp").count(), 1);
+    }
+}

@@ -8,21 +8,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use runboat_k8s::{CommitVars, Kubefiles, Mode, RenderContext};
+use runboat_core::{CommitInfo, KubefilesMode};
+use runboat_k8s::{Kubefiles, RenderContext};
 
 fn context() -> RenderContext {
     RenderContext {
         namespace: "runboat-builds".into(),
-        mode: Mode::Deployment,
+        mode: KubefilesMode::Deployment,
         build_name: "b5f2c1e0a9d8c7b6a".into(),
         build_slug: "oca-mis-builder-16-0-pr42-0123456789ab".into(),
         build_domain: "runboat.example.com".into(),
-        commit_info: CommitVars {
-            repo: "oca/mis-builder".into(),
-            target_branch: "16.0".into(),
-            pr: Some(42),
-            git_commit: "0123456789abcdef0123456789abcdef01234567".into(),
-        },
+        commit_info: CommitInfo::new(
+            "oca/mis-builder",
+            "16.0",
+            Some(42),
+            "0123456789abcdef0123456789abcdef01234567",
+        )
+        .expect("valid commit"),
         image_name: "ghcr.io/oca/oca-ci/py3.10-odoo16.0".into(),
         image_tag: "latest".into(),
         build_env: [("PGHOST".to_owned(), "postgres".to_owned())].into(),

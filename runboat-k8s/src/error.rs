@@ -55,11 +55,10 @@ pub enum Error {
         file: String,
         /// Its line, 0 when unknown.
         line: usize,
-        /// What failed.
+        /// What failed, with secret values redacted. (The template
+        /// engine's own error is not kept as a source: its text could show
+        /// a secret value, and it says nothing more than this message.)
         message: String,
-        /// The template engine's error.
-        #[source]
-        source: minijinja::Error,
     },
 
     /// A rendered kubefile is not valid YAML.

@@ -12,6 +12,4 @@ pub mod render;
 
 pub use cluster::KubeCluster;
 pub use error::{Error, Result};
-pub use render::{
-    CommitVars, Format, Kubefiles, Mode, RenderContext, check_kubectl_at, check_kustomize_available,
-};
+pub use render::{Format, Kubefiles, RenderContext, check_kubectl_at, check_kustomize_available};

@@ -40,7 +40,7 @@ impl Ctx {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() && retry + 1 < self.retry.max_attempts => {
                     let wait = jitter.half_to_full(self.retry.ceiling(retry));
-                    tracing::debug!(call = what, error = %e, ?wait, "retrying cluster call");
+                    tracing::debug!(call = what, error = %crate::error::chain(&e), ?wait, "retrying cluster call");
                     tokio::time::sleep(wait).await;
                     retry += 1;
                 }

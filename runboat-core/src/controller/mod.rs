@@ -170,9 +170,10 @@ impl Default for ControllerConfig {
 /// Why a command could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
-    /// A cluster call failed (after retries for transient errors).
-    #[error("cluster error: {0}")]
-    Cluster(#[source] ClusterError),
+    /// A cluster call failed (after retries for transient errors). Shows as
+    /// the cluster error itself, so a chain names each cause once.
+    #[error(transparent)]
+    Cluster(ClusterError),
     /// The action panicked (a bug; logged).
     #[error("the action panicked")]
     Panicked,

@@ -105,7 +105,7 @@ fn parse_build(facts: &DeploymentFacts) -> Option<Build> {
     match Build::from_deployment_facts(facts) {
         Ok(b) => Some(b),
         Err(e) => {
-            tracing::warn!(deployment = facts.name, error = %e, "ignoring deployment");
+            tracing::warn!(deployment = facts.name, error = %crate::error::chain(&e), "ignoring deployment");
             None
         }
     }
@@ -276,7 +276,7 @@ impl Loop {
                     idx.upsert(build);
                 }
                 Err(e) => {
-                    tracing::warn!(deployment = facts.name, error = %e, "ignoring deployment");
+                    tracing::warn!(deployment = facts.name, error = %crate::error::chain(&e), "ignoring deployment");
                     if let Some(name) = build_label(&facts)
                         && idx.remove(name).is_some()
                     {
@@ -376,7 +376,7 @@ impl Loop {
                 tracing::warn!(
                     build,
                     action = kind,
-                    error = %e,
+                    error = %crate::error::chain(&e),
                     failures = ended.failures,
                     "action failed"
                 );

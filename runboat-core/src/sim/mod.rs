@@ -693,7 +693,8 @@ impl SimCluster {
             let mut after = false;
             let rate = s.faults.call_failure_rate;
             if fail.is_none() && s.chance(rate) {
-                fail = Some(ClusterError::Transient("injected: connection reset".to_owned()));
+                fail =
+                    Some(ClusterError::Transient("injected: connection reset".to_owned().into()));
                 after = s.chance(0.5);
             }
             if fail.is_some() {
@@ -723,7 +724,9 @@ impl SimCluster {
 
     fn fail_after(fail: bool) -> ClusterResult<()> {
         if fail {
-            Err(ClusterError::Transient("injected: timeout after the call took effect".to_owned()))
+            Err(ClusterError::Transient(
+                "injected: timeout after the call took effect".to_owned().into(),
+            ))
         } else {
             Ok(())
         }
@@ -976,7 +979,7 @@ impl Cluster for SimCluster {
         let now = s.now();
         let delay = s.config.scale_delay;
         let Some(d) = s.deps.get_mut(build_name) else {
-            return Err(ClusterError::NotFound(format!("deployment of {build_name}")));
+            return Err(ClusterError::NotFound(format!("deployment of {build_name}").into()));
         };
         d.spec = replicas;
         d.last_scaled = Some(now);
@@ -993,7 +996,7 @@ impl Cluster for SimCluster {
         let fail = self.enter(call).await?;
         let mut s = self.lock();
         let Some(d) = s.deps.get_mut(build_name) else {
-            return Err(ClusterError::NotFound(format!("deployment of {build_name}")));
+            return Err(ClusterError::NotFound(format!("deployment of {build_name}").into()));
         };
         if status == InitStatus::Todo && d.init_status != InitStatus::Todo {
             d.todo_generation += 1;

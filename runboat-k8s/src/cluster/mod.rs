@@ -39,6 +39,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
+use runboat_core::cluster::ErrorDetail;
 use runboat_core::contract::{
     ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED,
     FINALIZER_CLEANUP, LABEL_BUILD, LABEL_JOB_KIND, format_last_scaled,
@@ -53,7 +54,7 @@ use self::errors::{cluster_error, is_conflict, is_not_found};
 use self::slim::{SlimDeployment, SlimJob};
 use self::watch::watcher_config;
 use crate::error::{Error, Result};
-use crate::render::{CommitVars, Format, Kubefiles, Mode, RenderContext};
+use crate::render::{Format, Kubefiles, RenderContext};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "runboat";
@@ -179,7 +180,11 @@ fn check_build_name(build_name: &str) -> ClusterResult<()> {
     let ok = !build_name.is_empty()
         && build_name.len() <= 63
         && build_name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err(ClusterError::Invalid(format!("bad build name {build_name:?}"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::Invalid(format!("bad build name {build_name:?}").into()))
+    }
 }
 
 fn build_selector(build_name: &str) -> String {
@@ -218,28 +223,20 @@ fn ok_if_not_found<T>(what: &str, r: kube::Result<T>) -> ClusterResult<()> {
     match r {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(cluster_error(what, &e)),
+        Err(e) => Err(cluster_error(what, e)),
     }
 }
 
-fn render_error(err: &Error) -> ClusterError {
-    match err {
+fn render_error(err: Error) -> ClusterError {
+    let transient = matches!(
+        err,
         Error::KustomizeUnavailable { .. }
-        | Error::KustomizeTimeout(_)
-        | Error::TempDir { .. }
-        | Error::ReadKubefiles { .. } => ClusterError::Transient(format!("rendering: {err}")),
-        _ => ClusterError::Invalid(format!("rendering: {err}")),
-    }
-}
-
-fn kube_mode(mode: KubefilesMode) -> Mode {
-    match mode {
-        KubefilesMode::Deployment => Mode::Deployment,
-        KubefilesMode::Initialize => Mode::Initialize,
-        KubefilesMode::Start => Mode::Start,
-        KubefilesMode::Stop => Mode::Stop,
-        KubefilesMode::Cleanup => Mode::Cleanup,
-    }
+            | Error::KustomizeTimeout(_)
+            | Error::TempDir { .. }
+            | Error::ReadKubefiles { .. }
+    );
+    let detail = ErrorDetail::caused_by("rendering the kubefiles", err);
+    if transient { ClusterError::Transient(detail) } else { ClusterError::Invalid(detail) }
 }
 
 /// One rendered object with what is needed to send it.
@@ -258,30 +255,28 @@ impl Inner {
     ) -> ClusterResult<(Arc<Kubefiles>, RenderContext)> {
         let settings = &self.settings;
         let rule = settings.rule_for(commit.repo(), commit.target_branch()).ok_or_else(|| {
-            ClusterError::Invalid(format!(
-                "no repo rule supports branch {} of {}",
-                commit.target_branch(),
-                commit.repo()
-            ))
+            ClusterError::Invalid(
+                format!(
+                    "no repo rule supports branch {} of {}",
+                    commit.target_branch(),
+                    commit.repo()
+                )
+                .into(),
+            )
         })?;
         let kubefiles = match settings.kubefiles_path_for(rule) {
             Some(path) => self.kubefiles_by_path.get(path).cloned().ok_or_else(|| {
-                ClusterError::Invalid(format!("kubefiles {} not loaded", path.display()))
+                ClusterError::Invalid(format!("kubefiles {} not loaded", path.display()).into())
             })?,
             None => Arc::clone(&self.default_kubefiles),
         };
         let ctx = RenderContext {
             namespace: self.namespace.clone(),
-            mode: Mode::Deployment,
+            mode: KubefilesMode::Deployment,
             build_name: build_name.to_owned(),
             build_slug: commit.slug(),
             build_domain: settings.build_domain.clone(),
-            commit_info: CommitVars {
-                repo: commit.repo().to_owned(),
-                target_branch: commit.target_branch().to_owned(),
-                pr: commit.pr(),
-                git_commit: commit.git_commit().to_owned(),
-            },
+            commit_info: commit.clone(),
             image_name: rule.image_name.clone(),
             image_tag: rule.image_tag.clone(),
             build_env: settings.build_env_for(rule),
@@ -314,10 +309,11 @@ impl Inner {
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let (ar, caps) =
             kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| match &e {
-                kube::Error::Discovery(_) => {
-                    ClusterError::Invalid(format!("unknown kind {kind} of {api_version}: {e}"))
-                }
-                _ => cluster_error(&format!("discovery of {api_version} {kind}"), &e),
+                kube::Error::Discovery(_) => ClusterError::Invalid(ErrorDetail::caused_by(
+                    format!("unknown kind {kind} of {api_version}"),
+                    e,
+                )),
+                _ => cluster_error(&format!("discovery of {api_version} {kind}"), e),
             })?;
         let namespaced = caps.scope == kube::discovery::Scope::Namespaced;
         lock(&self.resources).insert(key, (ar.clone(), namespaced));
@@ -347,8 +343,8 @@ impl Inner {
         mode: KubefilesMode,
     ) -> ClusterResult<()> {
         let (kubefiles, mut ctx) = self.kubefiles_for(build_name, commit)?;
-        ctx.mode = kube_mode(mode);
-        let objects = kubefiles.render(&ctx).await.map_err(|e| render_error(&e))?;
+        ctx.mode = mode;
+        let objects = kubefiles.render(&ctx).await.map_err(render_error)?;
         let mut rendered = Vec::with_capacity(objects.len());
         for object in objects {
             rendered.push(self.prepare(object).await?);
@@ -361,7 +357,7 @@ impl Inner {
             async move {
                 patch_unread(&r.api, &self.client, &r.name, dry_run, &Patch::Apply(&r.object))
                     .await
-                    .map_err(|e| cluster_error(&format!("dry run of {}", r.name), &e))
+                    .map_err(|e| cluster_error(&format!("dry run of {}", r.name), e))
             }
         }))
         .await?;
@@ -371,7 +367,7 @@ impl Inner {
             } else {
                 patch_unread(&r.api, &self.client, &r.name, &apply, &Patch::Apply(&r.object))
                     .await
-                    .map_err(|e| cluster_error(&format!("apply of {}", r.name), &e))?;
+                    .map_err(|e| cluster_error(&format!("apply of {}", r.name), e))?;
             }
             if r.is_deployment {
                 lock(&self.deployment_names).insert(ctx.build_name.clone(), r.name.clone());
@@ -386,12 +382,12 @@ impl Inner {
     async fn apply_new_deployment(&self, r: &Rendered, apply: &PatchParams) -> ClusterResult<()> {
         let what = format!("create of {}", r.name);
         let object: DynamicObject = serde_json::from_value(r.object.clone())
-            .map_err(|e| ClusterError::Invalid(format!("{what}: {e}")))?;
+            .map_err(|e| ClusterError::Invalid(ErrorDetail::caused_by(what.clone(), e)))?;
         let post = PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.to_owned()) };
         match r.api.create(&post, &object).await {
             Ok(_) => return Ok(()),
             Err(e) if is_conflict(&e) => {}
-            Err(e) => return Err(cluster_error(&what, &e)),
+            Err(e) => return Err(cluster_error(&what, e)),
         }
         let mut stripped = r.object.clone();
         let replicas = stripped
@@ -406,14 +402,14 @@ impl Inner {
             .unwrap_or(json!(InitStatus::Todo.as_str()));
         patch_unread(&r.api, &self.client, &r.name, apply, &Patch::Apply(&stripped))
             .await
-            .map_err(|e| cluster_error(&format!("apply of {}", r.name), &e))?;
+            .map_err(|e| cluster_error(&format!("apply of {}", r.name), e))?;
         let state = json!({
             "metadata": {"annotations": {ANNOTATION_INIT_STATUS: init_status}},
             "spec": {"replicas": replicas},
         });
         patch_unread(&r.api, &self.client, &r.name, &PatchParams::default(), &Patch::Merge(&state))
             .await
-            .map_err(|e| cluster_error(&format!("reset of {}", r.name), &e))?;
+            .map_err(|e| cluster_error(&format!("reset of {}", r.name), e))?;
         Ok(())
     }
 
@@ -424,7 +420,7 @@ impl Inner {
             .deployments
             .list(&ListParams::default().labels(&build_selector(build_name)))
             .await
-            .map_err(|e| cluster_error(&format!("list of the deployment of {build_name}"), &e))?;
+            .map_err(|e| cluster_error(&format!("list of the deployment of {build_name}"), e))?;
         if list.items.len() > 1 {
             tracing::warn!(build = build_name, "several Deployments carry this build's label");
         }
@@ -453,7 +449,7 @@ impl Inner {
                 Ok(_) => {
                     lock(&self.deployment_names).remove(build_name);
                 }
-                Err(e) => return Err(cluster_error(&format!("read of {name}"), &e)),
+                Err(e) => return Err(cluster_error(&format!("read of {name}"), e)),
             }
         }
         self.find_deployment(build_name).await
@@ -478,9 +474,9 @@ impl Inner {
     ) -> ClusterResult<()> {
         for _ in 0..2 {
             let Some(name) = self.deployment_name(build_name).await? else {
-                return Err(ClusterError::NotFound(format!(
-                    "{what}: no deployment for {build_name}"
-                )));
+                return Err(ClusterError::NotFound(
+                    format!("{what}: no deployment for {build_name}").into(),
+                ));
             };
             let merge = Patch::Merge(patch);
             match patch_unread(
@@ -496,10 +492,10 @@ impl Inner {
                 Err(e) if is_not_found(&e) => {
                     lock(&self.deployment_names).remove(build_name);
                 }
-                Err(e) => return Err(cluster_error(&format!("{what} of {name}"), &e)),
+                Err(e) => return Err(cluster_error(&format!("{what} of {name}"), e)),
             }
         }
-        Err(ClusterError::NotFound(format!("{what}: no deployment for {build_name}")))
+        Err(ClusterError::NotFound(format!("{what}: no deployment for {build_name}").into()))
     }
 
     /// The newest pod matching `selector`.
@@ -508,7 +504,7 @@ impl Inner {
             .pods
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(|e| cluster_error(&format!("list of pods {selector}"), &e))?;
+            .map_err(|e| cluster_error(&format!("list of pods {selector}"), e))?;
         Ok(list.items.into_iter().max_by(|a, b| {
             let key = |p: &Pod| {
                 (p.metadata.deletion_timestamp.is_none(), p.metadata.creation_timestamp.clone())
@@ -532,7 +528,7 @@ impl Inner {
                 tracing::debug!(pod = name, message = s.message, "no log yet");
                 Ok(None)
             }
-            Err(e) => Err(cluster_error(&format!("log of {name}"), &e)),
+            Err(e) => Err(cluster_error(&format!("log of {name}"), e)),
         }
     }
 }
@@ -612,10 +608,12 @@ impl Cluster for KubeCluster {
                 Err(e) if is_conflict(&e) => {
                     tracing::debug!(deployment = name, "finalizer removal conflicted; retrying");
                 }
-                Err(e) => return Err(cluster_error(&format!("finalizer removal of {name}"), &e)),
+                Err(e) => return Err(cluster_error(&format!("finalizer removal of {name}"), e)),
             }
         }
-        Err(ClusterError::Conflict(format!("finalizer removal of {build_name} kept conflicting")))
+        Err(ClusterError::Conflict(
+            format!("finalizer removal of {build_name} kept conflicting").into(),
+        ))
     }
 
     async fn kill_jobs(&self, build_name: &str, kind: JobKind) -> ClusterResult<()> {

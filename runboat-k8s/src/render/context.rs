@@ -5,65 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use runboat_core::{CommitInfo, KubefilesMode};
+
 use crate::error::{Error, Result};
-
-/// Why a set of kubefiles is rendered: each mode selects a subset of the objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Create the build: its idle Deployment and everything around it.
-    Deployment,
-    /// The initialization Job.
-    Initialize,
-    /// Applied just before the Deployment is scaled up.
-    Start,
-    /// Applied just after the Deployment is scaled down.
-    Stop,
-    /// The cleanup Job run when the build is undeployed.
-    Cleanup,
-}
-
-impl Mode {
-    /// Every mode, in lifecycle order.
-    pub const ALL: [Mode; 5] =
-        [Mode::Deployment, Mode::Initialize, Mode::Start, Mode::Stop, Mode::Cleanup];
-
-    /// The name kubefiles see in the `mode` variable.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Deployment => "deployment",
-            Mode::Initialize => "initialize",
-            Mode::Start => "start",
-            Mode::Stop => "stop",
-            Mode::Cleanup => "cleanup",
-        }
-    }
-
-    /// Parses a mode name as written in kubefiles (`runboat/modes`).
-    pub fn from_name(name: &str) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|mode| mode.as_str() == name)
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The commit a build deploys, as kubefiles see it in `commit_info`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitVars {
-    /// `owner/repo`, lower case.
-    pub repo: String,
-    /// The branch the build targets (for a pull request, its base branch).
-    pub target_branch: String,
-    /// The pull request number; `none` in templates, `""` in the `runboat/pr` annotation
-    /// when the build is of a branch.
-    pub pr: Option<u64>,
-    /// The full commit sha.
-    pub git_commit: String,
-}
 
 /// Everything a kubefile can use, exactly the original runboat's rendering variables.
 ///
@@ -73,7 +17,7 @@ pub struct RenderContext {
     /// The namespace every object goes to.
     pub namespace: String,
     /// Which subset of the objects is wanted.
-    pub mode: Mode,
+    pub mode: KubefilesMode,
     /// The build name: a DNS label, prefix of every object name and value of the
     /// `runboat/build` label.
     pub build_name: String,
@@ -82,7 +26,7 @@ pub struct RenderContext {
     /// The domain under which builds are served.
     pub build_domain: String,
     /// The commit being built.
-    pub commit_info: CommitVars,
+    pub commit_info: CommitInfo,
     /// The Odoo image, without tag.
     pub image_name: String,
     /// The Odoo image tag.
@@ -178,16 +122,17 @@ mod tests {
     pub(crate) fn sample() -> RenderContext {
         RenderContext {
             namespace: "runboat-builds".into(),
-            mode: Mode::Deployment,
+            mode: KubefilesMode::Deployment,
             build_name: "b0123456789abcdef".into(),
             build_slug: "oca-mis-builder-16-0-pr12-0123456789ab".into(),
             build_domain: "runboat.example.com".into(),
-            commit_info: CommitVars {
-                repo: "oca/mis-builder".into(),
-                target_branch: "16.0".into(),
-                pr: Some(12),
-                git_commit: "0123456789abcdef0123456789abcdef01234567".into(),
-            },
+            commit_info: CommitInfo::new(
+                "oca/mis-builder",
+                "16.0",
+                Some(12),
+                "0123456789abcdef0123456789abcdef01234567",
+            )
+            .expect("valid commit"),
             image_name: "ghcr.io/oca/oca-ci/py3.10-odoo16.0".into(),
             image_tag: "latest".into(),
             build_env: BTreeMap::new(),
@@ -205,12 +150,12 @@ mod tests {
 
     #[test]
     fn modes_round_trip_through_their_names() {
-        for mode in Mode::ALL {
-            assert_eq!(Mode::from_name(mode.as_str()), Some(mode));
+        for mode in KubefilesMode::ALL {
+            assert_eq!(KubefilesMode::from_name(mode.as_str()), Some(mode));
             let json = serde_json::to_string(&mode).expect("serialise");
             assert_eq!(json, format!("\"{mode}\""));
         }
-        assert_eq!(Mode::from_name("Deployment"), None);
+        assert_eq!(KubefilesMode::from_name("Deployment"), None);
     }
 
     #[test]

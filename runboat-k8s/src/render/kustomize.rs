@@ -88,11 +88,11 @@ fn kustomize_cannot_carry(c: char) -> bool {
 fn check_carriable(ctx: &RenderContext) -> Result<()> {
     let commit = &ctx.commit_info;
     let fields = [
-        ("build_slug", &ctx.build_slug),
+        ("build_slug", ctx.build_slug.as_str()),
         ("build_domain", &ctx.build_domain),
-        ("commit_info.repo", &commit.repo),
-        ("commit_info.target_branch", &commit.target_branch),
-        ("commit_info.git_commit", &commit.git_commit),
+        ("commit_info.repo", commit.repo()),
+        ("commit_info.target_branch", commit.target_branch()),
+        ("commit_info.git_commit", commit.git_commit()),
         ("image_name", &ctx.image_name),
         ("image_tag", &ctx.image_tag),
     ];
@@ -105,7 +105,7 @@ fn check_carriable(ctx: &RenderContext) -> Result<()> {
         .map(|(key, value)| (format!("build_template_vars.{key}"), value.to_string()));
     let bad = fields
         .into_iter()
-        .map(|(name, value)| (name.to_owned(), value.clone()))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .chain(env.chain(secret_env).map(|(name, value)| (name, value.clone())))
         .chain(vars)
         .find_map(|(name, value)| {

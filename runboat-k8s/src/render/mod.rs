@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use minijinja::Environment;
 
-pub use self::context::{CommitVars, Mode, RenderContext};
+pub use self::context::RenderContext;
 use self::jinja::Escaping;
 pub use self::kustomize::{check_kubectl_at, check_kustomize_available};
 use crate::error::{Error, Result};
@@ -181,7 +181,6 @@ fn template_error(err: minijinja::Error) -> Error {
         file: err.name().unwrap_or("(unknown template)").to_owned(),
         line: err.line().unwrap_or(0),
         message,
-        source: err,
     }
 }
 

@@ -3,12 +3,14 @@
 
 use serde_json::Value;
 
-use super::context::{Mode, RenderContext};
+use runboat_core::KubefilesMode;
+
+use super::context::RenderContext;
 use super::{Kubefiles, parse_documents, stamp};
 use crate::error::{Error, Result};
 
 /// Objects without a `runboat/modes` annotation belong to mode `deployment` only.
-const DEFAULT_MODES: &[Mode] = &[Mode::Deployment];
+const DEFAULT_MODES: &[KubefilesMode] = &[KubefilesMode::Deployment];
 
 pub(super) fn render(kubefiles: &Kubefiles, ctx: &RenderContext) -> Result<Vec<Value>> {
     let vars = minijinja::Value::from(minijinja::value::Serde(ctx));

@@ -6,7 +6,9 @@
 
 use serde_json::{Map, Value};
 
-use super::context::{Mode, RenderContext};
+use runboat_core::KubefilesMode;
+
+use super::context::RenderContext;
 use crate::error::{Error, Result};
 
 /// Label naming the build of every object.
@@ -51,8 +53,8 @@ fn pod_template_kind(kind: &str) -> Option<bool> {
 /// kustomization already selects resources by mode.
 pub(crate) fn keep_for_mode(
     object: &mut Value,
-    mode: Mode,
-    default_modes: Option<&[Mode]>,
+    mode: KubefilesMode,
+    default_modes: Option<&[KubefilesMode]>,
     file: &str,
 ) -> Result<bool> {
     let metadata = object.get_mut("metadata").and_then(Value::as_object_mut);
@@ -75,7 +77,7 @@ pub(crate) fn keep_for_mode(
     };
     let mut keep = false;
     for name in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|n| !n.is_empty()) {
-        match Mode::from_name(name) {
+        match KubefilesMode::from_name(name) {
             Some(m) => keep |= m == mode,
             None => {
                 return Err(Error::InvalidObject {
@@ -121,8 +123,8 @@ pub(crate) fn stamp(object: &mut Value, ctx: &RenderContext, file: &str) -> Resu
 
     let is_job = kind == "Job" && api_version.starts_with("batch/");
     let job_kind = match ctx.mode {
-        Mode::Initialize if is_job => Some("initialize"),
-        Mode::Cleanup if is_job => Some("cleanup"),
+        KubefilesMode::Initialize if is_job => Some("initialize"),
+        KubefilesMode::Cleanup if is_job => Some("cleanup"),
         _ => None,
     };
     stamp_labels(metadata, ctx, job_kind).ok_or_else(|| invalid("labels must be a mapping"))?;
@@ -130,20 +132,20 @@ pub(crate) fn stamp(object: &mut Value, ctx: &RenderContext, file: &str) -> Resu
     let annotations = object_entry(metadata, "annotations")
         .ok_or_else(|| invalid("annotations must be a mapping"))?;
     let commit = &ctx.commit_info;
-    annotations.insert(REPO_ANNOTATION.into(), commit.repo.to_lowercase().into());
-    annotations.insert(TARGET_BRANCH_ANNOTATION.into(), commit.target_branch.clone().into());
+    annotations.insert(REPO_ANNOTATION.into(), commit.repo().to_lowercase().into());
+    annotations.insert(TARGET_BRANCH_ANNOTATION.into(), commit.target_branch().into());
     annotations.insert(
         PR_ANNOTATION.into(),
-        commit.pr.map(|pr| pr.to_string()).unwrap_or_default().into(),
+        commit.pr().map(|pr| pr.to_string()).unwrap_or_default().into(),
     );
-    annotations.insert(GIT_COMMIT_ANNOTATION.into(), commit.git_commit.clone().into());
+    annotations.insert(GIT_COMMIT_ANNOTATION.into(), commit.git_commit().into());
 
     let is_deployment = kind == "Deployment" && api_version.starts_with("apps/");
     if is_deployment {
         // The controller owns these once the build exists: only mode `deployment`
         // (create or reset) sets the initial status.
         annotations.remove(LAST_SCALED_ANNOTATION);
-        if ctx.mode == Mode::Deployment {
+        if ctx.mode == KubefilesMode::Deployment {
             annotations.insert(INIT_STATUS_ANNOTATION.into(), "todo".into());
         } else {
             annotations.remove(INIT_STATUS_ANNOTATION);
@@ -169,7 +171,7 @@ pub(crate) fn stamp(object: &mut Value, ctx: &RenderContext, file: &str) -> Resu
             let complete_selector = pod_template_kind(kind) == Some(true);
             if is_deployment {
                 // Replicas belong to the controller: 0 at creation, scaled afterwards.
-                if ctx.mode == Mode::Deployment {
+                if ctx.mode == KubefilesMode::Deployment {
                     spec.insert("replicas".into(), 0.into());
                 } else {
                     spec.remove("replicas");
@@ -292,7 +294,7 @@ fn sort_key(object: &Value) -> (usize, String, String) {
 
 /// Sorts stamped objects in apply order and checks the set is one build's: no object
 /// twice, at most one Deployment, exactly one in mode `deployment`.
-pub(crate) fn finish(mut objects: Vec<Value>, mode: Mode) -> Result<Vec<Value>> {
+pub(crate) fn finish(mut objects: Vec<Value>, mode: KubefilesMode) -> Result<Vec<Value>> {
     objects.sort_by_cached_key(sort_key);
     for pair in objects.windows(2) {
         let (a, b) = (sort_key(&pair[0]), sort_key(&pair[1]));
@@ -304,7 +306,7 @@ pub(crate) fn finish(mut objects: Vec<Value>, mode: Mode) -> Result<Vec<Value>> 
         .iter()
         .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Deployment"))
         .count();
-    if deployments > 1 || (mode == Mode::Deployment && deployments == 0) {
+    if deployments > 1 || (mode == KubefilesMode::Deployment && deployments == 0) {
         return Err(Error::InvalidObject {
             file: "(all kubefiles)".into(),
             reason: format!(

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use runboat_k8s::{Error, Kubefiles, Mode};
+use runboat_core::KubefilesMode;
+use runboat_k8s::{Error, Kubefiles};
 use serde_json::json;
 
 use crate::support::{find, minimal};
@@ -67,7 +68,7 @@ fn hostile() -> Kubefiles {
 
 #[tokio::test]
 async fn the_contract_overrides_a_hostile_kubefile() {
-    let objects = hostile().render(&minimal(Mode::Deployment)).await.expect("renders");
+    let objects = hostile().render(&minimal(KubefilesMode::Deployment)).await.expect("renders");
     let build = "b5f2c1e0a9d8c7b6a";
     for object in &objects {
         assert_eq!(object["metadata"]["namespace"], "runboat-builds");
@@ -104,7 +105,7 @@ async fn the_contract_overrides_a_hostile_kubefile() {
 
 #[tokio::test]
 async fn jobs_get_the_job_kind_of_the_mode() {
-    let objects = hostile().render(&minimal(Mode::Initialize)).await.expect("renders");
+    let objects = hostile().render(&minimal(KubefilesMode::Initialize)).await.expect("renders");
     let job = find(&objects, "Job", "-init");
     assert_eq!(job["metadata"]["labels"]["runboat/job-kind"], "initialize");
     assert_eq!(job["spec"]["template"]["metadata"]["labels"]["runboat/job-kind"], "initialize");
@@ -122,7 +123,7 @@ async fn a_deployment_outside_mode_deployment_leaves_status_and_replicas_alone()
             .replace("  finalizers:", "    runboat/modes: deployment start\n  finalizers:"),
     )]);
     let kubefiles = Kubefiles::from_files("t", files).expect("compiles");
-    let objects = kubefiles.render(&minimal(Mode::Start)).await.expect("renders");
+    let objects = kubefiles.render(&minimal(KubefilesMode::Start)).await.expect("renders");
     let deployment = &objects[0];
     assert!(deployment["metadata"]["annotations"].get("runboat/init-status").is_none());
     assert!(deployment["spec"].get("replicas").is_none());
@@ -143,7 +144,7 @@ async fn a_build_has_exactly_one_deployment_and_no_duplicates() {
         let files = files.into_iter().map(|(n, c)| (n.to_owned(), c.to_owned())).collect();
         let err = Kubefiles::from_files("t", files)
             .expect("compiles")
-            .render(&minimal(Mode::Deployment))
+            .render(&minimal(KubefilesMode::Deployment))
             .await
             .expect_err(expected);
         assert!(err.to_string().contains(expected), "{err}");
@@ -155,7 +156,7 @@ async fn a_build_has_exactly_one_deployment_and_no_duplicates() {
     ]);
     let err = Kubefiles::from_files("t", files)
         .expect("compiles")
-        .render(&minimal(Mode::Deployment))
+        .render(&minimal(KubefilesMode::Deployment))
         .await
         .expect_err("duplicate");
     assert!(
@@ -166,7 +167,7 @@ async fn a_build_has_exactly_one_deployment_and_no_duplicates() {
 
 #[tokio::test]
 async fn an_invalid_build_name_is_refused_before_rendering() {
-    let mut ctx = minimal(Mode::Deployment);
+    let mut ctx = minimal(KubefilesMode::Deployment);
     ctx.build_name = "Not A Label".into();
     let err = hostile().render(&ctx).await.expect_err("invalid");
     assert!(matches!(err, Error::InvalidContext { .. }), "{err:?}");

@@ -1,7 +1,8 @@
 //! The default kubefiles: goldens for every mode (both formats against the same
 //! files, so they are also equivalent), and the Odoo contract of the SPEC.
 
-use runboat_k8s::{Format, Kubefiles, Mode, RenderContext};
+use runboat_core::KubefilesMode;
+use runboat_k8s::{Format, Kubefiles, RenderContext};
 use serde_json::Value;
 
 use crate::support::{
@@ -19,7 +20,7 @@ async fn render(kubefiles: &Kubefiles, ctx: &RenderContext) -> Vec<Value> {
 async fn native_renders_the_goldens_in_every_mode() {
     let kubefiles = native();
     assert_eq!(kubefiles.format(), Format::Native);
-    for mode in Mode::ALL {
+    for mode in KubefilesMode::ALL {
         check_golden(&format!("minimal-{mode}"), &render(&kubefiles, &minimal(mode)).await);
         check_golden(&format!("full-{mode}"), &render(&kubefiles, &full(mode)).await);
     }
@@ -32,7 +33,7 @@ async fn kustomize_renders_the_same_goldens_in_every_mode() {
     }
     let kubefiles = kustomize();
     assert_eq!(kubefiles.format(), Format::Kustomize);
-    for mode in Mode::ALL {
+    for mode in KubefilesMode::ALL {
         check_golden(&format!("minimal-{mode}"), &render(&kubefiles, &minimal(mode)).await);
         check_golden(&format!("full-{mode}"), &render(&kubefiles, &full(mode)).await);
     }
@@ -44,7 +45,7 @@ async fn native_and_kustomize_variants_are_equivalent() {
         return;
     }
     let (native, kustomize) = (native(), kustomize());
-    for mode in Mode::ALL {
+    for mode in KubefilesMode::ALL {
         for ctx in [minimal(mode), full(mode)] {
             let a = render(&native, &ctx).await;
             let b = render(&kustomize, &ctx).await;
@@ -61,7 +62,7 @@ async fn each_mode_renders_its_objects() {
     let kubefiles = native();
     let expected = [
         (
-            Mode::Deployment,
+            KubefilesMode::Deployment,
             vec![
                 "ConfigMap/b5f2c1e0a9d8c7b6a-odooenv",
                 "ConfigMap/b5f2c1e0a9d8c7b6a-runboat-scripts",
@@ -75,7 +76,7 @@ async fn each_mode_renders_its_objects() {
             ],
         ),
         (
-            Mode::Initialize,
+            KubefilesMode::Initialize,
             vec![
                 "ConfigMap/b5f2c1e0a9d8c7b6a-odooenv",
                 "ConfigMap/b5f2c1e0a9d8c7b6a-runboat-scripts",
@@ -85,7 +86,7 @@ async fn each_mode_renders_its_objects() {
             ],
         ),
         (
-            Mode::Start,
+            KubefilesMode::Start,
             vec![
                 "ConfigMap/b5f2c1e0a9d8c7b6a-odooenv",
                 "ConfigMap/b5f2c1e0a9d8c7b6a-runboat-scripts",
@@ -93,7 +94,7 @@ async fn each_mode_renders_its_objects() {
             ],
         ),
         (
-            Mode::Stop,
+            KubefilesMode::Stop,
             vec![
                 "ConfigMap/b5f2c1e0a9d8c7b6a-odooenv",
                 "ConfigMap/b5f2c1e0a9d8c7b6a-runboat-scripts",
@@ -101,7 +102,7 @@ async fn each_mode_renders_its_objects() {
             ],
         ),
         (
-            Mode::Cleanup,
+            KubefilesMode::Cleanup,
             vec![
                 "ConfigMap/b5f2c1e0a9d8c7b6a-odooenv",
                 "ConfigMap/b5f2c1e0a9d8c7b6a-runboat-scripts",
@@ -117,7 +118,7 @@ async fn each_mode_renders_its_objects() {
 
 #[tokio::test]
 async fn the_deployment_follows_the_odoo_contract() {
-    let objects = render(&native(), &full(Mode::Deployment)).await;
+    let objects = render(&native(), &full(KubefilesMode::Deployment)).await;
     let deployment = find(&objects, "Deployment", "-odoo");
     assert_eq!(deployment["spec"]["replicas"], 0);
     assert_eq!(deployment["metadata"]["annotations"]["runboat/init-status"], "todo");
@@ -151,7 +152,7 @@ async fn the_deployment_follows_the_odoo_contract() {
         assert_eq!(backend["name"], "b5f2c1e0a9d8c7b6a-odoo");
         assert_eq!(backend["port"]["number"], port);
     }
-    let minimal = render(&native(), &minimal(Mode::Deployment)).await;
+    let minimal = render(&native(), &minimal(KubefilesMode::Deployment)).await;
     let ingress = find(&minimal, "Ingress", "-odoo");
     assert!(ingress["spec"].get("tls").is_none(), "no TLS without tlsSecretName");
     assert_eq!(find(&minimal, "Deployment", "-odoo")["metadata"]["annotations"]["runboat/pr"], "");
@@ -159,7 +160,7 @@ async fn the_deployment_follows_the_odoo_contract() {
 
 #[tokio::test]
 async fn the_init_job_follows_the_contract() {
-    let objects = render(&native(), &full(Mode::Initialize)).await;
+    let objects = render(&native(), &full(KubefilesMode::Initialize)).await;
     let job = find(&objects, "Job", "-initialize");
     assert_eq!(job["spec"]["backoffLimit"], 0);
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 1200);
@@ -172,7 +173,7 @@ async fn the_init_job_follows_the_contract() {
     // The container running the repository's code never sees the token.
     let install = &job["spec"]["template"]["spec"]["containers"][0];
     assert!(install.get("env").is_none());
-    let cleanup = render(&native(), &full(Mode::Cleanup)).await;
+    let cleanup = render(&native(), &full(KubefilesMode::Cleanup)).await;
     let job = find(&cleanup, "Job", "-cleanup");
     assert_eq!(job["metadata"]["labels"]["runboat/job-kind"], "cleanup");
     assert_eq!(job["spec"]["template"]["metadata"]["labels"]["runboat/job-kind"], "cleanup");
@@ -180,7 +181,7 @@ async fn the_init_job_follows_the_contract() {
 
 #[tokio::test]
 async fn secrets_only_ever_go_to_secrets() {
-    for mode in Mode::ALL {
+    for mode in KubefilesMode::ALL {
         let objects = render(&native(), &full(mode)).await;
         for object in &objects {
             let text = serde_json::to_string(object).expect("json");
@@ -194,7 +195,7 @@ async fn secrets_only_ever_go_to_secrets() {
                 serde_json::to_string(&object["metadata"]["annotations"]).expect("json");
             assert!(!annotations.contains("Z2hwX3MzY3IzdFQwa2Vu"), "token in annotations");
         }
-        if mode == Mode::Deployment {
+        if mode == KubefilesMode::Deployment {
             let env = find(&objects, "Secret", "-odoosecretenv");
             assert_eq!(env["data"]["PGPASSWORD"], "czNjcjN0LXBnLXBhc3N3b3Jk");
             assert!(
@@ -214,7 +215,7 @@ async fn secrets_only_ever_go_to_secrets() {
 async fn the_embedded_set_is_the_directory() {
     // A file added to kubefiles/native but not embedded changes what renders.
     let on_disk = Kubefiles::load(kubefiles_dir("native")).expect("loads");
-    for mode in Mode::ALL {
+    for mode in KubefilesMode::ALL {
         assert_eq!(render(&on_disk, &full(mode)).await, render(&native(), &full(mode)).await);
     }
 }
@@ -243,7 +244,9 @@ async fn kubefiles_render_from_spawned_tasks() {
     let kubefiles = std::sync::Arc::new(native());
     let task = {
         let kubefiles = std::sync::Arc::clone(&kubefiles);
-        tokio::spawn(async move { kubefiles.render(&minimal(Mode::Stop)).await.map(|o| o.len()) })
+        tokio::spawn(async move {
+            kubefiles.render(&minimal(KubefilesMode::Stop)).await.map(|o| o.len())
+        })
     };
     assert_eq!(task.await.expect("task").expect("renders"), 3);
 }

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use runboat_k8s::{Kubefiles, Mode, RenderContext};
+use runboat_core::{CommitInfo, KubefilesMode};
+use runboat_k8s::{Kubefiles, RenderContext};
 use serde_json::{Value, json};
 
 use crate::support::{find, full, kubectl_available, kustomize, names, native};
@@ -90,10 +91,19 @@ fn kustomize_cannot_carry(outside: &Outside) -> bool {
     .any(bad)
 }
 
-fn context(mode: Mode, outside: &Outside) -> RenderContext {
+fn context(mode: KubefilesMode, outside: &Outside) -> RenderContext {
     let mut ctx = full(mode);
-    ctx.commit_info.repo = outside.repo.clone();
-    ctx.commit_info.target_branch = outside.branch.clone();
+    // Only a valid commit can reach rendering: hostile repo and branch
+    // names that CommitInfo accepts (quotes, braces, YAML and Jinja syntax
+    // are valid in a branch name) go into commit_info; the others still
+    // come in through the template vars below.
+    let sha = ctx.commit_info.git_commit().to_owned();
+    let default_repo = ctx.commit_info.repo().to_owned();
+    if let Ok(commit) = CommitInfo::new(&outside.repo, &outside.branch, Some(42), &sha)
+        .or_else(|_| CommitInfo::new(&default_repo, &outside.branch, Some(42), &sha))
+    {
+        ctx.commit_info = commit;
+    }
     ctx.build_domain = outside.domain.clone();
     ctx.build_env = outside.env.clone();
     ctx.build_secret_env.insert("PGPASSWORD".into(), outside.secret.clone());
@@ -111,7 +121,7 @@ fn context(mode: Mode, outside: &Outside) -> RenderContext {
 
 fn check(
     objects: &[Value],
-    mode: Mode,
+    mode: KubefilesMode,
     ctx: &RenderContext,
     expected_names: &[String],
 ) -> Result<(), TestCaseError> {
@@ -120,12 +130,15 @@ fn check(
         let annotations = &object["metadata"]["annotations"];
         prop_assert_eq!(
             &annotations["runboat/target-branch"],
-            &json!(ctx.commit_info.target_branch)
+            &json!(ctx.commit_info.target_branch())
         );
-        prop_assert_eq!(&annotations["runboat/repo"], &json!(ctx.commit_info.repo.to_lowercase()));
+        prop_assert_eq!(
+            &annotations["runboat/repo"],
+            &json!(ctx.commit_info.repo().to_lowercase())
+        );
     }
     let env = find(objects, "ConfigMap", "-odooenv");
-    prop_assert_eq!(&env["data"]["RUNBOAT_GIT_REPO"], &json!(ctx.commit_info.repo));
+    prop_assert_eq!(&env["data"]["RUNBOAT_GIT_REPO"], &json!(ctx.commit_info.repo()));
     for (key, value) in &ctx.build_env {
         if !["PGDATABASE", "ADDONS_DIR", "RUNBOAT_GIT_REPO", "RUNBOAT_GIT_REF"]
             .contains(&key.as_str())
@@ -136,7 +149,7 @@ fn check(
     let secret = find(objects, "Secret", "-odoosecretenv");
     let password = secret["data"]["PGPASSWORD"].as_str().unwrap_or_default();
     prop_assert_eq!(decode_base64(password), ctx.build_secret_env["PGPASSWORD"].as_bytes());
-    if mode == Mode::Deployment {
+    if mode == KubefilesMode::Deployment {
         let pvc = find(objects, "PersistentVolumeClaim", "-data");
         prop_assert_eq!(
             &pvc["spec"]["storageClassName"],
@@ -180,7 +193,7 @@ fn decode_base64(text: &str) -> Vec<u8> {
     out
 }
 
-async fn expected_names(kubefiles: &Kubefiles, mode: Mode) -> Vec<String> {
+async fn expected_names(kubefiles: &Kubefiles, mode: KubefilesMode) -> Vec<String> {
     names(&kubefiles.render(&full(mode)).await.expect("renders"))
 }
 
@@ -195,7 +208,7 @@ proptest! {
     fn native_default_kubefiles_carry_outside_strings_exactly(outside in outside()) {
         let rt = runtime();
         let kubefiles = native();
-        for mode in [Mode::Deployment, Mode::Initialize] {
+        for mode in [KubefilesMode::Deployment, KubefilesMode::Initialize] {
             let expected = rt.block_on(expected_names(&kubefiles, mode));
             let ctx = context(mode, &outside);
             let objects = rt.block_on(kubefiles.render(&ctx));
@@ -216,7 +229,7 @@ proptest! {
             return Ok(());
         }
         let kubefiles = kustomize();
-        let mode = Mode::Deployment;
+        let mode = KubefilesMode::Deployment;
         let expected = rt.block_on(expected_names(&kubefiles, mode));
         let ctx = context(mode, &outside);
         let objects = rt.block_on(kubefiles.render(&ctx));
@@ -243,16 +256,16 @@ async fn long_values_are_carried_too() {
         domain: long,
     };
     let kubefiles = native();
-    let expected = expected_names(&kubefiles, Mode::Deployment).await;
-    let mut ctx = context(Mode::Deployment, &outside);
+    let expected = expected_names(&kubefiles, KubefilesMode::Deployment).await;
+    let mut ctx = context(KubefilesMode::Deployment, &outside);
     // YAML limits implicit keys to 1024 characters (Kubernetes keys to 253 anyway):
     // only values are long here.
     ctx.build_template_vars.insert("ingressAnnotations".into(), json!({ "k": outside.repo }));
     let objects = kubefiles.render(&ctx).await.expect("renders");
-    check(&objects, Mode::Deployment, &ctx, &expected).expect("carried exactly");
+    check(&objects, KubefilesMode::Deployment, &ctx, &expected).expect("carried exactly");
     if kubectl_available("long_values_are_carried_too (kustomize)").await {
         let objects = kustomize().render(&ctx).await.expect("renders");
-        check(&objects, Mode::Deployment, &ctx, &expected).expect("carried exactly");
+        check(&objects, KubefilesMode::Deployment, &ctx, &expected).expect("carried exactly");
     }
 }
 
@@ -274,8 +287,8 @@ async fn kustomize_carries_empty_values() {
         domain: String::new(),
     };
     let kubefiles = kustomize();
-    let expected = expected_names(&kubefiles, Mode::Deployment).await;
-    let ctx = context(Mode::Deployment, &outside);
+    let expected = expected_names(&kubefiles, KubefilesMode::Deployment).await;
+    let ctx = context(KubefilesMode::Deployment, &outside);
     let objects = kubefiles.render(&ctx).await.expect("renders");
-    check(&objects, Mode::Deployment, &ctx, &expected).expect("carried exactly");
+    check(&objects, KubefilesMode::Deployment, &ctx, &expected).expect("carried exactly");
 }

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use runboat_k8s::{Error, Format, Kubefiles, Mode};
+use runboat_core::KubefilesMode;
+use runboat_k8s::{Error, Format, Kubefiles};
 use serde_json::json;
 
 use crate::support::{find, kubectl_available, kustomize, minimal, names};
@@ -105,7 +106,7 @@ async fn an_original_runboat_directory_renders() {
     }
     let kubefiles = original();
     assert_eq!(kubefiles.format(), Format::Kustomize);
-    let mut ctx = minimal(Mode::Deployment);
+    let mut ctx = minimal(KubefilesMode::Deployment);
     ctx.build_secret_env.insert("PGPASSWORD".into(), "pw".into());
     let objects = kubefiles.render(&ctx).await.expect("renders");
     assert_eq!(
@@ -127,14 +128,14 @@ async fn an_original_runboat_directory_renders() {
     assert_eq!(deployment["metadata"]["annotations"]["runboat/init-status"], "todo");
     assert_eq!(
         deployment["metadata"]["annotations"]["runboat/git-commit"],
-        ctx.commit_info.git_commit
+        ctx.commit_info.git_commit()
     );
 
-    let objects = kubefiles.render(&minimal(Mode::Initialize)).await.expect("renders");
+    let objects = kubefiles.render(&minimal(KubefilesMode::Initialize)).await.expect("renders");
     let job = find(&objects, "Job", "-initialize");
     assert_eq!(job["spec"]["template"]["metadata"]["labels"]["runboat/job-kind"], "initialize");
     // Start and stop: only the generators, as with the original.
-    let objects = kubefiles.render(&minimal(Mode::Start)).await.expect("renders");
+    let objects = kubefiles.render(&minimal(KubefilesMode::Start)).await.expect("renders");
     assert_eq!(
         names(&objects),
         ["ConfigMap/b5f2c1e0a9d8c7b6a-odooenv", "Secret/b5f2c1e0a9d8c7b6a-odoosecretenv"]
@@ -159,7 +160,7 @@ async fn a_missing_kubectl_is_a_clear_error() {
     assert!(err.to_string().contains("kubectl"), "{err}");
     let err = kustomize()
         .with_kubectl("/nonexistent/kubectl")
-        .render(&minimal(Mode::Deployment))
+        .render(&minimal(KubefilesMode::Deployment))
         .await
         .expect_err("no kubectl");
     assert!(matches!(err, Error::KustomizeUnavailable { .. }), "{err:?}");
@@ -174,7 +175,7 @@ async fn a_kustomize_failure_is_reported_without_secrets() {
         "kustomization.yaml.jinja".to_owned(),
         "resources:\n  - {{ build_secret_env.PASS }}.yaml\n".to_owned(),
     )]);
-    let mut ctx = minimal(Mode::Deployment);
+    let mut ctx = minimal(KubefilesMode::Deployment);
     ctx.build_secret_env.insert("PASS".into(), "topsecretvalue".into());
     let err = Kubefiles::from_files("t", files)
         .expect("compiles")
@@ -202,6 +203,6 @@ async fn kustomize_output_honours_a_modes_annotation() {
         ),
     ]);
     let kubefiles = Kubefiles::from_files("t", files).expect("compiles");
-    let objects = kubefiles.render(&minimal(Mode::Deployment)).await.expect("renders");
+    let objects = kubefiles.render(&minimal(KubefilesMode::Deployment)).await.expect("renders");
     assert_eq!(names(&objects), ["Deployment/b5f2c1e0a9d8c7b6a-odoo"], "no annotation: every mode");
 }

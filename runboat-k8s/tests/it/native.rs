@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use runboat_k8s::{Error, Format, Kubefiles, Mode};
+use runboat_core::KubefilesMode;
+use runboat_k8s::{Error, Format, Kubefiles};
 use serde_json::Value;
 
 use crate::support::{minimal, names};
@@ -23,7 +24,8 @@ async fn an_unknown_variable_names_the_file_and_line() {
         ("z.yaml.jinja", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ build_nme }}\n"),
     ])
     .expect("compiles");
-    let err = kubefiles.render(&minimal(Mode::Deployment)).await.expect_err("strict undefined");
+    let err =
+        kubefiles.render(&minimal(KubefilesMode::Deployment)).await.expect_err("strict undefined");
     match &err {
         Error::Template { file, line, message, .. } => {
             assert_eq!(file, "z.yaml.jinja");
@@ -51,14 +53,14 @@ async fn an_unknown_template_var_is_an_error_but_default_works() {
         ("c.yaml", "kind: ConfigMap\napiVersion: v1\nmetadata: {name: c}\ndata:\n  x: {{ build_template_vars.missing | default(\"dflt\") }}\n"),
     ])
     .expect("compiles");
-    let objects = ok.render(&minimal(Mode::Deployment)).await.expect("renders");
+    let objects = ok.render(&minimal(KubefilesMode::Deployment)).await.expect("renders");
     assert_eq!(objects[0]["data"]["x"], "dflt");
     let err = set(&[
         ("deployment.yaml", DEPLOYMENT),
         ("c.yaml", "kind: ConfigMap\napiVersion: v1\nmetadata: {name: c}\ndata:\n  x: {{ build_template_vars.missing }}\n"),
     ])
     .expect("compiles")
-    .render(&minimal(Mode::Deployment))
+    .render(&minimal(KubefilesMode::Deployment))
     .await
     .expect_err("undefined");
     assert!(matches!(err, Error::Template { line: 5, .. }), "{err:?}");
@@ -87,7 +89,7 @@ async fn documents_are_kept_by_their_modes_annotation() {
     assert_eq!(kubefiles.format(), Format::Native);
     let expected = [
         (
-            Mode::Deployment,
+            KubefilesMode::Deployment,
             vec![
                 "ConfigMap/b5f2c1e0a9d8c7b6a-all",
                 "ConfigMap/b5f2c1e0a9d8c7b6a-default",
@@ -95,19 +97,19 @@ async fn documents_are_kept_by_their_modes_annotation() {
             ],
         ),
         (
-            Mode::Initialize,
+            KubefilesMode::Initialize,
             vec!["ConfigMap/b5f2c1e0a9d8c7b6a-all", "ConfigMap/b5f2c1e0a9d8c7b6a-init"],
         ),
         (
-            Mode::Start,
+            KubefilesMode::Start,
             vec!["ConfigMap/b5f2c1e0a9d8c7b6a-all", "ConfigMap/b5f2c1e0a9d8c7b6a-startstop"],
         ),
         (
-            Mode::Stop,
+            KubefilesMode::Stop,
             vec!["ConfigMap/b5f2c1e0a9d8c7b6a-all", "ConfigMap/b5f2c1e0a9d8c7b6a-startstop"],
         ),
         (
-            Mode::Cleanup,
+            KubefilesMode::Cleanup,
             vec!["ConfigMap/b5f2c1e0a9d8c7b6a-all", "ConfigMap/b5f2c1e0a9d8c7b6a-jinja"],
         ),
     ];
@@ -128,7 +130,7 @@ async fn an_unknown_mode_name_is_an_error() {
     let kubefiles =
         set(&[("deployment.yaml", DEPLOYMENT), ("cm.yaml", &config_map("x", Some("deploy")))])
             .expect("compiles");
-    let err = kubefiles.render(&minimal(Mode::Deployment)).await.expect_err("typo");
+    let err = kubefiles.render(&minimal(KubefilesMode::Deployment)).await.expect_err("typo");
     assert!(
         matches!(&err, Error::InvalidObject { file, reason } if file == "cm.yaml" && reason.contains("\"deploy\"")),
         "{err:?}"
@@ -142,7 +144,7 @@ async fn invalid_yaml_names_the_file_and_hides_secrets() {
         ("bad.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  a: {{ build_secret_env.PASS | safe }}\n  - [\n"),
     ])
     .expect("compiles");
-    let mut ctx = minimal(Mode::Deployment);
+    let mut ctx = minimal(KubefilesMode::Deployment);
     ctx.build_secret_env.insert("PASS".into(), "topsecretvalue".into());
     let err = kubefiles.render(&ctx).await.expect_err("bad YAML");
     assert!(matches!(&err, Error::Yaml { file, .. } if file == "bad.yaml"), "{err:?}");
@@ -158,7 +160,7 @@ async fn documents_must_be_kubernetes_objects() {
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n", "metadata.name"),
     ] {
         let kubefiles = set(&[("deployment.yaml", DEPLOYMENT), ("x.yaml", doc)]).expect("compiles");
-        let err = kubefiles.render(&minimal(Mode::Deployment)).await.expect_err(doc);
+        let err = kubefiles.render(&minimal(KubefilesMode::Deployment)).await.expect_err(doc);
         assert!(
             matches!(&err, Error::InvalidObject { reason: r, .. } if r.contains(reason)),
             "{doc}: {err:?}"
@@ -175,9 +177,9 @@ async fn file_reads_a_sibling_file_verbatim() {
         ("missing.yaml", "{% if mode == 'stop' %}x: {{ file(\"nope.sh\") }}{% endif %}\n"),
     ])
     .expect("compiles");
-    let objects = kubefiles.render(&minimal(Mode::Deployment)).await.expect("renders");
+    let objects = kubefiles.render(&minimal(KubefilesMode::Deployment)).await.expect("renders");
     assert_eq!(objects[0]["data"]["run.sh"], "#!/bin/bash\necho \"{{ not a template }}\" # x: y\n");
-    let err = kubefiles.render(&minimal(Mode::Stop)).await.expect_err("no such file");
+    let err = kubefiles.render(&minimal(KubefilesMode::Stop)).await.expect_err("no such file");
     assert!(
         matches!(&err, Error::Template { file, message, .. } if file == "missing.yaml" && message.contains("nope.sh")),
         "{err:?}"
@@ -200,6 +202,6 @@ async fn yaml_octal_numbers_are_read_as_kubernetes_does() {
         ("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\nx: 0755\n"),
     ])
     .expect("compiles");
-    let objects = kubefiles.render(&minimal(Mode::Deployment)).await.expect("renders");
+    let objects = kubefiles.render(&minimal(KubefilesMode::Deployment)).await.expect("renders");
     assert_eq!(objects[0]["x"], Value::from(493));
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use runboat_k8s::{CommitVars, Kubefiles, Mode, RenderContext};
+use runboat_core::{CommitInfo, KubefilesMode};
+use runboat_k8s::{Kubefiles, RenderContext};
 use serde_json::{Value, json};
 
 pub(crate) fn kubefiles_dir(format: &str) -> PathBuf {
@@ -19,19 +20,20 @@ pub(crate) fn kustomize() -> Kubefiles {
 }
 
 /// A branch build with nothing optional.
-pub(crate) fn minimal(mode: Mode) -> RenderContext {
+pub(crate) fn minimal(mode: KubefilesMode) -> RenderContext {
     RenderContext {
         namespace: "runboat-builds".into(),
         mode,
         build_name: "b5f2c1e0a9d8c7b6a".into(),
         build_slug: "oca-mis-builder-16-0-0123456789ab".into(),
         build_domain: "runboat.example.com".into(),
-        commit_info: CommitVars {
-            repo: "oca/mis-builder".into(),
-            target_branch: "16.0".into(),
-            pr: None,
-            git_commit: "0123456789abcdef0123456789abcdef01234567".into(),
-        },
+        commit_info: CommitInfo::new(
+            "oca/mis-builder",
+            "16.0",
+            None,
+            "0123456789abcdef0123456789abcdef01234567",
+        )
+        .expect("valid commit"),
         image_name: "ghcr.io/oca/oca-ci/py3.10-odoo16.0".into(),
         image_tag: "latest".into(),
         build_env: BTreeMap::new(),
@@ -41,10 +43,12 @@ pub(crate) fn minimal(mode: Mode) -> RenderContext {
 }
 
 /// A pull request build with every option of the default kubefiles set.
-pub(crate) fn full(mode: Mode) -> RenderContext {
+pub(crate) fn full(mode: KubefilesMode) -> RenderContext {
     let mut ctx = minimal(mode);
     ctx.build_slug = "oca-mis-builder-16-0-pr42-0123456789ab".into();
-    ctx.commit_info.pr = Some(42);
+    ctx.commit_info =
+        CommitInfo::new("oca/mis-builder", "16.0", Some(42), ctx.commit_info.git_commit())
+            .expect("valid commit");
     ctx.build_env = BTreeMap::from([
         ("PGHOST".into(), "postgres.runboat".into()),
         ("PGUSER".into(), "odoo".into()),
