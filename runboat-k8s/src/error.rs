@@ -121,11 +121,38 @@ pub enum Error {
 
     /// The Kubernetes client could not be configured (no kubeconfig, no in-cluster
     /// service account...).
-    #[error("cannot configure the Kubernetes client")]
+    #[error(
+        "no Kubernetes client configuration (looked for KUBECONFIG, ~/.kube/config and the \
+         in-cluster service account)"
+    )]
     KubeConfig {
         /// kube's error.
         #[source]
+        source: kube::config::InferConfigError,
+    },
+
+    /// The Kubernetes client could not be built from its configuration.
+    #[error("cannot build the Kubernetes client for {cluster_url}")]
+    KubeClient {
+        /// The API server the configuration names.
+        cluster_url: String,
+        /// kube's error.
+        #[source]
         source: kube::Error,
+    },
+
+    /// A configured kubefiles directory cannot be used; `setting` names the
+    /// setting (`repos[2].kubefiles_path (repo "^oca/.*", branch ".*")`).
+    /// The source says why, and names the path.
+    #[error("{setting}")]
+    KubefilesSetting {
+        /// The setting that names the directory.
+        setting: String,
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<Error>,
     },
 
     /// A name in `deployment_resource_types` is not a resource type runboat knows.

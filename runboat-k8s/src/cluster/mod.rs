@@ -110,25 +110,44 @@ impl KubeCluster {
     /// resolves `deployment_resource_types` ([`Error::UnknownResourceType`]).
     /// No API call is made.
     pub async fn new(client: Client, settings: Arc<Settings>) -> Result<KubeCluster> {
-        let default_kubefiles = Arc::new(match &settings.build_default_kubefiles_path {
-            Some(path) => Kubefiles::load(path)?,
-            None => Kubefiles::embedded()?,
-        });
-        let mut kubefiles_by_path = HashMap::new();
-        if let Some(path) = &settings.build_default_kubefiles_path {
-            kubefiles_by_path.insert(path.clone(), Arc::clone(&default_kubefiles));
-        }
-        for rule in &settings.repos {
-            if let Some(path) = &rule.build.kubefiles_path
-                && !kubefiles_by_path.contains_key(path)
-            {
-                kubefiles_by_path.insert(path.clone(), Arc::new(Kubefiles::load(path)?));
+        let configured = configured_kubefiles(&settings);
+        let load = |(setting, path): &(String, PathBuf)| {
+            Kubefiles::load(path).map(Arc::new).map_err(|source| Error::KubefilesSetting {
+                setting: setting.clone(),
+                path: path.clone(),
+                source: Box::new(source),
+            })
+        };
+        let mut kubefiles_by_path: HashMap<PathBuf, Arc<Kubefiles>> = HashMap::new();
+        let mut kustomize_setting = None;
+        for entry in &configured {
+            if kubefiles_by_path.contains_key(&entry.1) {
+                continue;
             }
+            let kubefiles = load(entry)?;
+            if kubefiles.format() == Format::Kustomize && kustomize_setting.is_none() {
+                kustomize_setting = Some(entry);
+            }
+            tracing::info!(
+                setting = %entry.0,
+                path = %entry.1.display(),
+                format = ?kubefiles.format(),
+                "kubefiles loaded"
+            );
+            kubefiles_by_path.insert(entry.1.clone(), kubefiles);
         }
-        let needs_kustomize = default_kubefiles.format() == Format::Kustomize
-            || kubefiles_by_path.values().any(|k| k.format() == Format::Kustomize);
-        if needs_kustomize {
-            let version = crate::render::check_kustomize_available().await?;
+        let default_kubefiles = match &settings.build_default_kubefiles_path {
+            Some(path) => Arc::clone(&kubefiles_by_path[path]),
+            None => Arc::new(Kubefiles::embedded()?),
+        };
+        if let Some((setting, path)) = kustomize_setting {
+            let version = crate::render::check_kustomize_available().await.map_err(|source| {
+                Error::KubefilesSetting {
+                    setting: setting.clone(),
+                    path: path.clone(),
+                    source: Box::new(source),
+                }
+            })?;
             tracing::info!(%version, "kustomize kubefiles configured");
         }
         let delete_types = settings
@@ -156,11 +175,21 @@ impl KubeCluster {
         })
     }
 
-    /// Like [`KubeCluster::new`], with a client from kube's standard
-    /// inference: `KUBECONFIG` (or `~/.kube/config`), else the in-cluster
-    /// service account.
-    pub async fn try_default(settings: Arc<Settings>) -> Result<KubeCluster> {
-        let client = Client::try_default().await.map_err(|source| Error::KubeConfig { source })?;
+    /// The one startup path of the server: [`KubeCluster::new`] with a
+    /// client from kube's standard inference (`KUBECONFIG`, else
+    /// `~/.kube/config`, else the in-cluster service account). Every error
+    /// says what is missing, or names the setting at fault. No API call is
+    /// made: the controller's first listing does.
+    pub async fn from_settings(settings: Arc<Settings>) -> Result<KubeCluster> {
+        let config = kube::Config::infer().await.map_err(|source| Error::KubeConfig { source })?;
+        let cluster_url = config.cluster_url.to_string();
+        tracing::info!(
+            api_server = %cluster_url,
+            namespace = %settings.build_namespace,
+            "Kubernetes configuration"
+        );
+        let client =
+            Client::try_from(config).map_err(|source| Error::KubeClient { cluster_url, source })?;
         KubeCluster::new(client, settings).await
     }
 
@@ -173,6 +202,30 @@ impl KubeCluster {
     pub fn client(&self) -> &Client {
         &self.inner.client
     }
+}
+
+/// The configured kubefiles directories, each with the setting naming it
+/// (for messages): the default one, then each repo rule's.
+fn configured_kubefiles(settings: &Settings) -> Vec<(String, PathBuf)> {
+    let mut dirs = Vec::new();
+    if let Some(path) = &settings.build_default_kubefiles_path {
+        dirs.push((
+            "build_default_kubefiles_path (RUNBOAT_BUILD_DEFAULT_KUBEFILES_PATH)".to_owned(),
+            path.clone(),
+        ));
+    }
+    for (i, rule) in settings.repos.iter().enumerate() {
+        if let Some(path) = &rule.build.kubefiles_path {
+            dirs.push((
+                format!(
+                    "repos[{i}].kubefiles_path (repo {:?}, branch {:?})",
+                    rule.repo_pattern, rule.branch_pattern
+                ),
+                path.clone(),
+            ));
+        }
+    }
+    dirs
 }
 
 /// A build name must be usable in a label selector and as a name prefix.

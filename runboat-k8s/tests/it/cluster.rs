@@ -411,7 +411,33 @@ async fn configuration_errors_are_clear() {
     )
     .await
     .expect_err("missing kubefiles");
-    assert!(matches!(err, Error::ReadKubefiles { .. }), "{err}");
+    assert!(
+        matches!(&err, Error::KubefilesSetting { setting, source, .. }
+            if setting.starts_with("build_default_kubefiles_path")
+                && matches!(**source, Error::ReadKubefiles { .. })),
+        "{err}"
+    );
+}
+
+/// Every kubefiles directory that cannot be used is refused at startup with
+/// the setting that names it, the path, and why (once).
+#[tokio::test]
+async fn unusable_kubefiles_name_their_setting_and_path() {
+    let sim = sim_with(ControllerConfig::none()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let missing = dir.path().join("missing");
+    for path in [&missing, &file, &empty] {
+        let rule = format!(", kubefiles_path = {:?}", path.display().to_string());
+        let settings = Settings::from_toml_str(&settings_toml("", &rule)).expect("settings");
+        let err = KubeCluster::new(sim.client(), Arc::new(settings)).await.expect_err("refused");
+        let text = runboat_core::error::chain(&err).to_string();
+        assert!(text.starts_with("repos[0].kubefiles_path (repo \"oca/.*\""), "{text}");
+        assert_eq!(text.matches(&path.display().to_string()).count(), 1, "{text}");
+    }
 }
 
 // ---- watching ----
