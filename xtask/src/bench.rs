@@ -36,9 +36,31 @@ const RELEASE_MARK: &str = "RUNBOAT_XTASK_BENCH_HANDED_OVER";
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
+/// How the seeded Deployments look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Shape {
+    /// As runboat-rs's default kubefiles render them (~2 KB in kubesim).
+    Native,
+    /// As the original runboat's packaged kubefiles make them with
+    /// `kubectl apply -k` (~3.5 KB in kubesim: kustomize's common
+    /// annotations on the pod template too, and kubectl's
+    /// last-applied-configuration annotation): the workload of a side by
+    /// side comparison with the original, and of an admin who swaps it in.
+    Original,
+}
+
+impl Shape {
+    fn label(self, n: usize) -> String {
+        match self {
+            Shape::Native => n.to_string(),
+            Shape::Original => format!("{n}-original"),
+        }
+    }
+}
+
 /// Options of `cargo xtask bench`.
 struct Opts {
-    sizes: Vec<usize>,
+    sizes: Vec<(usize, Shape)>,
     runs: usize,
     quick: bool,
     /// Record a CPU profile of each phase (see `perf.rs`).
@@ -50,11 +72,20 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     let mut runs: Option<usize> = None;
     let mut quick = false;
     let mut perf = false;
+    let mut shapes: Option<Vec<Shape>> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--perf" => perf = true,
+            "--shape" => {
+                shapes = Some(match it.next().map(String::as_str) {
+                    Some("native") => vec![Shape::Native],
+                    Some("original") => vec![Shape::Original],
+                    Some("both") => vec![Shape::Native, Shape::Original],
+                    other => bail!("--shape takes native, original or both, not {other:?}"),
+                });
+            }
             "--builds" => {
                 builds = Some(it.next().context("--builds needs a number")?.parse()?);
             }
@@ -62,10 +93,25 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             other => bail!("unknown bench option `{other}`"),
         }
     }
-    let sizes = match (builds, quick) {
-        (Some(n), _) => vec![n],
-        (None, true) => vec![1_000],
-        (None, false) => vec![1_000, 10_000],
+    // By default: both shapes at the largest size, the native one only at
+    // 1,000 (the comparison with the original is made at 10,000).
+    let sizes = match (builds, quick, shapes) {
+        (Some(n), _, shapes) => shapes
+            .unwrap_or(vec![Shape::Native, Shape::Original])
+            .into_iter()
+            .map(|s| (n, s))
+            .collect(),
+        (None, true, shapes) => shapes
+            .unwrap_or(vec![Shape::Native, Shape::Original])
+            .into_iter()
+            .map(|s| (1_000, s))
+            .collect(),
+        (None, false, None) => {
+            vec![(1_000, Shape::Native), (10_000, Shape::Native), (10_000, Shape::Original)]
+        }
+        (None, false, Some(shapes)) => {
+            [1_000, 10_000].into_iter().flat_map(|n| shapes.iter().map(move |s| (n, *s))).collect()
+        }
     };
     let runs = runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
     Ok(Opts { sizes, runs, quick, perf })
@@ -272,6 +318,80 @@ fn deployment(seed: &Seed, i: usize) -> Value {
     })
 }
 
+/// A Deployment as the original runboat's packaged kubefiles make it:
+/// kustomize's output of its `deployment.yaml` (name prefix, common labels
+/// on selector and pod template, common annotations on the object and its
+/// pod template, image rewritten), applied by `kubectl apply`, which keeps
+/// the applied object in `kubectl.kubernetes.io/last-applied-configuration`.
+fn deployment_original(seed: &Seed, i: usize) -> Value {
+    let name = &seed.name;
+    let branch = ["16.0", "17.0", "18.0"][(i / REPOS) % 3];
+    let pr = if i % 3 == 2 { ((i / 3) + 1).to_string() } else { String::new() };
+    let labels = json!({"app": "odoo", "runboat/build": name});
+    let common = json!({
+        "runboat/git-commit": sha(i, "seed"),
+        "runboat/pr": pr,
+        "runboat/repo": seed.repo,
+        "runboat/target-branch": branch,
+    });
+    let mut annotations = common.clone();
+    annotations["runboat/init-status"] = json!("todo");
+    let mut applied = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "annotations": annotations,
+            "finalizers": ["runboat/cleanup"],
+            "labels": {"runboat/build": name},
+            "name": seed.deployment,
+            "namespace": NS,
+        },
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"annotations": common, "labels": labels},
+                "spec": {
+                    "containers": [{
+                        "args": ["bash", "/runboat/runboat-start.sh"],
+                        "envFrom": [
+                            {"secretRef": {"name": format!("{name}-odoosecretenv")}},
+                            {"configMapRef": {"name": format!("{name}-odooenv")}},
+                        ],
+                        "image": format!("ghcr.io/oca/oca-ci/py3.10-odoo{branch}:latest"),
+                        "livenessProbe": {"initialDelaySeconds": 30, "periodSeconds": 30, "tcpSocket": {"port": 8069}},
+                        "name": "odoo",
+                        "ports": [{"containerPort": 8069, "name": "web"}],
+                        "readinessProbe": {"initialDelaySeconds": 2, "periodSeconds": 2, "tcpSocket": {"port": 8069}},
+                        "resources": {
+                            "limits": {"cpu": "800m", "memory": "1Gi"},
+                            "requests": {"cpu": "50m", "memory": "100Mi"},
+                        },
+                        "volumeMounts": [
+                            {"mountPath": "/runboat", "name": "runboat-scripts"},
+                            {"mountPath": "/mnt/data", "name": "data"},
+                            {"mountPath": "/opt/odoo-venv", "name": "data", "subPath": "odoo-venv"},
+                        ],
+                    }],
+                    "enableServiceLinks": false,
+                    "terminationGracePeriodSeconds": 10,
+                    "volumes": [
+                        {"configMap": {"name": format!("{name}-runboat-scripts")}, "name": "runboat-scripts"},
+                        {"name": "data", "persistentVolumeClaim": {"claimName": format!("{name}-data")}},
+                    ],
+                },
+            },
+        },
+    });
+    let last_applied = format!("{applied}\n");
+    applied["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+        json!(last_applied);
+    // Initialized since, and scaled: as the original's JSON patches leave it.
+    applied["metadata"]["annotations"]["runboat/init-status"] = json!("succeeded");
+    applied["metadata"]["annotations"]["runboat/last-scaled"] = json!("2025-01-01T00:00:00Z");
+    applied
+}
+
 fn settings_toml() -> String {
     format!(
         r#"
@@ -472,7 +592,13 @@ where
 type Figures = BTreeMap<String, f64>;
 
 /// One complete run at `n` builds: every figure of the suite.
-async fn run_once(bin: &Path, n: usize, quick: bool, perf: Option<PathBuf>) -> Result<Figures> {
+async fn run_once(
+    bin: &Path,
+    n: usize,
+    shape: Shape,
+    quick: bool,
+    perf: Option<PathBuf>,
+) -> Result<Figures> {
     let mut f = Figures::new();
     let mut env = Env::start_sim(bin).await?;
     env.perf = perf;
@@ -485,7 +611,11 @@ async fn run_once(bin: &Path, n: usize, quick: bool, perf: Option<PathBuf>) -> R
         concurrent(n, 32, move |i| {
             let (http, url, seeds) = (http.clone(), url.clone(), seeds.clone());
             async move {
-                let body = deployment(&seeds[i], i).to_string();
+                let body = match shape {
+                    Shape::Native => deployment(&seeds[i], i),
+                    Shape::Original => deployment_original(&seeds[i], i),
+                }
+                .to_string();
                 let req = Request::post(url)
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(body)))?;
@@ -499,6 +629,11 @@ async fn run_once(bin: &Path, n: usize, quick: bool, perf: Option<PathBuf>) -> R
         .await?;
     }
     f.insert("seed_creates_per_s".into(), n as f64 / t.elapsed().as_secs_f64());
+    // The size of one seeded object as a client reads it (defaults and
+    // status included).
+    let one = format!("{}/{}", env.deployments_url(), seeds[0].deployment);
+    let (_, body) = send(&env.http, Request::get(one).body(Full::default())?).await?;
+    f.insert("seed_object_bytes".into(), body.len() as f64);
     f.insert("seed_kubesim_settle_s".into(), kubesim_settle(&env).await);
 
     // (1) Ingest: server start until the status counts every build.
@@ -620,6 +755,7 @@ async fn run_once(bin: &Path, n: usize, quick: bool, perf: Option<PathBuf>) -> R
 
     // (4) Live events: 1,000 SSE subscribers on one repo.
     sse(&env, &seeds, &mut f).await?;
+    sse_burst(&env, &seeds, &mut f).await?;
 
     // (5) Reaction.
     reaction(&env, if quick { 3 } else { 5 }, &mut f).await?;
@@ -742,6 +878,164 @@ async fn sse(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
     f.insert("sse_p99_ms".into(), percentile(&d, 0.99));
     f.insert("sse_max_ms".into(), percentile(&d, 1.0));
     f.insert("sse_server_cpu_s".into(), cpu);
+    Ok(())
+}
+
+/// A burst of changes to one repo's builds, delivered to many subscribers of
+/// that repo: up to 100 patches sent at once (16 connections), 200 SSE
+/// subscribers. Every subscriber must see every change; the figures are the
+/// first delivery after the burst starts, and the delay from each change's
+/// PATCH to each of its deliveries (20,000 in all).
+async fn sse_burst(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
+    const SUBS: usize = 200;
+    const MARK: &str = "\"last_scaled\":\"2032-01-01T";
+    let repo = "bench/repo05";
+    let targets: Vec<&Seed> = seeds.iter().filter(|s| s.repo == repo).collect();
+    if targets.is_empty() {
+        bail!("no build in {repo}");
+    }
+    let initial = targets.len();
+    // One change per build (100 at 10,000 builds; as many as the repo has
+    // below that), so that every change is a distinct delivery.
+    let changes = targets.len().min(100);
+    f.insert("burst_changes".into(), changes as f64);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Option<Instant>>>(SUBS);
+    let url = format!("{}/api/v1/build-events?repo={repo}", env.api);
+    let gate = Arc::new(Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for _ in 0..SUBS {
+        let (http, url, ready, tx, gate) =
+            (env.http.clone(), url.clone(), ready.clone(), tx.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await?;
+            let res = http.request(Request::get(url).body(Full::default())?).await?;
+            drop(permit);
+            let mut body = res.into_body();
+            let mut arrivals: Vec<Option<Instant>> = vec![None; changes];
+            let (mut seen, mut got) = (0usize, 0usize);
+            let mut pending = String::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame?;
+                let Some(data) = frame.data_ref() else { continue };
+                let now = Instant::now();
+                pending.push_str(&String::from_utf8_lossy(data));
+                let Some(end) = pending.rfind('\n') else { continue };
+                for line in pending[..end].lines().filter(|l| l.starts_with("data:")) {
+                    seen += 1;
+                    if seen == initial {
+                        ready.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // The change number is in the marker time: 00:MM:SS.
+                    let Some(at) = line.find(MARK) else { continue };
+                    let time = line.get(at + MARK.len()..at + MARK.len() + 8).unwrap_or("");
+                    let (m, sec) = (time.get(3..5), time.get(6..8));
+                    let Some(i) = m.zip(sec).and_then(|(m, s)| {
+                        Some(m.parse::<usize>().ok()? * 60 + s.parse::<usize>().ok()?)
+                    }) else {
+                        continue;
+                    };
+                    if i < changes && arrivals[i].is_none() {
+                        arrivals[i] = Some(now);
+                        got += 1;
+                    }
+                }
+                pending.drain(..=end);
+                if got == changes {
+                    break;
+                }
+            }
+            let _ = tx.send(arrivals).await;
+            // Stay connected until the others are done (see `sse`).
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    drop(tx);
+    let end = Instant::now() + DEADLINE;
+    while ready.load(Ordering::SeqCst) < SUBS {
+        if Instant::now() > end {
+            bail!(
+                "only {} of {SUBS} subscribers got their initial builds",
+                ready.load(Ordering::SeqCst)
+            );
+        }
+        if let Some(t) = tasks.iter().position(|t| t.is_finished()) {
+            let task = tasks.swap_remove(t);
+            task.await??;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    kubesim_settle(env).await;
+    let server = env.server_pid();
+    let rec = env.profile("sse_burst").await?;
+    let cpu0 = cpu_secs(server);
+    let sent: Arc<Vec<std::sync::OnceLock<Instant>>> =
+        Arc::new((0..changes).map(|_| std::sync::OnceLock::new()).collect());
+    let names: Arc<Vec<String>> =
+        Arc::new((0..changes).map(|i| targets[i % targets.len()].deployment.clone()).collect());
+    let t0 = Instant::now();
+    {
+        let (http, url, sent, names) =
+            (env.http.clone(), env.deployments_url(), sent.clone(), names.clone());
+        concurrent(changes, 16, move |i| {
+            let (http, url, sent, names) = (http.clone(), url.clone(), sent.clone(), names.clone());
+            async move {
+                let ts = format!("2032-01-01T00:{:02}:{:02}Z", i / 60, i % 60);
+                let patch = json!({"metadata": {"annotations": {"runboat/last-scaled": ts}}});
+                let req = Request::builder()
+                    .method(Method::PATCH)
+                    .uri(format!("{url}/{}", names[i]))
+                    .header("content-type", "application/merge-patch+json")
+                    .body(Full::new(Bytes::from(patch.to_string())))?;
+                let _ = sent[i].set(Instant::now());
+                let (s, b) = send(&http, req).await?;
+                if !s.is_success() {
+                    bail!("patch: {s} {}", String::from_utf8_lossy(&b));
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let mut delays = Vec::with_capacity(SUBS * changes);
+    let mut first = f64::INFINITY;
+    let mut missing = 0usize;
+    for _ in 0..SUBS {
+        let Ok(Some(arrivals)) =
+            tokio::time::timeout_at((t0 + Duration::from_secs(60)).into(), rx.recv()).await
+        else {
+            break;
+        };
+        for (i, at) in arrivals.iter().enumerate() {
+            match (at, sent[i].get()) {
+                (Some(at), Some(sent)) => {
+                    delays.push(at.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
+                    first = first.min(at.duration_since(t0).as_secs_f64() * 1000.0);
+                }
+                _ => missing += 1,
+            }
+        }
+    }
+    f.insert("burst_server_cpu_s".into(), cpu_secs(server) - cpu0);
+    finish_profile(rec)?;
+    for t in &tasks {
+        t.abort();
+    }
+    if delays.len() < SUBS * changes {
+        bail!(
+            "only {} of {} deliveries arrived ({missing} changes missed by a subscriber)",
+            delays.len(),
+            SUBS * changes
+        );
+    }
+    let d = sorted(delays);
+    f.insert("burst_first_ms".into(), first);
+    f.insert("burst_p50_ms".into(), percentile(&d, 0.5));
+    f.insert("burst_p99_ms".into(), percentile(&d, 0.99));
+    f.insert("burst_max_ms".into(), percentile(&d, 1.0));
     Ok(())
 }
 
@@ -930,6 +1224,7 @@ type Target = Option<(bool, f64)>;
 
 const ROWS: &[(&str, &str, &str, Target)] = &[
     ("seed_creates_per_s", "seeding into kubesim (not runboat)", "creates/s", None),
+    ("seed_object_bytes", "  one seeded Deployment as a client reads it", "bytes", None),
     ("seed_kubesim_settle_s", "  wait for kubesim to go idle after it", "s", None),
     ("startup_until_all_counted_s", "ingest: server start → status counts all", "s", None),
     ("server_cpu_startup_s", "  server CPU until then", "s", None),
@@ -958,6 +1253,11 @@ const ROWS: &[(&str, &str, &str, Target)] = &[
     ("sse_server_cpu_s", "  server CPU during the burst", "s", None),
     ("sse_kubesim_cpu_s", "  kubesim CPU during the burst", "s", None),
     ("sse_kubesim_settle_s", "  wait for kubesim to go idle before it", "s", None),
+    ("burst_first_ms", "SSE burst, 100 changes × 200 subscribers: first delivery", "ms", None),
+    ("burst_p50_ms", "  change → arrival p50 over all deliveries", "ms", None),
+    ("burst_p99_ms", "  p99", "ms", Some((false, 50.0))),
+    ("burst_max_ms", "  max", "ms", None),
+    ("burst_server_cpu_s", "  server CPU during the burst", "s", None),
     (
         "reaction_webhook_to_deployment_ms",
         "reaction: webhook → Deployment created",
@@ -989,14 +1289,18 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn markdown(results: &BTreeMap<usize, Vec<Figures>>, runs: usize) -> String {
+fn markdown(results: &BTreeMap<(usize, Shape), Vec<Figures>>, runs: usize) -> String {
     let mut md = String::new();
     md.push_str(&format!(
         "Median of {runs} run(s), [min – max]. Targets apply at 10,000 builds and are reported, never asserted.\n\n"
     ));
-    for (n, figs) in results {
+    for ((n, shape), figs) in results {
+        let title = match shape {
+            Shape::Native => format!("{n} builds"),
+            Shape::Original => format!("{n} builds shaped as the original's kubefiles make them"),
+        };
         md.push_str(&format!(
-            "### {n} builds\n\n| figure | unit | median [min – max] | target |\n|---|---|---|---|\n"
+            "### {title}\n\n| figure | unit | median [min – max] | target |\n|---|---|---|---|\n"
         ));
         for (key, label, unit, target) in ROWS {
             let values: Vec<f64> = figs.iter().filter_map(|f| f.get(*key).copied()).collect();
@@ -1024,7 +1328,7 @@ fn markdown(results: &BTreeMap<usize, Vec<Figures>>, runs: usize) -> String {
     md
 }
 
-/// `cargo xtask bench [--builds N] [--quick] [--runs R] [--perf]`.
+/// `cargo xtask bench [--builds N] [--shape native|original|both] [--quick] [--runs R] [--perf]`.
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     let opts = parse_opts(args)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_owned();
@@ -1054,16 +1358,17 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let started = jiff::Timestamp::now();
-    let mut results: BTreeMap<usize, Vec<Figures>> = BTreeMap::new();
-    for &n in &opts.sizes {
+    let mut results: BTreeMap<(usize, Shape), Vec<Figures>> = BTreeMap::new();
+    for &(n, shape) in &opts.sizes {
+        let label = shape.label(n);
         for run in 1..=opts.runs {
-            println!("bench: {n} builds, run {run}/{}", opts.runs);
+            println!("bench: {label} builds, run {run}/{}", opts.runs);
             let t = Instant::now();
             let perf =
-                opts.perf.then(|| target.join("bench").join("perf").join(format!("{n}-{run}")));
-            let figs = runtime.block_on(run_once(&bin, n, opts.quick, perf))?;
+                opts.perf.then(|| target.join("bench").join("perf").join(format!("{label}-{run}")));
+            let figs = runtime.block_on(run_once(&bin, n, shape, opts.quick, perf))?;
             println!("bench: run done in {:.1} s", t.elapsed().as_secs_f64());
-            results.entry(n).or_default().push(figs);
+            results.entry((n, shape)).or_default().push(figs);
         }
     }
     let md = markdown(&results, opts.runs);
@@ -1075,7 +1380,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
         "quick": opts.quick,
         "runs": opts.runs,
         "machine": machine(),
-        "results": results.iter().map(|(n, figs)| (n.to_string(), json!(figs))).collect::<serde_json::Map<_, _>>(),
+        "results": results.iter().map(|((n, shape), figs)| (shape.label(*n), json!(figs))).collect::<serde_json::Map<_, _>>(),
     });
     let text = serde_json::to_string_pretty(&json)?;
     let stamp = started.strftime("%Y%m%dT%H%M%SZ").to_string();
