@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Deserializer};
 
 /// A Deployment with only its metadata (name, namespace, uid,
-/// resourceVersion, generation, labels, annotations, creation and deletion
-/// timestamps, finalizers), `spec.replicas`, `status.replicas` and
+/// resourceVersion, generation, labels, runboat's annotations, creation and
+/// deletion timestamps, finalizers), `spec.replicas`, `status.replicas` and
 /// `status.availableReplicas`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct SlimDeployment {
@@ -102,10 +102,88 @@ struct MetaFields {
     resource_version: Option<String>,
     generation: Option<i64>,
     labels: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "contract_annotations")]
     annotations: Option<BTreeMap<String, String>>,
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
     finalizers: Option<Vec<String>>,
+}
+
+/// True for the annotations runboat reads: those of its contract
+/// (`runboat/…`). The others (kubectl's `last-applied-configuration`, a
+/// copy of the whole object, is the big one) are skipped while decoding:
+/// at 10,000 builds they would be most of what a full listing holds.
+pub(crate) fn is_contract_annotation(key: &str) -> bool {
+    key.starts_with("runboat/")
+}
+
+/// Decodes an annotations map keeping only [`is_contract_annotation`] keys;
+/// the other values are skipped without being built.
+fn contract_annotations<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<BTreeMap<String, String>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of strings, or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if is_contract_annotation(&key) {
+                    out.insert(key, map.next_value::<String>()?);
+                } else {
+                    // Still checked to be a string, as the full type would.
+                    map.next_value::<IgnoredString>()?;
+                }
+            }
+            Ok(Some(out))
+        }
+    }
+
+    deserializer.deserialize_option(Visitor)
+}
+
+/// A string value, checked and dropped without being copied.
+struct IgnoredString;
+
+impl<'de> Deserialize<'de> for IgnoredString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IgnoredString;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<IgnoredString, E> {
+                Ok(IgnoredString)
+            }
+        }
+
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// Decodes `metadata` through [`MetaFields`]. A `null` metadata is the
@@ -138,7 +216,12 @@ fn copy_meta(meta: &ObjectMeta) -> ObjectMeta {
         resource_version: meta.resource_version.clone(),
         generation: meta.generation,
         labels: meta.labels.clone(),
-        annotations: meta.annotations.clone(),
+        annotations: meta.annotations.as_ref().map(|a| {
+            a.iter()
+                .filter(|(k, _)| is_contract_annotation(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
         creation_timestamp: meta.creation_timestamp.clone(),
         deletion_timestamp: meta.deletion_timestamp.clone(),
         finalizers: meta.finalizers.clone(),
@@ -258,7 +341,15 @@ mod tests {
         let status = deployment.status.as_ref();
         Some(DeploymentFacts {
             name,
-            annotations: meta.annotations.clone().unwrap_or_default(),
+            // Only the contract's annotations are kept (see
+            // `is_contract_annotation`).
+            annotations: meta
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("runboat/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             labels,
             spec_replicas: deployment.spec.as_ref().and_then(|s| s.replicas),
             status_replicas: status.and_then(|s| s.replicas),
@@ -337,13 +428,39 @@ mod tests {
         serde_json::from_str(text).expect("fixture is JSON")
     }
 
+    /// kubectl's copy of the applied object (the original runboat applies
+    /// with kubectl) and other foreign annotations are not kept, but a
+    /// non-string value is refused as the full type refuses it.
+    #[test]
+    fn only_the_contract_annotations_are_decoded() {
+        let mut value = fixture(DEPLOYMENT);
+        let copy = serde_json::to_string(&value).expect("json");
+        value["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!(copy);
+        let slim: SlimDeployment = serde_json::from_value(value.clone()).expect("slim");
+        let kept = slim.metadata.annotations.expect("annotations");
+        assert_eq!(kept.len(), 6);
+        assert!(kept.keys().all(|k| k.starts_with("runboat/")));
+        let facts = deployment_facts_agree(&value).expect("a runboat deployment");
+        assert_eq!(facts.annotations, kept);
+        value["metadata"]["annotations"]["other"] = json!(1);
+        assert!(serde_json::from_value::<SlimDeployment>(value.clone()).is_err());
+        assert!(serde_json::from_value::<Deployment>(value).is_err());
+        let null: SlimDeployment =
+            serde_json::from_value(json!({"metadata": {"annotations": null}})).expect("null");
+        assert_eq!(null.metadata.annotations, None);
+    }
+
     #[test]
     fn a_full_deployment_gives_the_facts_of_the_full_type() {
         let value = fixture(DEPLOYMENT);
         let facts = deployment_facts_agree(&value).expect("a runboat deployment");
         assert_eq!(facts.name, "b5f2c1e0a9d8c7b6a-odoo");
         assert_eq!(facts.labels.get(LABEL_BUILD).map(String::as_str), Some("b5f2c1e0a9d8c7b6a"));
-        assert_eq!(facts.annotations.len(), 7);
+        // The fixture's 7 annotations less `deployment.kubernetes.io/revision`:
+        // only the contract's are kept.
+        assert_eq!(facts.annotations.len(), 6);
+        assert!(facts.annotations.keys().all(|k| k.starts_with("runboat/")));
         assert_eq!(
             (facts.spec_replicas, facts.status_replicas, facts.available_replicas),
             (Some(1), Some(1), Some(1))
