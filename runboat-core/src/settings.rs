@@ -225,11 +225,12 @@ pub struct Settings {
     pub api_admin_user: String,
     /// Admin password of the API.
     pub api_admin_passwd: Secret,
-    /// Concurrent initialization jobs (default 2).
+    /// Concurrent initialization jobs (default 2; 0 pauses initialization).
     pub max_initializing: usize,
-    /// Started builds (default 6).
+    /// Started builds (default 6; 0 stops every started build).
     pub max_started: usize,
-    /// Deployed builds (default 10).
+    /// Deployed builds (default 10; 0 undeploys every stopped or failed
+    /// build but the newest of each branch).
     pub max_deployed: usize,
     /// Namespace of the builds (required).
     pub build_namespace: String,
@@ -364,17 +365,17 @@ impl Raw {
         }
     }
 
-    fn positive(self) -> Result<usize> {
-        let bad = |got: String| err(&self.key, format!("expected a positive integer, got {got}"));
+    /// A count: a non-negative integer (0 is valid for the limits: it
+    /// pauses that activity, as admins of the original do).
+    fn count(self) -> Result<usize> {
+        let bad =
+            |got: String| err(&self.key, format!("expected a non-negative integer, got {got}"));
         match &self.value {
-            RawValue::Env(s) => match s.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(bad(format!("{s:?}"))),
-            },
-            RawValue::Json(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-                Some(n) if n > 0 => Ok(n),
-                _ => Err(bad(describe(v, false))),
-            },
+            RawValue::Env(s) => s.trim().parse::<usize>().map_err(|_| bad(format!("{s:?}"))),
+            RawValue::Json(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(describe(v, false))),
         }
     }
 
@@ -645,10 +646,10 @@ impl Settings {
             take("api_admin_passwd").ok_or_else(|| missing("api_admin_passwd"))?,
             true,
         )?);
-        let positive = |r: Option<Raw>, default: usize| r.map_or(Ok(default), Raw::positive);
-        let max_initializing = positive(take("max_initializing"), 2)?;
-        let max_started = positive(take("max_started"), 6)?;
-        let max_deployed = positive(take("max_deployed"), 10)?;
+        let count = |r: Option<Raw>, default: usize| r.map_or(Ok(default), Raw::count);
+        let max_initializing = count(take("max_initializing"), 2)?;
+        let max_started = count(take("max_started"), 6)?;
+        let max_deployed = count(take("max_deployed"), 10)?;
         let build_namespace =
             non_empty(take("build_namespace").ok_or_else(|| missing("build_namespace"))?, false)?;
         let build_domain =

@@ -158,16 +158,33 @@ fn patterns_match_from_the_start_like_python_re_match() {
     assert!(!rule.matches("cb", "x"));
 }
 
+/// Limits of 0 are valid, as in the original: admins use them to pause.
+#[test]
+fn limits_of_zero_pause() {
+    let s = with_env(&[
+        ("RUNBOAT_MAX_INITIALIZING", "0"),
+        ("RUNBOAT_MAX_STARTED", "0"),
+        ("RUNBOAT_MAX_DEPLOYED", "0"),
+    ])
+    .expect("zero limits");
+    assert_eq!(s.limits(), Limits { max_initializing: 0, max_started: 0, max_deployed: 0 });
+    let s = Settings::from_toml_str(&format!("max_started = 0\n{MINIMAL_TOML}")).expect("zero");
+    assert_eq!(s.max_started, 0);
+}
+
 #[test]
 fn errors_name_the_key() {
     let (key, msg) = setting_error(with_env(&[("RUNBOAT_MAX_STARTED", "abc")]));
     assert_eq!(key, "RUNBOAT_MAX_STARTED");
-    assert_eq!(msg, r#"expected a positive integer, got "abc""#);
-    let e = with_env(&[("RUNBOAT_MAX_DEPLOYED", "0")]).expect_err("zero");
-    assert_eq!(e.to_string(), r#"RUNBOAT_MAX_DEPLOYED: expected a positive integer, got "0""#);
-    let e = Settings::from_toml_str(&format!("max_initializing = 0\n{MINIMAL_TOML}"))
-        .expect_err("zero");
-    assert_eq!(e.to_string(), "max_initializing: expected a positive integer, got a number (0)");
+    assert_eq!(msg, r#"expected a non-negative integer, got "abc""#);
+    let e = with_env(&[("RUNBOAT_MAX_DEPLOYED", "-1")]).expect_err("negative");
+    assert_eq!(e.to_string(), r#"RUNBOAT_MAX_DEPLOYED: expected a non-negative integer, got "-1""#);
+    let e = Settings::from_toml_str(&format!("max_initializing = -2\n{MINIMAL_TOML}"))
+        .expect_err("negative");
+    assert_eq!(
+        e.to_string(),
+        "max_initializing: expected a non-negative integer, got a number (-2)"
+    );
     let (key, _) = setting_error(with_env(&[("RUNBOAT_NO_CLEANUP_JOB", "maybe")]));
     assert_eq!(key, "RUNBOAT_NO_CLEANUP_JOB");
     let (key, msg) = setting_error(with_env(&[("RUNBOAT_BUILD_ENV", "{not json")]));

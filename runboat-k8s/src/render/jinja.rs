@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
@@ -30,7 +31,14 @@ pub(crate) fn environment(
     escaping: Escaping,
 ) -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Native kubefiles are ours: an undefined variable is a bug, refused.
+    // Kustomize-format kubefiles are the original's format, which rendered
+    // an undefined variable as "" (Jinja2's default `Undefined`): user
+    // kubefiles that worked with it keep working.
+    env.set_undefined_behavior(match escaping {
+        Escaping::Yaml => UndefinedBehavior::Strict,
+        Escaping::None => UndefinedBehavior::Lenient,
+    });
     // Debug mode would attach the render context (secrets included) to errors.
     env.set_debug(false);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
@@ -62,7 +70,10 @@ pub(crate) fn environment(
     env.add_filter("tojson", |value: Value| -> Result<Value, minijinja::Error> {
         Ok(Value::from_safe_string(yaml_value(&value)?))
     });
-    env.add_filter("b64encode", |value: String| base64_encode(value.as_bytes()));
+    // Standard base64 with padding, as Kubernetes expects in a Secret's `data`.
+    env.add_filter("b64encode", |value: String| {
+        base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+    });
     env.add_function("file", move |name: String| -> Result<String, minijinja::Error> {
         files.get(&name).cloned().ok_or_else(|| {
             minijinja::Error::new(
@@ -202,26 +213,6 @@ fn yaml_verbatim(c: char) -> bool {
         | '\u{10000}'..='\u{10ffff}')
 }
 
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding, as Kubernetes expects in a Secret's `data`.
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64_ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +256,14 @@ mod tests {
     }
 
     #[test]
+    fn undefined_renders_empty_in_kustomize_kubefiles_as_jinja2_does() {
+        let ctx = minijinja::context! { vars => minijinja::context! { a => "1" } };
+        let template = "x={{ nope }};y={{ vars['storageClassName'] }};\
+            {% if vars.missing %}no{% else %}falsy{% endif %};{% for i in nope %}{{ i }}{% endfor %}";
+        assert_eq!(render(template, "k.yaml.jinja", Escaping::None, ctx), "x=;y=;falsy;");
+    }
+
+    #[test]
     fn undefined_is_an_error_not_an_empty_string() {
         let mut env = environment(Arc::new(BTreeMap::new()), Escaping::Yaml);
         env.add_template_owned("x.yaml", "a: {{ nope }}").expect("compiles");
@@ -274,7 +273,10 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_known_vectors() {
+    fn b64encode_matches_known_vectors() {
+        let mut env = environment(Arc::new(BTreeMap::new()), Escaping::None);
+        env.add_template_owned("b.jinja", "{{ v | b64encode }}").expect("compiles");
+        let template = env.get_template("b.jinja").expect("template");
         for (plain, encoded) in [
             ("", ""),
             ("f", "Zg=="),
@@ -284,7 +286,8 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+            let out = template.render(minijinja::context! { v => plain }).expect("renders");
+            assert_eq!(out, encoded);
         }
     }
 
