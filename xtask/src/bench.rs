@@ -780,6 +780,30 @@ pub(crate) fn signal(pid: u32, sig: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits until `count` subscribers got their initial builds (`ready`),
+/// failing with the first subscriber that failed, or after [`DEADLINE`].
+async fn wait_subscribed(
+    tasks: &mut Vec<tokio::task::JoinHandle<Result<()>>>,
+    ready: &AtomicUsize,
+    count: usize,
+) -> Result<()> {
+    let end = Instant::now() + DEADLINE;
+    while ready.load(Ordering::SeqCst) < count {
+        if Instant::now() > end {
+            bail!(
+                "only {} of {count} subscribers got their initial builds",
+                ready.load(Ordering::SeqCst)
+            );
+        }
+        if let Some(t) = tasks.iter().position(|t| t.is_finished()) {
+            let task = tasks.swap_remove(t);
+            task.await??;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 async fn sse(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
     const SUBS: usize = 1_000;
     let repo = "bench/repo03";
@@ -829,20 +853,7 @@ async fn sse(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
         }));
     }
     drop(tx);
-    let end = Instant::now() + DEADLINE;
-    while ready.load(Ordering::SeqCst) < SUBS {
-        if Instant::now() > end {
-            bail!(
-                "only {} of {SUBS} subscribers got their initial builds",
-                ready.load(Ordering::SeqCst)
-            );
-        }
-        if let Some(t) = tasks.iter().position(|t| t.is_finished()) {
-            let task = tasks.swap_remove(t);
-            task.await??;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_subscribed(&mut tasks, &ready, SUBS).await?;
     // kubesim's simulated controllers may still be working through the
     // ingest's changes (a full core at 10,000 builds), which would delay its
     // watch delivery: wait (bounded) until it is idle, so the figure is the
@@ -954,20 +965,7 @@ async fn sse_burst(env: &Env, seeds: &[Seed], f: &mut Figures) -> Result<()> {
         }));
     }
     drop(tx);
-    let end = Instant::now() + DEADLINE;
-    while ready.load(Ordering::SeqCst) < SUBS {
-        if Instant::now() > end {
-            bail!(
-                "only {} of {SUBS} subscribers got their initial builds",
-                ready.load(Ordering::SeqCst)
-            );
-        }
-        if let Some(t) = tasks.iter().position(|t| t.is_finished()) {
-            let task = tasks.swap_remove(t);
-            task.await??;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_subscribed(&mut tasks, &ready, SUBS).await?;
     kubesim_settle(env).await;
     let server = env.server_pid();
     let rec = env.profile("sse_burst").await?;

@@ -115,8 +115,8 @@ impl TaskKind {
 }
 
 impl Task {
-    /// The build the task is about.
-    pub fn build_name(&self) -> &str {
+    /// The build and commit, for the tasks that have a commit.
+    pub fn target(&self) -> Option<&Target> {
         match self {
             Task::Deploy(t)
             | Task::Initialize(t)
@@ -127,26 +127,23 @@ impl Task {
             | Task::InitStarted(t)
             | Task::InitSucceeded(t)
             | Task::InitFailed(t)
-            | Task::Requeue(t) => &t.name,
+            | Task::Requeue(t) => Some(t),
+            Task::Undeploy(_) | Task::CleanupSucceeded(_) | Task::DeleteOrphan(_) => None,
+        }
+    }
+
+    /// The build the task is about.
+    pub fn build_name(&self) -> &str {
+        match self {
             Task::Undeploy(n) | Task::CleanupSucceeded(n) | Task::DeleteOrphan(n) => n,
+            // Every other variant has a target.
+            other => other.target().map_or("", |t| &t.name),
         }
     }
 
     /// The commit, for the tasks that have one.
     pub fn commit(&self) -> Option<&CommitInfo> {
-        match self {
-            Task::Deploy(t)
-            | Task::Initialize(t)
-            | Task::Start(t)
-            | Task::Stop(t)
-            | Task::Reset(t)
-            | Task::Cleanup(t)
-            | Task::InitStarted(t)
-            | Task::InitSucceeded(t)
-            | Task::InitFailed(t)
-            | Task::Requeue(t) => Some(&t.commit),
-            Task::Undeploy(_) | Task::CleanupSucceeded(_) | Task::DeleteOrphan(_) => None,
-        }
+        self.target().map(|t| &t.commit)
     }
 
     /// The task's kind.
