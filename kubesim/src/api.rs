@@ -97,7 +97,7 @@ fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -647,7 +647,7 @@ impl Inner {
                 PatchType::Json => {
                     let ops: json_patch::Patch = serde_json::from_value(patch_value.clone())
                         .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &ops).map_err(|e| ApiError {
+                    patch::json_patch_v4(&mut patched, &ops).map_err(|e| ApiError {
                         details: Some(json!({"name": name, "group": def.group, "kind": def.kind})),
                         ..ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
                     })?;

@@ -134,6 +134,52 @@ fn merge_keyed_list(target: &mut Vec<Value>, patch: &[Value], key: &str, path: &
     }
 }
 
+/// Applies a JSON patch (RFC 6902) the way kube-apiserver does, with
+/// evanphx/json-patch v4, which departs from the RFC in one way that clients
+/// rely on: `replace` of a member missing from an object whose parent exists
+/// sets it, like `add` (v4's `partialDoc.get` answers nil without an error
+/// for a missing key, and `set` inserts). Only array indexes must exist.
+/// When the parent itself is missing (or is not a container), v4 answers
+/// "replace operation does not apply: doc is missing path: <path>", and
+/// an index past the end of an array "doc is missing key: <path>".
+/// Every other operation follows the RFC, as in v4. Operations apply in
+/// order to `doc`, which is left half-patched on an error: callers patch a
+/// copy.
+pub(crate) fn json_patch_v4(
+    doc: &mut Value,
+    ops: &[json_patch::PatchOperation],
+) -> Result<(), String> {
+    for op in ops {
+        if let json_patch::PatchOperation::Replace(r) = op {
+            let path = r.path.to_string();
+            if let Some(cut) = path.rfind('/') {
+                let missing_path =
+                    || format!("replace operation does not apply: doc is missing path: {path}");
+                let key = path[cut + 1..].replace("~1", "/").replace("~0", "~");
+                match doc.pointer_mut(&path[..cut]) {
+                    Some(Value::Object(map)) => {
+                        map.insert(key, r.value.clone());
+                    }
+                    Some(Value::Array(items)) => {
+                        match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                            Some(slot) => *slot = r.value.clone(),
+                            None => {
+                                return Err(format!(
+                                    "replace operation does not apply: doc is missing key: {path}"
+                                ));
+                            }
+                        }
+                    }
+                    _ => return Err(missing_path()),
+                }
+                continue;
+            }
+        }
+        json_patch::patch_unsafe(doc, std::slice::from_ref(op)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Removes patch directives from a value that is inserted as is.
 fn strip_directives(v: &Value) -> Value {
     match v {
@@ -281,6 +327,59 @@ mod tests {
         assert_eq!(
             live,
             json!({"metadata": {"annotations": {"a": "1", "other": "x"}}, "spec": {"paused": false, "replicas": 2}})
+        );
+    }
+
+    fn ops(v: Value) -> Vec<json_patch::PatchOperation> {
+        serde_json::from_value(v).expect("valid JSON patch")
+    }
+
+    #[test]
+    fn json_patch_replace_of_a_missing_member_adds_it_like_evanphx_v4() {
+        let mut doc = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"ports": [1, 2]}});
+        json_patch_v4(
+            &mut doc,
+            &ops(json!([
+                {"op": "replace", "path": "/metadata/annotations/runboat~1last-scaled", "value": "now"},
+                {"op": "replace", "path": "/spec/ports/1", "value": 3},
+                {"op": "add", "path": "/spec/ports/-", "value": 4}
+            ])),
+        )
+        .expect("v4 applies it");
+        assert_eq!(
+            doc,
+            json!({"metadata": {"annotations": {"a": "1", "runboat/last-scaled": "now"}}, "spec": {"ports": [1, 3, 4]}})
+        );
+    }
+
+    #[test]
+    fn json_patch_replace_needs_the_parent_and_existing_indexes() {
+        let mut doc = json!({"metadata": {"name": "x"}, "spec": {"ports": [1]}});
+        let err = json_patch_v4(
+            &mut doc,
+            &ops(json!([{"op": "replace", "path": "/metadata/annotations/x", "value": "1"}])),
+        );
+        assert_eq!(
+            err,
+            Err("replace operation does not apply: doc is missing path: /metadata/annotations/x"
+                .into())
+        );
+        let err = json_patch_v4(
+            &mut doc,
+            &ops(json!([{"op": "replace", "path": "/spec/ports/1", "value": 2}])),
+        );
+        assert_eq!(
+            err,
+            Err("replace operation does not apply: doc is missing key: /spec/ports/1".into())
+        );
+        // Other operations keep the RFC's rules.
+        assert!(
+            json_patch_v4(&mut doc, &ops(json!([{"op": "remove", "path": "/metadata/labels"}])))
+                .is_err()
+        );
+        assert!(
+            json_patch_v4(&mut doc, &ops(json!([{"op": "add", "path": "/a/b", "value": 1}])))
+                .is_err()
         );
     }
 
