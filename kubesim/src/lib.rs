@@ -22,6 +22,7 @@ mod config;
 mod controllers;
 mod error;
 mod patch;
+mod protobuf;
 mod resources;
 mod selector;
 mod server;
