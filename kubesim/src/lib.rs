@@ -21,6 +21,7 @@ mod api;
 mod config;
 mod controllers;
 mod error;
+mod managed;
 mod patch;
 mod protobuf;
 mod resources;

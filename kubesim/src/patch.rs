@@ -1,4 +1,5 @@
-//! Strategic merge patch and the server-side apply approximation.
+//! Strategic merge patch (also the merge of server-side apply, whose field
+//! ownership is in `managed.rs`) and JSON patch as the API server applies it.
 //!
 //! Strategic merge follows the patch strategies of the Kubernetes types for
 //! the lists runboat's kubefiles use: containers, env, volumes, volume
@@ -194,69 +195,6 @@ fn strip_directives(v: &Value) -> Value {
     }
 }
 
-/// Server-side apply, approximated: the applied configuration is merged
-/// into the live object like a strategic merge patch, and the fields this
-/// manager applied last time but no longer applies are removed (the part
-/// of field ownership that matters when a configuration drops a field).
-/// There is no conflict detection between managers.
-pub(crate) fn apply(live: &mut Value, applied: &Value, previous: Option<&Value>) {
-    if let Some(prev) = previous {
-        let mut path = Vec::new();
-        prune(live, prev, applied, &mut path);
-    }
-    strategic_merge(live, applied);
-}
-
-/// Removes from `live` what `prev` set and `next` no longer sets.
-fn prune(live: &mut Value, prev: &Value, next: &Value, path: &mut Vec<String>) {
-    let (Some(pmap), Some(lmap)) = (prev.as_object(), live.as_object_mut()) else { return };
-    for (key, pv) in pmap {
-        let nv = next.get(key);
-        match nv {
-            None => {
-                // Identity fields are never pruned.
-                if !(path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata"))
-                {
-                    lmap.remove(key);
-                }
-            }
-            Some(nv) => {
-                let Some(lv) = lmap.get_mut(key) else { continue };
-                if pv.is_object() && nv.is_object() {
-                    path.push(key.clone());
-                    prune(lv, pv, nv, path);
-                    path.pop();
-                } else if let (Some(plist), Some(nlist), Some(mk)) =
-                    (pv.as_array(), nv.as_array(), merge_key(key, path))
-                {
-                    path.push(key.clone());
-                    if let Some(llist) = lv.as_array_mut() {
-                        for pitem in plist {
-                            let id = pitem.get(mk);
-                            let next_item = nlist.iter().find(|n| n.get(mk) == id);
-                            let Some(lpos) = llist.iter().position(|l| l.get(mk) == id) else {
-                                continue;
-                            };
-                            match next_item {
-                                None => {
-                                    llist.remove(lpos);
-                                }
-                                Some(nitem) => prune(&mut llist[lpos], pitem, nitem, path),
-                            }
-                        }
-                    }
-                    path.pop();
-                } else if let (Some(plist), Some(nlist), true) =
-                    (pv.as_array(), nv.as_array(), is_set_list(key, path))
-                    && let Some(llist) = lv.as_array_mut()
-                {
-                    llist.retain(|l| !plist.contains(l) || nlist.contains(l));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,21 +250,6 @@ mod tests {
         assert_eq!(
             svc["spec"]["ports"],
             json!([{"port": 80, "name": "http", "targetPort": 8069}, {"port": 443}])
-        );
-    }
-
-    #[test]
-    fn apply_prunes_what_the_manager_dropped() {
-        let first =
-            json!({"metadata": {"annotations": {"a": "1", "b": "2"}}, "spec": {"replicas": 1}});
-        let mut live =
-            json!({"metadata": {"annotations": {"other": "x"}}, "spec": {"paused": false}});
-        apply(&mut live, &first, None);
-        let second = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"replicas": 2}});
-        apply(&mut live, &second, Some(&first));
-        assert_eq!(
-            live,
-            json!({"metadata": {"annotations": {"a": "1", "other": "x"}}, "spec": {"paused": false, "replicas": 2}})
         );
     }
 
@@ -420,20 +343,8 @@ mod tests {
         }
 
         #[test]
-        fn applying_the_same_configuration_twice_changes_nothing(live in arb_plain(), cfg in arb_plain(), prev in arb_plain()) {
-            let mut once = live;
-            apply(&mut once, &cfg, Some(&prev));
-            let mut twice = once.clone();
-            apply(&mut twice, &cfg, Some(&cfg));
-            prop_assert_eq!(once, twice);
-        }
-
-        #[test]
-        fn merge_and_apply_never_panic(mut t in arb_json(), p in arb_json()) {
+        fn strategic_merge_never_panics(mut t in arb_json(), p in arb_json()) {
             strategic_merge(&mut t, &p);
-            let once = t.clone();
-            apply(&mut t, &p, Some(&p));
-            let _ = once;
         }
     }
 }

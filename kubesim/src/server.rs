@@ -224,7 +224,7 @@ fn query_bool(v: &str) -> bool {
     !(v == "0" || v.eq_ignore_ascii_case("false"))
 }
 
-fn write_opts(q: &HashMap<String, String>) -> Result<WriteOpts, ApiError> {
+fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOpts, ApiError> {
     let dry_run = match q.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
@@ -234,7 +234,15 @@ fn write_opts(q: &HashMap<String, String>) -> Result<WriteOpts, ApiError> {
             )));
         }
     };
-    Ok(WriteOpts { dry_run, field_manager: q.get("fieldManager").cloned() })
+    Ok(WriteOpts {
+        dry_run,
+        field_manager: q.get("fieldManager").cloned(),
+        force: flag(q, "force"),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    })
 }
 
 fn list_query(res: ResId, q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
@@ -387,7 +395,7 @@ async fn dispatch_inner(
                 return Err(ApiError::method_not_allowed());
             }
             let (code, body) =
-                inner.create(t.res, ns, body_json(&headers, &body)?, &write_opts(&q)?)?;
+                inner.create(t.res, ns, body_json(&headers, &body)?, &write_opts(&q, &headers)?)?;
             Ok(json_response(code, body))
         }
         ("PUT", Some(name)) => {
@@ -397,7 +405,7 @@ async fn dispatch_inner(
                 name,
                 body_json(&headers, &body)?,
                 sub,
-                &write_opts(&q)?,
+                &write_opts(&q, &headers)?,
             )?;
             Ok(json_response(code, body))
         }
@@ -406,7 +414,8 @@ async fn dispatch_inner(
                 headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let ptype = PatchType::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
-            let (code, body) = inner.patch(t.res, ns, name, ptype, &body, sub, &write_opts(&q)?)?;
+            let (code, body) =
+                inner.patch(t.res, ns, name, ptype, &body, sub, &write_opts(&q, &headers)?)?;
             Ok(json_response(code, body))
         }
         ("DELETE", Some(name)) => {
@@ -432,7 +441,7 @@ fn delete_opts(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<DeleteOpts, ApiError> {
-    let mut opts = DeleteOpts { dry_run: write_opts(q)?.dry_run, ..DeleteOpts::default() };
+    let mut opts = DeleteOpts { dry_run: write_opts(q, headers)?.dry_run, ..DeleteOpts::default() };
     opts.propagation = q.get("propagationPolicy").cloned();
     if let Some(g) = q.get("gracePeriodSeconds") {
         opts.grace_period = Some(

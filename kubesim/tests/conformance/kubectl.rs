@@ -460,3 +460,88 @@ async fn kubectl_watch_delete_and_wait() {
     assert!(k.get("configmaps", "a").is_none() && k.get("configmaps", "b").is_none());
     assert!(k.get("configmaps", "c").is_some());
 }
+
+const SSA_CM: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: owned}
+data: {k: '1', shared: 'same'}
+";
+
+/// Server-side apply with field ownership: managedFields as the API server
+/// records them, a conflict between two field managers (409, kubectl's
+/// conflict message) and `--force-conflicts` moving the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_apply_conflicts() {
+    let Some(k) = Kubectl::start("ssa").await else { return };
+    let apply = |manager: &'static str, force: bool, config: String| {
+        let kubeconfig = k.kubeconfig.clone();
+        async move {
+            let mut args =
+                vec!["apply", "--server-side", "--field-manager", manager, "-n", "ns", "-f", "-"];
+            if force {
+                args.push("--force-conflicts");
+            }
+            kubectl_stdin(&kubeconfig, &args, &config).await
+        }
+    };
+    let (ok, out) = apply("alice", false, SSA_CM.into()).await;
+    assert!(ok && out.contains("configmap/owned serverside-applied"), "{out}");
+    let (ok, out) = apply("alice", false, SSA_CM.into()).await;
+    assert!(ok, "applying again is idempotent: {out}");
+    let cm = k.get("configmaps", "owned").expect("configmap");
+    let rv = cm["metadata"]["resourceVersion"].clone();
+    let managed = &cm["metadata"]["managedFields"];
+    assert_eq!(managed[0]["manager"], "alice", "{cm}");
+    assert_eq!(managed[0]["operation"], "Apply");
+    assert_eq!(managed[0]["fieldsType"], "FieldsV1");
+    assert_eq!(managed[0]["fieldsV1"], json!({"f:data": {"f:k": {}, "f:shared": {}}}));
+
+    // bob changes k: a conflict with alice; the same value of `shared` is not one.
+    let bob = SSA_CM.replace("k: '1'", "k: '2'");
+    let (ok, out) = apply("bob", false, bob.clone()).await;
+    assert!(!ok, "a conflicting apply fails: {out}");
+    assert!(
+        out.contains(r#"Apply failed with 1 conflict: conflict with "alice": .data.k"#),
+        "kube-apiserver's conflict message: {out}"
+    );
+    let cm = k.get("configmaps", "owned").expect("configmap");
+    assert_eq!(cm["data"]["k"], "1");
+    assert_eq!(cm["metadata"]["resourceVersion"], rv, "a no-op re-apply does not write");
+
+    let (ok, out) = apply("bob", true, bob).await;
+    assert!(ok, "--force-conflicts: {out}");
+    let cm = k.get("configmaps", "owned").expect("configmap");
+    assert_eq!(cm["data"]["k"], "2");
+    let fields_of = |manager: &str| {
+        cm["metadata"]["managedFields"]
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["manager"] == manager))
+            .map(|e| e["fieldsV1"].clone())
+    };
+    assert_eq!(fields_of("alice"), Some(json!({"f:data": {"f:shared": {}}})), "{cm}");
+    assert_eq!(fields_of("bob"), Some(json!({"f:data": {"f:k": {}, "f:shared": {}}})), "{cm}");
+
+    // An update (kubectl patch) takes the field; a later apply of another
+    // value conflicts with the updater, named with its apiVersion and time.
+    k.ok(&[
+        "patch",
+        "configmap",
+        "owned",
+        "-n",
+        "ns",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"k":"3"}}"#,
+    ])
+    .await;
+    let (ok, out) = apply("bob", false, SSA_CM.into()).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(r#"conflict with "kubectl-patch" using v1 at "#) && out.contains(".data.k"),
+        "{out}"
+    );
+    let out = k
+        .ok(&["get", "configmap", "owned", "-n", "ns", "-o", "json", "--show-managed-fields"])
+        .await;
+    assert!(out.contains("\"manager\": \"kubectl-patch\""), "get shows managedFields: {out}");
+}
