@@ -26,7 +26,8 @@ fn merge_key(field: &str, parent: &[String]) -> Option<&'static str> {
         "hostAliases" => Some("ip"),
         "ports" => {
             // Container ports merge by containerPort, service ports by port.
-            let in_container = parent.iter().rev().nth(1).is_some_and(|p| p.ends_with("ontainers"));
+            // The path names the list a container item is in, not the item.
+            let in_container = parent.last().is_some_and(|p| p.ends_with("ontainers"));
             Some(if in_container { "containerPort" } else { "port" })
         }
         _ => None,
@@ -222,6 +223,27 @@ mod tests {
         assert_eq!(
             containers[0]["env"],
             json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+        );
+    }
+
+    #[test]
+    fn container_ports_merge_by_container_port() {
+        let mut target = deployment(json!([]));
+        let patch = deployment(json!([]));
+        strategic_merge(&mut target, &patch);
+        strategic_merge(&mut target, &patch);
+        assert_eq!(
+            target["spec"]["template"]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 8069}]),
+            "re-applying a container's ports does not duplicate them"
+        );
+        let more = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "odoo", "ports": [{"containerPort": 8069, "name": "http"}, {"containerPort": 8072}]}
+        ]}}}});
+        strategic_merge(&mut target, &more);
+        assert_eq!(
+            target["spec"]["template"]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 8069, "name": "http"}, {"containerPort": 8072}])
         );
     }
 

@@ -57,7 +57,7 @@ spec:
   template:
     metadata: {labels: {runboat/build: b1}}
     spec:
-      containers: [{name: odoo, image: "odoo:17"}]
+      containers: [{name: odoo, image: "odoo:17", ports: [{containerPort: 8069}]}]
 ---
 apiVersion: batch/v1
 kind: Job
@@ -89,10 +89,16 @@ async fn kubectl_get_describe_delete_and_server_side_apply() {
         kubectl(&kubeconfig, &["apply", "--server-side", "-f", &manifest_path, "-n", "ns"]).await;
     assert!(ok, "apply: {out}");
     assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
-    // Applying again is idempotent.
+    // Applying again is idempotent (container ports merge by containerPort).
     let (ok, out) =
         kubectl(&kubeconfig, &["apply", "--server-side", "-f", &manifest_path, "-n", "ns"]).await;
     assert!(ok, "re-apply: {out}");
+    let web = sim.handle().get("deployments", "ns", "web").ok().flatten().expect("deployment");
+    assert_eq!(
+        web.pointer("/spec/template/spec/containers/0/ports"),
+        Some(&serde_json::json!([{"containerPort": 8069, "protocol": "TCP"}])),
+        "{web}"
+    );
     assert!(
         sim.wait_until(WAIT, |h| h.list("pods", Some("ns")).map(|p| p.len()).unwrap_or(0) == 2)
             .await
