@@ -197,6 +197,47 @@ impl FieldSet {
         }
     }
 
+    /// The member paths whose values differ between `a` and `b`, in one
+    /// walk of both (subtrees equal in both are skipped whole). With
+    /// `in_a`, only paths present in `a`.
+    fn differing(&self, a: Option<&Value>, b: Option<&Value>, in_a: bool) -> Vec<Vec<String>> {
+        fn rec(
+            set: &FieldSet,
+            a: Option<&Value>,
+            b: Option<&Value>,
+            in_a: bool,
+            path: &mut Vec<String>,
+            out: &mut Vec<Vec<String>>,
+        ) {
+            for (k, node) in &set.children {
+                let av = a.and_then(|v| step(v, k));
+                if (in_a && av.is_none()) || av == b.and_then(|v| step(v, k)) {
+                    continue;
+                }
+                let bv = b.and_then(|v| step(v, k));
+                path.push(k.clone());
+                if node.member {
+                    out.push(path.clone());
+                }
+                rec(&node.children, av, bv, in_a, path, out);
+                path.pop();
+            }
+        }
+        let mut out = Vec::new();
+        rec(self, a, b, in_a, &mut Vec::new(), &mut out);
+        out
+    }
+
+    /// Calls `f` with every node and its path.
+    fn walk_nodes(&self, path: &mut Vec<String>, f: &mut impl FnMut(&[String], &Node)) {
+        for (k, node) in &self.children {
+            path.push(k.clone());
+            f(path, node);
+            node.children.walk_nodes(path, f);
+            path.pop();
+        }
+    }
+
     /// Whether the set holds `path` as a member.
     pub(crate) fn contains(&self, path: &[String]) -> bool {
         let mut set = self;
@@ -508,11 +549,21 @@ pub(crate) fn record_update(
     let mut list = if sent { entries(new) } else { old.map(entries).unwrap_or_default() };
     let new_set = FieldSet::of_object(new, part);
     let mut changed = FieldSet::default();
-    for path in new_set.members() {
-        let before = old.and_then(|o| value_at(o, &path));
-        if before != value_at(new, &path) {
-            changed.insert(&path);
+    for path in new_set.differing(old, Some(new), false) {
+        changed.insert(&path);
+    }
+    // A string map the write brings into being (absent from the old object,
+    // as from the Go zero value a create starts from) is owned itself too:
+    // the API server's `.` under `f:labels` in an update's entry.
+    let mut added_maps = Vec::new();
+    new_set.walk_nodes(&mut Vec::new(), &mut |path, node| {
+        let is_map = path.last().and_then(|el| el.strip_prefix("f:")).is_some_and(is_string_map);
+        if is_map && !node.children.is_empty() && old.and_then(|o| value_at(o, path)).is_none() {
+            added_maps.push(path.to_vec());
         }
+    });
+    for path in &added_maps {
+        changed.insert(path);
     }
     let changed_paths = changed.members();
     for e in &mut list {
@@ -585,11 +636,7 @@ pub(crate) fn apply(
     // whose value the apply changes.
     let mut conflicts: Vec<(usize, Vec<String>)> = Vec::new();
     if let Some(live) = live {
-        for path in config_set.members() {
-            let before = value_at(live, &path);
-            if before.is_none() || before == value_at(target, &path) {
-                continue;
-            }
+        for path in config_set.differing(Some(live), Some(target), true) {
             for (i, e) in list.iter().enumerate() {
                 if !e.same_owner(manager, true, subresource) && e.set.contains(&path) {
                     conflicts.push((i, path.clone()));
@@ -841,8 +888,15 @@ mod tests {
         new["metadata"]["annotations"] = json!({"a": "9"});
         record_update(Some(&created), &mut new, "kubectl-annotate", None, Part::All, "v1", "t2");
         let list = entries(&new);
-        assert_eq!(list.len(), 1, "the creator lost a and b is gone: {list:?}");
-        assert_eq!(list[0].manager, "kubectl-annotate");
-        assert_eq!(list[0].set.to_json(), json!({"f:metadata": {"f:annotations": {"f:a": {}}}}));
+        // The creator lost a, b is gone, and it still owns the map itself.
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert_eq!(list[0].set.to_json(), json!({"f:metadata": {"f:annotations": {}}}));
+        assert_eq!(list[1].manager, "kubectl-annotate");
+        assert_eq!(list[1].set.to_json(), json!({"f:metadata": {"f:annotations": {"f:a": {}}}}));
+        // A created map is owned itself (`.`), as the API server records it.
+        assert_eq!(
+            entries(&created)[0].set.to_json(),
+            json!({"f:metadata": {"f:annotations": {".": {}, "f:a": {}, "f:b": {}}}})
+        );
     }
 }
