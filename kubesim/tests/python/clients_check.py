@@ -60,15 +60,18 @@ def check(fn):
     return fn
 
 
-def patch_configmap(name, body, content_type):
+def patch_configmap(name, body, content_type, **params):
     """A patch of the given type (34.x picks the type from the body: a list
     is a JSON patch, a dict a strategic merge patch; newer ones take
-    `_content_type`)."""
+    `_content_type`). `params`: field_manager, force."""
     try:
-        return core.patch_namespaced_config_map(name, NS, body, _content_type=content_type)
+        return core.patch_namespaced_config_map(
+            name, NS, body, _content_type=content_type, **params)
     except TypeError:
+        query = [({"field_manager": "fieldManager"}.get(k, k), str(v).lower() if isinstance(v, bool) else v)
+                 for k, v in params.items()]
         return api.call_api(
-            f"/api/v1/namespaces/{NS}/configmaps/{name}", "PATCH",
+            f"/api/v1/namespaces/{NS}/configmaps/{name}", "PATCH", query_params=query,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             body=body, response_type="V1ConfigMap", auth_settings=["BearerToken"],
             _return_http_data_only=True)
@@ -166,6 +169,28 @@ def create_and_replace_conflicts_answer_409():
     expect(err is not None and err.status == 409 and '"Conflict"' in err.body,
            "answers 409 Conflict to a replace with a stale resourceVersion",
            err and (err.status, err.body))
+
+
+@check
+def server_side_apply_conflict_between_managers():
+    applied = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py-ssa"},
+               "data": {"k": "alice"}}
+    apply = "application/apply-patch+yaml"
+    patch_configmap("py-ssa", applied, apply, field_manager="alice")
+    applied["data"]["k"] = "bob"
+    err = api_error(patch_configmap, "py-ssa", applied, apply, field_manager="bob")
+    expect(err is not None and err.status == 409,
+           "answers 409 when an apply changes another manager's field",
+           err and (err.status, err.body))
+    expect('"FieldManagerConflict"' in err.body and '".data.k"' in err.body
+           and 'Apply failed with 1 conflict: conflict with \\"alice\\": .data.k' in err.body,
+           "names the conflict: reason Conflict, causes FieldManagerConflict on .data.k",
+           err.body)
+    forced = patch_configmap("py-ssa", applied, apply, field_manager="bob", force=True)
+    owners = {m.manager: m.fields_v1 for m in forced.metadata.managed_fields}
+    expect(forced.data == {"k": "bob"} and owners.get("bob") == {"f:data": {"f:k": {}}}
+           and "alice" not in owners,
+           "with force, moves the field to the applier in managedFields", owners)
 
 
 @check
