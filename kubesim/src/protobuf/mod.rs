@@ -62,6 +62,8 @@ struct Field {
     json: &'static str,
     kind: Kind,
     repeated: bool,
+    /// A Go embedded struct (`json:",inline"`): its fields are the parent's.
+    inline: bool,
 }
 
 struct Message {
@@ -147,7 +149,11 @@ fn message(index: usize, bytes: &[u8]) -> Result<Value, String> {
             }
             kind => scalar(kind, wire, &mut r)?,
         };
-        if field.repeated {
+        if field.inline {
+            if let Value::Object(fields) = value {
+                out.extend(fields);
+            }
+        } else if field.repeated {
             let list = out.entry(field.json).or_insert_with(|| Value::Array(Vec::new()));
             if let Value::Array(a) = list {
                 a.push(value);
@@ -490,6 +496,24 @@ mod tests {
         bytes(2, &svc_spec, &mut svc);
         let v = decode(&envelope("v1", "Service", &svc)).expect("decodes");
         assert_eq!(v["spec"]["ports"], json!([{"port": 80, "targetPort": "http"}]));
+    }
+
+    #[test]
+    fn embedded_structs_are_inline_as_in_json() {
+        // Pod {spec: {volumes: [{name: "data", volumeSource: {emptyDir: {}}}]}}
+        let mut empty_dir = Vec::new();
+        bytes(2, b"", &mut empty_dir);
+        let mut source = Vec::new();
+        bytes(2, &empty_dir, &mut source);
+        let mut volume = Vec::new();
+        bytes(1, b"data", &mut volume);
+        bytes(2, &source, &mut volume);
+        let mut spec = Vec::new();
+        bytes(1, &volume, &mut spec);
+        let mut pod = Vec::new();
+        bytes(2, &spec, &mut pod);
+        let v = decode(&envelope("v1", "Pod", &pod)).expect("decodes");
+        assert_eq!(v["spec"]["volumes"], json!([{"name": "data", "emptyDir": {}}]));
     }
 
     #[test]

@@ -222,6 +222,18 @@ async fn kubectl_create_generators_and_run() {
     let out =
         k.ok(&["create", "deployment", "d", "--image=nginx", "--replicas=0", "-n", "ns"]).await;
     assert!(out.contains("deployment.apps/d created"), "{out}");
+    let out = k
+        .ok(&[
+            "create",
+            "ingress",
+            "ing",
+            "--rule=b1.example.com/=svc:8069",
+            "--class=nginx",
+            "-n",
+            "ns",
+        ])
+        .await;
+    assert!(out.contains("ingress.networking.k8s.io/ing created"), "{out}");
 
     // What the server stored is what was sent.
     let h = k.sim.handle();
@@ -249,6 +261,16 @@ async fn kubectl_create_generators_and_run() {
     );
     let deployment = k.get("deployments", "d").expect("deployment");
     assert_eq!(deployment.pointer("/spec/replicas"), Some(&json!(0)), "an explicit 0 is kept");
+    // IngressRule embeds IngressRuleValue inline: `http` is the rule's field.
+    let ingress = k.get("ingresses", "ing").expect("ingress");
+    assert_eq!(
+        ingress.pointer("/spec/rules/0"),
+        Some(&json!({"host": "b1.example.com", "http": {"paths": [{
+            "path": "/", "pathType": "Exact",
+            "backend": {"service": {"name": "svc", "port": {"number": 8069}}}
+        }]}})),
+        "{ingress}"
+    );
 }
 
 const CM_V1: &str = "apiVersion: v1
