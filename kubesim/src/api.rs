@@ -7,13 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::patch;
 use crate::resources::{self, NAMESPACES, PODS, ResId, ResourceDef};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::sim::Inner;
 use crate::status::{ApiError, Cause, success_status};
 use crate::store::{Key, State, StoredObject};
 use crate::validate;
+use crate::{managed, patch};
 
 /// Which part of an object a request addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,41 @@ pub(crate) enum Sub {
 pub(crate) struct WriteOpts {
     pub(crate) dry_run: bool,
     pub(crate) field_manager: Option<String>,
+    /// Server-side apply's `force`: take conflicting fields.
+    pub(crate) force: bool,
+    /// The client's User-Agent, which names the field manager of writes
+    /// without `fieldManager`.
+    pub(crate) user_agent: Option<String>,
+}
+
+impl WriteOpts {
+    /// The field manager of a write, as the API server names it: the
+    /// `fieldManager` parameter, else the User-Agent up to its first `/`.
+    /// None for kubesim's own writes, which record no ownership.
+    pub(crate) fn manager(&self) -> Option<&str> {
+        self.field_manager
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .or_else(|| self.user_agent.as_deref().and_then(|u| u.split('/').next()))
+            .filter(|m| !m.is_empty())
+    }
+}
+
+/// The part of an object a write to `sub` owns fields in.
+fn part_of(def: &ResourceDef, sub: Sub) -> managed::Part {
+    match sub {
+        Sub::Status => managed::Part::Status,
+        _ if def.has_status_subresource() => managed::Part::Main,
+        _ => managed::Part::All,
+    }
+}
+
+fn subresource_name(sub: Sub) -> Option<&'static str> {
+    match sub {
+        Sub::Main => None,
+        Sub::Status => Some("status"),
+        Sub::Scale => Some("scale"),
+    }
 }
 
 /// Patch flavours, by content type.
@@ -97,7 +132,7 @@ fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -405,7 +440,18 @@ impl Inner {
         let def = resources::def(res);
         let ns = if def.namespaced { ns } else { "" };
         self.store.write(|state| {
-            let obj = self.prepare_create(state, res, ns, body)?;
+            let mut obj = self.prepare_create(state, res, ns, body)?;
+            if let Some(manager) = opts.manager() {
+                managed::record_update(
+                    None,
+                    &mut obj,
+                    manager,
+                    None,
+                    part_of(def, Sub::Main),
+                    &def.api_version(),
+                    &now(),
+                );
+            }
             if opts.dry_run {
                 return Ok((201, to_bytes(&obj)));
             }
@@ -440,6 +486,7 @@ impl Inner {
         mut new: Value,
         sub: Sub,
         opts: &WriteOpts,
+        record: Option<Sub>,
     ) -> Result<Bytes, ApiError> {
         let def = resources::def(res);
         if let Some(why) = validate::shape_error(&new) {
@@ -513,6 +560,33 @@ impl Inner {
         }
         new["metadata"]["resourceVersion"] = json!(old_rv);
         self.default_fields(res, &mut new, false);
+        // Field ownership: kept when the client sent none, then updated for
+        // what this write changed (apply records its own before).
+        let sent = new
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty());
+        if !sent {
+            match old.pointer("/metadata/managedFields") {
+                Some(m) => new["metadata"]["managedFields"] = m.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove("managedFields");
+                    }
+                }
+            }
+        }
+        if let (Some(record), Some(manager)) = (record, opts.manager()) {
+            managed::record_update(
+                Some(old),
+                &mut new,
+                manager,
+                subresource_name(record),
+                part_of(def, record),
+                &def.api_version(),
+                &now(),
+            );
+        }
         if def.has_generation && sub != Sub::Status {
             let strip = |v: &Value| {
                 let mut v = v.clone();
@@ -575,10 +649,20 @@ impl Inner {
                 state.get(res, ns, name).ok_or_else(|| ApiError::not_found(def, name))?.value();
             if sub == Sub::Scale {
                 let new = scale_into(&old, &body)?;
-                let out = self.finish_update(state, res, ns, name, &old, new, Sub::Main, opts)?;
+                let out = self.finish_update(
+                    state,
+                    res,
+                    ns,
+                    name,
+                    &old,
+                    new,
+                    Sub::Main,
+                    opts,
+                    Some(Sub::Scale),
+                )?;
                 return Ok((200, to_bytes(&scale_of(def, &parse(&out)))));
             }
-            let out = self.finish_update(state, res, ns, name, &old, body, sub, opts)?;
+            let out = self.finish_update(state, res, ns, name, &old, body, sub, opts, Some(sub))?;
             Ok((200, out))
         })
     }
@@ -630,12 +714,26 @@ impl Inner {
                         body["metadata"]["name"] = json!(name);
                     }
                     let obj = self.prepare_create(state, res, ns, body)?;
+                    let mut obj = obj;
+                    let mut config = patch_value.clone();
+                    if let Some(m) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    managed::apply(
+                        None,
+                        &mut obj,
+                        &config,
+                        opts.manager().unwrap_or_default(),
+                        opts.force,
+                        part_of(def, Sub::Main),
+                        &def.api_version(),
+                        &now(),
+                        |_, _| {},
+                    )?;
                     if opts.dry_run {
                         return Ok((201, to_bytes(&obj)));
                     }
-                    let uid = str_field(&obj, "/metadata/uid").unwrap_or_default().to_string();
                     let stored = state.commit(res, ns, name, Some(obj));
-                    remember_applied(state, &uid, opts, &patch_value);
                     return Ok((201, stored.json.clone()));
                 }
                 return Err(ApiError::not_found(def, name));
@@ -647,7 +745,7 @@ impl Inner {
                 PatchType::Json => {
                     let ops: json_patch::Patch = serde_json::from_value(patch_value.clone())
                         .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &ops).map_err(|e| ApiError {
+                    patch::json_patch_v4(&mut patched, &ops).map_err(|e| ApiError {
                         details: Some(json!({"name": name, "group": def.group, "kind": def.kind})),
                         ..ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
                     })?;
@@ -667,28 +765,41 @@ impl Inner {
                         && kind != def.kind && sub == Sub::Main {
                             return Err(ApiError::bad_request(format!("kind {kind} does not match the resource {}", def.kind)));
                         }
-                    let previous = applied_by(state, &existing.uid, opts);
                     let mut applied = patch_value.clone();
                     // The applied configuration's resourceVersion, if any, is a precondition.
                     if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
-                    patch::apply(&mut patched, &applied, previous.as_ref());
+                    if sub == Sub::Scale {
+                        patch::strategic_merge(&mut patched, &applied);
+                    } else {
+                        managed::apply(
+                            Some(&old),
+                            &mut patched,
+                            &applied,
+                            opts.manager().unwrap_or_default(),
+                            opts.force,
+                            part_of(def, sub),
+                            &def.api_version(),
+                            &now(),
+                            patch::strategic_merge,
+                        )?;
+                    }
                     if let Some(rv) = rv_of(&patch_value) {
                         patched["metadata"]["resourceVersion"] = json!(rv);
                     }
                 }
             }
+            // Apply recorded its ownership above; other patches record an update.
+            let record = if ptype == PatchType::Apply { None } else { Some(sub) };
             let out = if sub == Sub::Scale {
                 let new = scale_into(&old, &patched)?;
-                let out = self.finish_update(state, res, ns, name, &old, new, Sub::Main, opts)?;
+                let out = self
+                    .finish_update(state, res, ns, name, &old, new, Sub::Main, opts, record)?;
                 to_bytes(&scale_of(def, &parse(&out)))
             } else {
-                self.finish_update(state, res, ns, name, &old, patched, sub, opts)?
+                self.finish_update(state, res, ns, name, &old, patched, sub, opts, record)?
             };
-            if ptype == PatchType::Apply && !opts.dry_run {
-                remember_applied(state, &existing.uid, opts, &patch_value);
-            }
             Ok((200, out))
         })
     }
@@ -958,17 +1069,6 @@ impl Inner {
         let token = next.map(|k| encode_continue(list_rv, &k));
         Ok((200, list_body(def, list_rv, token.as_deref(), &items)))
     }
-}
-
-/// Remembers the configuration a manager applied (forgotten with the object).
-fn remember_applied(state: &mut State, uid: &str, opts: &WriteOpts, applied: &Value) {
-    if let Some(manager) = &opts.field_manager {
-        state.applied.entry(uid.to_string()).or_default().insert(manager.clone(), applied.clone());
-    }
-}
-
-fn applied_by(state: &State, uid: &str, opts: &WriteOpts) -> Option<Value> {
-    state.applied.get(uid)?.get(opts.field_manager.as_ref()?).cloned()
 }
 
 fn parse(b: &Bytes) -> Value {

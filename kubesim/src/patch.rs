@@ -1,4 +1,5 @@
-//! Strategic merge patch and the server-side apply approximation.
+//! Strategic merge patch (also the merge of server-side apply, whose field
+//! ownership is in `managed.rs`) and JSON patch as the API server applies it.
 //!
 //! Strategic merge follows the patch strategies of the Kubernetes types for
 //! the lists runboat's kubefiles use: containers, env, volumes, volume
@@ -25,7 +26,8 @@ fn merge_key(field: &str, parent: &[String]) -> Option<&'static str> {
         "hostAliases" => Some("ip"),
         "ports" => {
             // Container ports merge by containerPort, service ports by port.
-            let in_container = parent.iter().rev().nth(1).is_some_and(|p| p.ends_with("ontainers"));
+            // The path names the list a container item is in, not the item.
+            let in_container = parent.last().is_some_and(|p| p.ends_with("ontainers"));
             Some(if in_container { "containerPort" } else { "port" })
         }
         _ => None,
@@ -134,6 +136,52 @@ fn merge_keyed_list(target: &mut Vec<Value>, patch: &[Value], key: &str, path: &
     }
 }
 
+/// Applies a JSON patch (RFC 6902) the way kube-apiserver does, with
+/// evanphx/json-patch v4, which departs from the RFC in one way that clients
+/// rely on: `replace` of a member missing from an object whose parent exists
+/// sets it, like `add` (v4's `partialDoc.get` answers nil without an error
+/// for a missing key, and `set` inserts). Only array indexes must exist.
+/// When the parent itself is missing (or is not a container), v4 answers
+/// "replace operation does not apply: doc is missing path: <path>", and
+/// an index past the end of an array "doc is missing key: <path>".
+/// Every other operation follows the RFC, as in v4. Operations apply in
+/// order to `doc`, which is left half-patched on an error: callers patch a
+/// copy.
+pub(crate) fn json_patch_v4(
+    doc: &mut Value,
+    ops: &[json_patch::PatchOperation],
+) -> Result<(), String> {
+    for op in ops {
+        if let json_patch::PatchOperation::Replace(r) = op {
+            let path = r.path.to_string();
+            if let Some(cut) = path.rfind('/') {
+                let missing_path =
+                    || format!("replace operation does not apply: doc is missing path: {path}");
+                let key = path[cut + 1..].replace("~1", "/").replace("~0", "~");
+                match doc.pointer_mut(&path[..cut]) {
+                    Some(Value::Object(map)) => {
+                        map.insert(key, r.value.clone());
+                    }
+                    Some(Value::Array(items)) => {
+                        match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                            Some(slot) => *slot = r.value.clone(),
+                            None => {
+                                return Err(format!(
+                                    "replace operation does not apply: doc is missing key: {path}"
+                                ));
+                            }
+                        }
+                    }
+                    _ => return Err(missing_path()),
+                }
+                continue;
+            }
+        }
+        json_patch::patch_unsafe(doc, std::slice::from_ref(op)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Removes patch directives from a value that is inserted as is.
 fn strip_directives(v: &Value) -> Value {
     match v {
@@ -145,69 +193,6 @@ fn strip_directives(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
-    }
-}
-
-/// Server-side apply, approximated: the applied configuration is merged
-/// into the live object like a strategic merge patch, and the fields this
-/// manager applied last time but no longer applies are removed (the part
-/// of field ownership that matters when a configuration drops a field).
-/// There is no conflict detection between managers.
-pub(crate) fn apply(live: &mut Value, applied: &Value, previous: Option<&Value>) {
-    if let Some(prev) = previous {
-        let mut path = Vec::new();
-        prune(live, prev, applied, &mut path);
-    }
-    strategic_merge(live, applied);
-}
-
-/// Removes from `live` what `prev` set and `next` no longer sets.
-fn prune(live: &mut Value, prev: &Value, next: &Value, path: &mut Vec<String>) {
-    let (Some(pmap), Some(lmap)) = (prev.as_object(), live.as_object_mut()) else { return };
-    for (key, pv) in pmap {
-        let nv = next.get(key);
-        match nv {
-            None => {
-                // Identity fields are never pruned.
-                if !(path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata"))
-                {
-                    lmap.remove(key);
-                }
-            }
-            Some(nv) => {
-                let Some(lv) = lmap.get_mut(key) else { continue };
-                if pv.is_object() && nv.is_object() {
-                    path.push(key.clone());
-                    prune(lv, pv, nv, path);
-                    path.pop();
-                } else if let (Some(plist), Some(nlist), Some(mk)) =
-                    (pv.as_array(), nv.as_array(), merge_key(key, path))
-                {
-                    path.push(key.clone());
-                    if let Some(llist) = lv.as_array_mut() {
-                        for pitem in plist {
-                            let id = pitem.get(mk);
-                            let next_item = nlist.iter().find(|n| n.get(mk) == id);
-                            let Some(lpos) = llist.iter().position(|l| l.get(mk) == id) else {
-                                continue;
-                            };
-                            match next_item {
-                                None => {
-                                    llist.remove(lpos);
-                                }
-                                Some(nitem) => prune(&mut llist[lpos], pitem, nitem, path),
-                            }
-                        }
-                    }
-                    path.pop();
-                } else if let (Some(plist), Some(nlist), true) =
-                    (pv.as_array(), nv.as_array(), is_set_list(key, path))
-                    && let Some(llist) = lv.as_array_mut()
-                {
-                    llist.retain(|l| !plist.contains(l) || nlist.contains(l));
-                }
-            }
-        }
     }
 }
 
@@ -242,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn container_ports_merge_by_container_port() {
+        let mut target = deployment(json!([]));
+        let patch = deployment(json!([]));
+        strategic_merge(&mut target, &patch);
+        strategic_merge(&mut target, &patch);
+        assert_eq!(
+            target["spec"]["template"]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 8069}]),
+            "re-applying a container's ports does not duplicate them"
+        );
+        let more = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "odoo", "ports": [{"containerPort": 8069, "name": "http"}, {"containerPort": 8072}]}
+        ]}}}});
+        strategic_merge(&mut target, &more);
+        assert_eq!(
+            target["spec"]["template"]["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 8069, "name": "http"}, {"containerPort": 8072}])
+        );
+    }
+
+    #[test]
     fn directives() {
         let mut target = deployment(json!([{"name": "A", "value": "1"}]));
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "mail", "$patch": "delete"}]}}}});
@@ -269,18 +275,56 @@ mod tests {
         );
     }
 
+    fn ops(v: Value) -> Vec<json_patch::PatchOperation> {
+        serde_json::from_value(v).expect("valid JSON patch")
+    }
+
     #[test]
-    fn apply_prunes_what_the_manager_dropped() {
-        let first =
-            json!({"metadata": {"annotations": {"a": "1", "b": "2"}}, "spec": {"replicas": 1}});
-        let mut live =
-            json!({"metadata": {"annotations": {"other": "x"}}, "spec": {"paused": false}});
-        apply(&mut live, &first, None);
-        let second = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"replicas": 2}});
-        apply(&mut live, &second, Some(&first));
+    fn json_patch_replace_of_a_missing_member_adds_it_like_evanphx_v4() {
+        let mut doc = json!({"metadata": {"annotations": {"a": "1"}}, "spec": {"ports": [1, 2]}});
+        json_patch_v4(
+            &mut doc,
+            &ops(json!([
+                {"op": "replace", "path": "/metadata/annotations/runboat~1last-scaled", "value": "now"},
+                {"op": "replace", "path": "/spec/ports/1", "value": 3},
+                {"op": "add", "path": "/spec/ports/-", "value": 4}
+            ])),
+        )
+        .expect("v4 applies it");
         assert_eq!(
-            live,
-            json!({"metadata": {"annotations": {"a": "1", "other": "x"}}, "spec": {"paused": false, "replicas": 2}})
+            doc,
+            json!({"metadata": {"annotations": {"a": "1", "runboat/last-scaled": "now"}}, "spec": {"ports": [1, 3, 4]}})
+        );
+    }
+
+    #[test]
+    fn json_patch_replace_needs_the_parent_and_existing_indexes() {
+        let mut doc = json!({"metadata": {"name": "x"}, "spec": {"ports": [1]}});
+        let err = json_patch_v4(
+            &mut doc,
+            &ops(json!([{"op": "replace", "path": "/metadata/annotations/x", "value": "1"}])),
+        );
+        assert_eq!(
+            err,
+            Err("replace operation does not apply: doc is missing path: /metadata/annotations/x"
+                .into())
+        );
+        let err = json_patch_v4(
+            &mut doc,
+            &ops(json!([{"op": "replace", "path": "/spec/ports/1", "value": 2}])),
+        );
+        assert_eq!(
+            err,
+            Err("replace operation does not apply: doc is missing key: /spec/ports/1".into())
+        );
+        // Other operations keep the RFC's rules.
+        assert!(
+            json_patch_v4(&mut doc, &ops(json!([{"op": "remove", "path": "/metadata/labels"}])))
+                .is_err()
+        );
+        assert!(
+            json_patch_v4(&mut doc, &ops(json!([{"op": "add", "path": "/a/b", "value": 1}])))
+                .is_err()
         );
     }
 
@@ -321,20 +365,8 @@ mod tests {
         }
 
         #[test]
-        fn applying_the_same_configuration_twice_changes_nothing(live in arb_plain(), cfg in arb_plain(), prev in arb_plain()) {
-            let mut once = live;
-            apply(&mut once, &cfg, Some(&prev));
-            let mut twice = once.clone();
-            apply(&mut twice, &cfg, Some(&cfg));
-            prop_assert_eq!(once, twice);
-        }
-
-        #[test]
-        fn merge_and_apply_never_panic(mut t in arb_json(), p in arb_json()) {
+        fn strategic_merge_never_panics(mut t in arb_json(), p in arb_json()) {
             strategic_merge(&mut t, &p);
-            let once = t.clone();
-            apply(&mut t, &p, Some(&p));
-            let _ = once;
         }
     }
 }

@@ -209,11 +209,22 @@ fn query_map(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
 }
 
+/// A boolean query parameter, read as kube-apiserver reads every one of
+/// them (`watch`, `allowWatchBookmarks`, `sendInitialEvents`, `follow`,
+/// `previous`, `timestamps`, `force`, …): apimachinery's
+/// `Convert_Slice_string_To_bool` takes an absent parameter, `0` and `false`
+/// in any case as false and every other value, the empty string included,
+/// as true. It is not Go's `strconv.ParseBool`: no value is rejected, so
+/// `watch=True` (the Python client) and `watch=yes` both watch.
 fn flag(q: &HashMap<String, String>, key: &str) -> bool {
-    q.get(key).is_some_and(|v| v == "true" || v == "1")
+    q.get(key).is_some_and(|v| query_bool(v))
 }
 
-fn write_opts(q: &HashMap<String, String>) -> Result<WriteOpts, ApiError> {
+fn query_bool(v: &str) -> bool {
+    !(v == "0" || v.eq_ignore_ascii_case("false"))
+}
+
+fn write_opts(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOpts, ApiError> {
     let dry_run = match q.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
@@ -223,7 +234,15 @@ fn write_opts(q: &HashMap<String, String>) -> Result<WriteOpts, ApiError> {
             )));
         }
     };
-    Ok(WriteOpts { dry_run, field_manager: q.get("fieldManager").cloned() })
+    Ok(WriteOpts {
+        dry_run,
+        field_manager: q.get("fieldManager").cloned(),
+        force: flag(q, "force"),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    })
 }
 
 fn list_query(res: ResId, q: &HashMap<String, String>) -> Result<ListQuery, ApiError> {
@@ -255,7 +274,15 @@ fn list_query(res: ResId, q: &HashMap<String, String>) -> Result<ListQuery, ApiE
     })
 }
 
-fn body_json(body: &Bytes) -> Result<Value, ApiError> {
+/// A create or update body: JSON, YAML, or Kubernetes protobuf (what
+/// kubectl's generators send for built-in kinds).
+fn body_json(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if crate::protobuf::is_protobuf(ct) {
+        return crate::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding protobuf request body: {e}"))
+        });
+    }
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
     }
@@ -367,12 +394,19 @@ async fn dispatch_inner(
             if t.ns.is_none() && def.namespaced {
                 return Err(ApiError::method_not_allowed());
             }
-            let (code, body) = inner.create(t.res, ns, body_json(&body)?, &write_opts(&q)?)?;
+            let (code, body) =
+                inner.create(t.res, ns, body_json(&headers, &body)?, &write_opts(&q, &headers)?)?;
             Ok(json_response(code, body))
         }
         ("PUT", Some(name)) => {
-            let (code, body) =
-                inner.update(t.res, ns, name, body_json(&body)?, sub, &write_opts(&q)?)?;
+            let (code, body) = inner.update(
+                t.res,
+                ns,
+                name,
+                body_json(&headers, &body)?,
+                sub,
+                &write_opts(&q, &headers)?,
+            )?;
             Ok(json_response(code, body))
         }
         ("PATCH", Some(name)) => {
@@ -380,19 +414,20 @@ async fn dispatch_inner(
                 headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let ptype = PatchType::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
-            let (code, body) = inner.patch(t.res, ns, name, ptype, &body, sub, &write_opts(&q)?)?;
+            let (code, body) =
+                inner.patch(t.res, ns, name, ptype, &body, sub, &write_opts(&q, &headers)?)?;
             Ok(json_response(code, body))
         }
         ("DELETE", Some(name)) => {
             if sub != Sub::Main {
                 return Err(ApiError::method_not_allowed());
             }
-            let opts = delete_opts(&q, &body)?;
+            let opts = delete_opts(&q, &headers, &body)?;
             let (code, body) = inner.delete(t.res, ns, name, &opts)?;
             Ok(json_response(code, body))
         }
         ("DELETE", None) => {
-            let opts = delete_opts(&q, &body)?;
+            let opts = delete_opts(&q, &headers, &body)?;
             let query = list_query(t.res, &q)?;
             let (code, body) = inner.delete_collection(t.res, t.ns.as_deref(), &query, &opts)?;
             Ok(json_response(code, body))
@@ -401,8 +436,12 @@ async fn dispatch_inner(
     }
 }
 
-fn delete_opts(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOpts, ApiError> {
-    let mut opts = DeleteOpts { dry_run: write_opts(q)?.dry_run, ..DeleteOpts::default() };
+fn delete_opts(
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<DeleteOpts, ApiError> {
+    let mut opts = DeleteOpts { dry_run: write_opts(q, headers)?.dry_run, ..DeleteOpts::default() };
     opts.propagation = q.get("propagationPolicy").cloned();
     if let Some(g) = q.get("gracePeriodSeconds") {
         opts.grace_period = Some(
@@ -411,8 +450,8 @@ fn delete_opts(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOpts, 
         );
     }
     if !body.is_empty() {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        let v = body_json(headers, body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message)))?;
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
             opts.propagation = Some(p.to_string());
         } else if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
@@ -806,6 +845,19 @@ mod tests {
         assert!(parse_path("/api/v1/pods/x").is_none(), "namespaced items need a namespace");
         assert!(parse_path("/apis/apps/v2/deployments").is_none());
         assert!(matches!(parse_path("/apis/batch/v1"), Some(Parsed::Discovery(..))));
+    }
+
+    #[test]
+    fn boolean_parameters_read_like_the_api_server() {
+        for v in ["true", "True", "TRUE", "1", "t", "yes", "", "anything"] {
+            assert!(query_bool(v), "{v:?} is true for kube-apiserver");
+        }
+        for v in ["false", "False", "FALSE", "fAlSe", "0"] {
+            assert!(!query_bool(v), "{v:?} is false for kube-apiserver");
+        }
+        let q: HashMap<String, String> = [("watch".to_string(), "True".to_string())].into();
+        assert!(flag(&q, "watch"));
+        assert!(!flag(&q, "follow"), "an absent parameter is false");
     }
 
     proptest! {

@@ -73,8 +73,6 @@ pub(crate) struct State {
     pub(crate) window: usize,
     pub(crate) by_uid: HashMap<String, Location>,
     pub(crate) dependents: HashMap<String, HashSet<Location>>,
-    /// The last configuration each field manager applied, by object uid.
-    pub(crate) applied: HashMap<String, HashMap<String, Value>>,
 }
 
 impl State {
@@ -123,7 +121,6 @@ impl State {
                     });
                 };
                 self.unindex(res, ns, name, &old);
-                self.applied.remove(&old.uid);
                 // A deleted object is reported with the resourceVersion of its deletion.
                 let mut v = old.value();
                 v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
@@ -217,7 +214,6 @@ impl Store {
             window: window.max(1),
             by_uid: HashMap::new(),
             dependents: HashMap::new(),
-            applied: HashMap::new(),
         };
         Store { state: RwLock::new(state), rv_tx: tokio::sync::watch::channel(0).0 }
     }

@@ -8,6 +8,7 @@ mod crud;
 mod faults;
 mod kubectl;
 mod patch;
+pub(crate) mod python;
 mod watch;
 
 use std::time::Duration;
