@@ -257,7 +257,11 @@ pub struct Settings {
     /// Do not post commit statuses to GitHub.
     pub disable_commit_statuses: bool,
     /// Resource types deleted when undeploying (default
-    /// `deployment,service,ingress,configmap,secret,pvc,job`).
+    /// `deployment,service,ingress,configmap,secret,pvc,job`). Any
+    /// namespaced type the cluster serves works, as with the original's
+    /// `kubectl delete`: a name that is not a common built-in type (plural,
+    /// kind, or `plural.group` for a custom resource) is resolved through
+    /// API discovery at the first undeploy.
     pub deployment_resource_types: Vec<String>,
     /// Undeploy by deleting resources, without a cleanup job.
     pub no_cleanup_job: bool,

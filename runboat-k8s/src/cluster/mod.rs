@@ -77,8 +77,11 @@ struct Inner {
     default_kubefiles: Arc<Kubefiles>,
     /// Kubefiles loaded from a directory, by path.
     kubefiles_by_path: HashMap<PathBuf, Arc<Kubefiles>>,
-    /// What `delete_build_resources` deletes.
-    delete_types: Vec<ApiResource>,
+    /// What `delete_build_resources` deletes, as configured.
+    delete_types: Vec<resources::DeleteType>,
+    /// The same, every type resolved (after discovery, when a configured
+    /// type is not a built-in one): filled at the first undeploy.
+    resolved_delete_types: tokio::sync::OnceCell<Vec<ApiResource>>,
     /// API resources by (apiVersion, kind), from discovery.
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
     /// Deployment name by build name (names never change for a build).
@@ -169,6 +172,7 @@ impl KubeCluster {
                 default_kubefiles,
                 kubefiles_by_path,
                 delete_types,
+                resolved_delete_types: tokio::sync::OnceCell::new(),
                 resources: Mutex::new(HashMap::new()),
                 deployment_names: Mutex::new(HashMap::new()),
             }),
@@ -201,6 +205,49 @@ impl KubeCluster {
     /// The kube client.
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+}
+
+impl Inner {
+    /// `deployment_resource_types` as API resources; the names that are not
+    /// built-in types are looked up through API discovery (one discovery
+    /// for all of them).
+    async fn resolve_delete_types(&self) -> ClusterResult<Vec<ApiResource>> {
+        let mut discovery = None;
+        let mut out = Vec::with_capacity(self.delete_types.len());
+        for t in &self.delete_types {
+            match t {
+                resources::DeleteType::Known(ar) => out.push(ar.clone()),
+                resources::DeleteType::Discover(name) => {
+                    if discovery.is_none() {
+                        let what = "API discovery for deployment_resource_types";
+                        let found = kube::discovery::Discovery::new(self.client.clone())
+                            .run()
+                            .await
+                            .map_err(|e| cluster_error(what, e))?;
+                        discovery = Some(found);
+                    }
+                    let Some(found) = discovery.as_ref() else { continue };
+                    let ar = resources::discover(found, name).ok_or_else(|| {
+                        ClusterError::Invalid(
+                            format!(
+                                "deployment_resource_types: the cluster serves no namespaced \
+                                 resource type {name:?}"
+                            )
+                            .into(),
+                        )
+                    })?;
+                    tracing::info!(
+                        name,
+                        resource = %ar.plural,
+                        api_version = %ar.api_version,
+                        "deployment_resource_types entry resolved through discovery"
+                    );
+                    out.push(ar);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -684,7 +731,9 @@ impl Cluster for KubeCluster {
         let inner = &self.inner;
         let lp = ListParams::default().labels(&build_selector(build_name));
         let dp = DeleteParams::background();
-        for ar in &inner.delete_types {
+        let types =
+            inner.resolved_delete_types.get_or_try_init(|| inner.resolve_delete_types()).await?;
+        for ar in types {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(inner.client.clone(), &inner.namespace, ar);
             let r = api.delete_collection(&dp, &lp).await;

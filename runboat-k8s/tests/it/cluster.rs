@@ -400,11 +400,11 @@ async fn configuration_errors_are_clear() {
     let sim = sim_with(ControllerConfig::none()).await;
     let err = KubeCluster::new(
         sim.client(),
-        settings("deployment_resource_types = \"deployment,widget\""),
+        settings("deployment_resource_types = \"deployment,wid get\""),
     )
     .await
-    .expect_err("unknown type");
-    assert!(matches!(&err, Error::UnknownResourceType { name, .. } if name == "widget"), "{err}");
+    .expect_err("not a resource name");
+    assert!(matches!(&err, Error::UnknownResourceType { name, .. } if name == "wid get"), "{err}");
     let err = KubeCluster::new(
         sim.client(),
         settings("build_default_kubefiles_path = \"/nonexistent/kubefiles\""),
@@ -417,6 +417,60 @@ async fn configuration_errors_are_clear() {
                 && matches!(**source, Error::ReadKubefiles { .. })),
         "{err}"
     );
+}
+
+/// Any type in `deployment_resource_types` works, as `kubectl delete <types>`
+/// did for the original: names that are not built-in types are resolved
+/// through API discovery (plural, kind, or `plural.group`); a name the
+/// cluster does not serve fails the undeploy with an error naming the
+/// setting.
+#[tokio::test]
+async fn deployment_resource_types_resolve_through_discovery() {
+    let sim = sim_with(ControllerConfig::none()).await;
+    let h = sim.handle();
+    let types = "deployment_resource_types = \"deployment,ReplicaSet,leases.coordination.k8s.io\"";
+    let cluster = cluster_on(&sim, settings(types)).await;
+    let labels = json!({"runboat/build": "b1"});
+    h.create(
+        "replicasets",
+        NS,
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+               "metadata": {"name": "b1-rs", "labels": labels},
+               "spec": {"selector": {"matchLabels": labels},
+                        "template": {"metadata": {"labels": labels},
+                                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+    )
+    .expect("replicaset");
+    for (name, build) in [("b1-lease", "b1"), ("b2-lease", "b2")] {
+        h.create(
+            "leases",
+            NS,
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": name, "labels": {"runboat/build": build}}}),
+        )
+        .expect("lease");
+    }
+    cluster.delete_build_resources("b1").await.expect("delete resources");
+    let names = |resource: &str| -> Vec<String> {
+        h.list(resource, Some(NS))
+            .expect("list")
+            .iter()
+            .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        h.wait_until(WAIT, |h| h.list("replicasets", Some(NS)).expect("list").is_empty()).await,
+        "{:?}",
+        names("replicasets")
+    );
+    assert_eq!(names("leases"), ["b2-lease"]);
+
+    let cluster =
+        cluster_on(&sim, settings("deployment_resource_types = \"deployment,widgets\"")).await;
+    let err = cluster.delete_build_resources("b1").await.expect_err("no such type");
+    let text = err.to_string();
+    assert!(matches!(err, runboat_core::ClusterError::Invalid(_)), "{text}");
+    assert!(text.contains("deployment_resource_types") && text.contains("\"widgets\""), "{text}");
 }
 
 /// Every kubefiles directory that cannot be used is refused at startup with
