@@ -139,19 +139,38 @@ impl CommitInfo {
         out
     }
 
-    /// The build slug, exactly as the original computes it:
-    /// `slugify(repo)-slugify(target_branch)[-pr<N>]-<first 12 chars of sha>`.
+    /// The build slug, the first DNS label of the build's host names.
+    ///
+    /// As the original computes it,
+    /// `slugify(repo)-slugify(target_branch)[-pr<N>]-<first 12 chars of sha>`,
+    /// whenever that is a valid DNS label (at most 63 characters, no
+    /// leading `-`): every slug the original could serve stays identical.
+    /// Otherwise (a long repo or branch name, which the original turned into
+    /// a host name the API server refuses), the front part is cut to fit
+    /// and a short hash of the whole original slug keeps it unique:
+    /// `<front>-<6 hex of sha256>-<first 12 chars of sha>`, never starting or
+    /// ending with `-`.
     pub fn slug(&self) -> String {
-        let mut slug = slugify(&self.repo);
-        slug.push('-');
-        slug.push_str(&slugify(&self.target_branch));
+        let mut front = slugify(&self.repo);
+        front.push('-');
+        front.push_str(&slugify(&self.target_branch));
         if let Some(pr) = self.pr {
-            slug.push_str("-pr");
-            slug.push_str(&pr.to_string());
+            front.push_str("-pr");
+            front.push_str(&pr.to_string());
         }
-        slug.push('-');
-        slug.push_str(&self.git_commit[..12]);
-        slug
+        let sha = &self.git_commit[..12];
+        let full = format!("{front}-{sha}");
+        if full.len() <= MAX_LABEL && !full.starts_with('-') {
+            return full;
+        }
+        let digest = Sha256::digest(full.as_bytes());
+        let hash: String =
+            digest.iter().take(3).flat_map(|b| [hex_digit(b >> 4), hex_digit(b & 0x0f)]).collect();
+        // Room for the front: the label less "-" + hash + "-" + sha.
+        let room = MAX_LABEL - 1 - hash.len() - 1 - sha.len();
+        let front = front.trim_start_matches('-');
+        let front = front[..front.len().min(room)].trim_end_matches('-');
+        if front.is_empty() { format!("{hash}-{sha}") } else { format!("{front}-{hash}-{sha}") }
     }
 }
 
@@ -174,6 +193,9 @@ impl fmt::Display for CommitInfo {
 fn hex_digit(nibble: u8) -> char {
     char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
 }
+
+/// The longest DNS label (RFC 1123), and so the longest slug.
+const MAX_LABEL: usize = 63;
 
 /// Lower-cases and turns every character outside `[a-z0-9]` into `-`, as the
 /// original's `slugify` does (one `-` per character, no collapsing).
@@ -318,6 +340,29 @@ mod tests {
     }
 
     #[test]
+    fn long_slugs_are_cut_to_a_dns_label_and_stay_unique() {
+        let long_repo = format!("oca/{}", "r".repeat(190));
+        let a = ci(&long_repo, "16.0", Some(7)).slug();
+        let b = ci(&long_repo, "16.0", Some(8)).slug();
+        let c = ci(&long_repo, "17.0", Some(7)).slug();
+        for s in [&a, &b, &c] {
+            assert_eq!(s.len(), 63, "{s}");
+            assert!(s.starts_with("oca-rrrr") && s.ends_with("-0123456789ab"), "{s}");
+        }
+        assert!(a != b && a != c && b != c, "{a} {b} {c}");
+        assert_eq!(a, ci(&long_repo, "16.0", Some(7)).slug(), "stable");
+        // Exactly 63 characters: as the original.
+        let repo = format!("oca/{}", "x".repeat(63 - "oca--16-0-0123456789ab".len()));
+        let exact = ci(&repo, "16.0", None).slug();
+        assert_eq!(exact.len(), 63);
+        assert_eq!(exact, format!("{}-16-0-0123456789ab", slugify(&repo)));
+        // A cut never leaves a '-' at either end, nor a front of dashes.
+        let dashes = ci("-_-/._.", &"-".repeat(100), None).slug();
+        assert!(!dashes.starts_with('-') && !dashes.ends_with('-'), "{dashes}");
+        assert!(dashes.len() <= 63, "{dashes}");
+    }
+
+    #[test]
     fn slug_matches_the_original() {
         assert_eq!(ci("OCA/mis-builder", "16.0", None).slug(), "oca-mis-builder-16-0-0123456789ab");
         assert_eq!(
@@ -371,7 +416,11 @@ mod tests {
                 if let Ok(c) = CommitInfo::new(&repo, &branch, pr, &sha) {
                     let name = c.build_name();
                     prop_assert_eq!(name.len(), 33);
-                    prop_assert!(c.slug().chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'));
+                    let slug = c.slug();
+                    prop_assert!(slug.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'));
+                    prop_assert!(slug.len() <= 63, "{slug}");
+                    prop_assert!(!slug.starts_with('-') && !slug.ends_with('-'), "{slug}");
+                    prop_assert!(slug.ends_with(&c.git_commit()[..12]));
                     prop_assert_eq!(c.repo(), repo.to_ascii_lowercase());
                 }
             }

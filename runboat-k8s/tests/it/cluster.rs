@@ -419,6 +419,29 @@ async fn configuration_errors_are_clear() {
     );
 }
 
+/// A 190-character repository name and a long branch still deploy: the
+/// slug is cut to a DNS label, so the API server (kubesim validates Ingress
+/// hosts as the real one does) accepts the Ingresses.
+#[tokio::test]
+async fn long_repo_and_branch_names_deploy_with_valid_hosts() {
+    let sim = sim_with(ControllerConfig::none()).await;
+    let cluster = cluster_on(&sim, settings("")).await;
+    let repo = format!("oca/{}", "m".repeat(190));
+    let branch = format!("16.0-{}", "b".repeat(80));
+    let c = CommitInfo::new(&repo, &branch, Some(4242), &format!("{:040x}", 7)).expect("commit");
+    let name = c.build_name();
+    cluster.apply_kubefiles(&name, &c, KubefilesMode::Deployment).await.expect("deploy");
+    let ingresses = labelled(&sim.handle(), "ingresses", &name);
+    assert!(!ingresses.is_empty());
+    for ingress in ingresses {
+        for rule in ingress.pointer("/spec/rules").and_then(Value::as_array).expect("rules") {
+            let host = rule.get("host").and_then(Value::as_str).expect("host");
+            assert!(host.split('.').all(|label| label.len() <= 63), "{host}");
+            assert!(host.starts_with(&c.slug()), "{host}");
+        }
+    }
+}
+
 /// Any type in `deployment_resource_types` works, as `kubectl delete <types>`
 /// did for the original: names that are not built-in types are resolved
 /// through API discovery (plural, kind, or `plural.group`); a name the
