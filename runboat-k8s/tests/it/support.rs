@@ -62,13 +62,17 @@ pub(crate) fn full(mode: KubefilesMode) -> RenderContext {
     ]);
     let vars = json!({
         "storageClassName": "fast-ssd",
-        "storageSize": "5Gi",
+        "storageRequest": "1Gi",
+        "storageLimit": "2Gi",
         "odooCpuLimit": "2",
         "odooMemoryLimit": "3Gi",
         "ingressClassName": "nginx",
         "ingressAnnotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "100m"},
         "tlsSecretName": "runboat-wildcard-tls",
         "mailImage": "axllent/mailpit:latest",
+        "cleanupImage": "postgres:17",
+        "automountServiceAccountToken": false,
+        "podSecurityContext": {"runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}},
     });
     ctx.build_template_vars =
         vars.as_object().expect("object").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
