@@ -9,3 +9,4 @@ mod injection;
 mod kustomize;
 mod lifecycle;
 mod native;
+mod original;
