@@ -10,3 +10,4 @@ mod kustomize;
 mod lifecycle;
 mod native;
 mod original;
+mod scripts;
