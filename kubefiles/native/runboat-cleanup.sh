@@ -1,6 +1,7 @@
 #!/bin/bash
 #
-# Drop the build's databases when it is undeployed.
+# Drop the build's databases when it is undeployed, as the original runboat's script
+# does.
 #
 
 set -ex

@@ -10,7 +10,10 @@ pub(super) const FILES: &[(&str, &str)] = &[
     ("initialize.yaml", include_str!("../../../kubefiles/native/initialize.yaml")),
     ("pvc.yaml", include_str!("../../../kubefiles/native/pvc.yaml")),
     ("runboat-cleanup.sh", include_str!("../../../kubefiles/native/runboat-cleanup.sh")),
-    ("runboat-download.sh", include_str!("../../../kubefiles/native/runboat-download.sh")),
+    (
+        "runboat-clone-and-install.sh",
+        include_str!("../../../kubefiles/native/runboat-clone-and-install.sh"),
+    ),
     ("runboat-initialize.sh", include_str!("../../../kubefiles/native/runboat-initialize.sh")),
     ("runboat-start.sh", include_str!("../../../kubefiles/native/runboat-start.sh")),
     ("secrets.yaml", include_str!("../../../kubefiles/native/secrets.yaml")),

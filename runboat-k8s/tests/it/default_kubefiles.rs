@@ -71,7 +71,7 @@ async fn each_mode_renders_its_objects() {
                 "Service/b5f2c1e0a9d8c7b6a-odoo",
                 "PersistentVolumeClaim/b5f2c1e0a9d8c7b6a-data",
                 "Deployment/b5f2c1e0a9d8c7b6a-odoo",
-                "Ingress/b5f2c1e0a9d8c7b6a-mail",
+                "Ingress/b5f2c1e0a9d8c7b6a-mailhog",
                 "Ingress/b5f2c1e0a9d8c7b6a-odoo",
             ],
         ),
@@ -82,6 +82,7 @@ async fn each_mode_renders_its_objects() {
                 "ConfigMap/b5f2c1e0a9d8c7b6a-runboat-scripts",
                 "Secret/b5f2c1e0a9d8c7b6a-github-token",
                 "Secret/b5f2c1e0a9d8c7b6a-odoosecretenv",
+                "PersistentVolumeClaim/b5f2c1e0a9d8c7b6a-data",
                 "Job/b5f2c1e0a9d8c7b6a-initialize",
             ],
         ),
@@ -131,18 +132,26 @@ async fn the_deployment_follows_the_odoo_contract() {
     let odoo = &containers[0];
     assert_eq!(odoo["name"], "odoo");
     assert_eq!(odoo["image"], "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest");
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+    for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(odoo[probe]["tcpSocket"]["port"], 8069, "{probe}");
     }
     assert_eq!(odoo["resources"]["limits"]["memory"], "3Gi", "template var");
     assert_eq!(odoo["resources"]["requests"]["memory"], "100Mi", "default");
     let mail = &containers[1];
+    assert_eq!(mail["name"], "mailhog", "the original's name: a reset must not add a second one");
     assert_eq!(mail["image"], "axllent/mailpit:latest");
     assert_eq!(mail["ports"][1]["containerPort"], 8025);
+    // Opt-in template vars.
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(pod["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let pvc = find(&objects, "PersistentVolumeClaim", "-data");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "1Gi");
+    assert_eq!(pvc["spec"]["resources"]["limits"]["storage"], "2Gi");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast-ssd");
 
     let odoo_host = "oca-mis-builder-16-0-pr42-0123456789ab.runboat.example.com";
     let mail_host = "oca-mis-builder-16-0-pr42-0123456789ab.mail.runboat.example.com";
-    for (suffix, host, port) in [("-odoo", odoo_host, 8069), ("-mail", mail_host, 8025)] {
+    for (suffix, host, port) in [("-odoo", odoo_host, 8069), ("-mailhog", mail_host, 8025)] {
         let ingress = find(&objects, "Ingress", suffix);
         assert_eq!(ingress["spec"]["rules"][0]["host"], host);
         assert_eq!(ingress["spec"]["tls"][0]["hosts"][0], host);
@@ -155,7 +164,17 @@ async fn the_deployment_follows_the_odoo_contract() {
     let minimal = render(&native(), &minimal(KubefilesMode::Deployment)).await;
     let ingress = find(&minimal, "Ingress", "-odoo");
     assert!(ingress["spec"].get("tls").is_none(), "no TLS without tlsSecretName");
-    assert_eq!(find(&minimal, "Deployment", "-odoo")["metadata"]["annotations"]["runboat/pr"], "");
+    let deployment = find(&minimal, "Deployment", "-odoo");
+    assert_eq!(deployment["metadata"]["annotations"]["runboat/pr"], "");
+    // Without template vars, the original's: no opt-in on, its sizes and images.
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(pod.get("automountServiceAccountToken").is_none());
+    assert!(pod.get("securityContext").is_none());
+    assert_eq!(pod["containers"][1]["image"], "mailhog/mailhog:latest");
+    let pvc = find(&minimal, "PersistentVolumeClaim", "-data");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "200Mi");
+    assert_eq!(pvc["spec"]["resources"]["limits"]["storage"], "250Mi");
+    assert!(pvc["spec"].get("storageClassName").is_none());
 }
 
 #[tokio::test]
@@ -166,17 +185,56 @@ async fn the_init_job_follows_the_contract() {
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 1200);
     assert_eq!(job["metadata"]["labels"]["runboat/job-kind"], "initialize");
     assert_eq!(job["spec"]["template"]["metadata"]["labels"]["runboat/job-kind"], "initialize");
+    // A token is configured: the `download` init container fetches the source with it.
     let download = &job["spec"]["template"]["spec"]["initContainers"][0];
     assert_eq!(download["name"], "download");
+    assert_eq!(download["args"][2], "download");
     let token = &download["env"][0]["valueFrom"]["secretKeyRef"];
     assert_eq!(token["name"], "b5f2c1e0a9d8c7b6a-github-token");
     // The container running the repository's code never sees the token.
     let install = &job["spec"]["template"]["spec"]["containers"][0];
-    assert!(install.get("env").is_none());
+    assert_eq!(
+        install["env"],
+        serde_json::json!([{"name": "RUNBOAT_SOURCE_DOWNLOADED", "value": "1"}])
+    );
+    assert!(!serde_json::to_string(install).expect("json").contains("github-token"));
     let cleanup = render(&native(), &full(KubefilesMode::Cleanup)).await;
     let job = find(&cleanup, "Job", "-cleanup");
     assert_eq!(job["metadata"]["labels"]["runboat/job-kind"], "cleanup");
     assert_eq!(job["spec"]["template"]["metadata"]["labels"]["runboat/job-kind"], "cleanup");
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "postgres:17");
+
+    // No token: the original's Job, one container that downloads the source itself.
+    let objects = render(&native(), &minimal(KubefilesMode::Initialize)).await;
+    let pod = &find(&objects, "Job", "-initialize")["spec"]["template"]["spec"];
+    assert!(pod.get("initContainers").is_none());
+    assert!(pod["containers"][0].get("env").is_none());
+    assert!(
+        objects
+            .iter()
+            .all(|o| !o["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-github-token")))
+    );
+    let cleanup = render(&native(), &minimal(KubefilesMode::Cleanup)).await;
+    let pod = &find(&cleanup, "Job", "-cleanup")["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], "postgres", "the original's cleanup image");
+}
+
+#[tokio::test]
+async fn a_token_secret_name_alone_turns_the_download_container_on() {
+    let mut ctx = minimal(KubefilesMode::Initialize);
+    ctx.build_template_vars.insert("githubTokenSecretName".into(), "org-token".into());
+    let objects = render(&native(), &ctx).await;
+    let pod = &find(&objects, "Job", "-initialize")["spec"]["template"]["spec"];
+    let token = &pod["initContainers"][0]["env"][0]["valueFrom"]["secretKeyRef"];
+    assert_eq!(token["name"], "org-token");
+    assert_eq!(token["key"], "token");
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["kind"] != "Secret"
+                || o["metadata"]["name"] != "b5f2c1e0a9d8c7b6a-github-token"),
+        "an existing Secret is used, none is created"
+    );
 }
 
 #[tokio::test]

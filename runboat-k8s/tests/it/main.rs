@@ -9,3 +9,5 @@ mod injection;
 mod kustomize;
 mod lifecycle;
 mod native;
+mod original;
+mod scripts;

@@ -62,16 +62,44 @@ pub(crate) fn full(mode: KubefilesMode) -> RenderContext {
     ]);
     let vars = json!({
         "storageClassName": "fast-ssd",
-        "storageSize": "5Gi",
+        "storageRequest": "1Gi",
+        "storageLimit": "2Gi",
         "odooCpuLimit": "2",
         "odooMemoryLimit": "3Gi",
         "ingressClassName": "nginx",
         "ingressAnnotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "100m"},
         "tlsSecretName": "runboat-wildcard-tls",
         "mailImage": "axllent/mailpit:latest",
+        "cleanupImage": "postgres:17",
+        "automountServiceAccountToken": false,
+        "podSecurityContext": {"runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}},
     });
     ctx.build_template_vars =
         vars.as_object().expect("object").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    ctx
+}
+
+/// The branch build of the original runboat's fixtures (`tests/original`): nothing
+/// optional, as `minimal`.
+pub(crate) fn original_branch(mode: KubefilesMode) -> RenderContext {
+    minimal(mode)
+}
+
+/// The pull request build of the original runboat's fixtures (`tests/original`):
+/// environment, a secret and the original's one template var, no opt-in of ours.
+pub(crate) fn original_pr(mode: KubefilesMode) -> RenderContext {
+    let mut ctx = minimal(mode);
+    ctx.build_slug = "oca-mis-builder-16-0-pr42-0123456789ab".into();
+    ctx.commit_info =
+        CommitInfo::new("oca/mis-builder", "16.0", Some(42), ctx.commit_info.git_commit())
+            .expect("valid commit");
+    ctx.build_env = BTreeMap::from([
+        ("PGHOST".into(), "postgres.runboat".into()),
+        ("PGUSER".into(), "odoo".into()),
+        ("INCLUDE".into(), "mis_builder".into()),
+    ]);
+    ctx.build_secret_env = BTreeMap::from([("PGPASSWORD".into(), "s3cr3t-pg-password".into())]);
+    ctx.build_template_vars = BTreeMap::from([("storageClassName".into(), json!("fast-ssd"))]);
     ctx
 }
 
