@@ -15,7 +15,7 @@ use crate::cluster::{NS, cluster_on, commit, leftovers, settings, sim_with, slow
 
 const LIFECYCLE_WAIT: Duration = Duration::from_secs(60);
 
-async fn controller(sim: &KubeSim, extra: &str) -> ControllerHandle {
+pub(crate) async fn controller(sim: &KubeSim, extra: &str) -> ControllerHandle {
     // Logs with RUST_LOG set (a second init in the same binary is ignored).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -39,7 +39,7 @@ async fn controller(sim: &KubeSim, extra: &str) -> ControllerHandle {
 }
 
 /// Waits until `pred` holds for the build (`None`: the build is gone).
-async fn wait_build(
+pub(crate) async fn wait_build(
     handle: &ControllerHandle,
     name: &str,
     what: &str,
@@ -59,7 +59,7 @@ async fn wait_build(
     }
 }
 
-async fn wait_status(handle: &ControllerHandle, name: &str, status: BuildStatus) {
+pub(crate) async fn wait_status(handle: &ControllerHandle, name: &str, status: BuildStatus) {
     wait_build(handle, name, status.as_str(), |s| s == Some(status)).await;
 }
 

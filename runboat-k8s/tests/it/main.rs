@@ -2,6 +2,8 @@
 
 mod support;
 
+mod adopt;
+
 mod cluster;
 mod contract;
 mod default_kubefiles;
