@@ -629,8 +629,13 @@ async fn run_once(
         .await?;
     }
     f.insert("seed_creates_per_s".into(), n as f64 / t.elapsed().as_secs_f64());
-    // The size of one seeded object as a client reads it (defaults and
-    // status included).
+    // The size of one seeded object as sent, and as a client reads it
+    // (defaults and status included).
+    let sent = match shape {
+        Shape::Native => deployment(&seeds[0], 0),
+        Shape::Original => deployment_original(&seeds[0], 0),
+    };
+    f.insert("seed_sent_bytes".into(), sent.to_string().len() as f64);
     let one = format!("{}/{}", env.deployments_url(), seeds[0].deployment);
     let (_, body) = send(&env.http, Request::get(one).body(Full::default())?).await?;
     f.insert("seed_object_bytes".into(), body.len() as f64);
@@ -1222,6 +1227,7 @@ type Target = Option<(bool, f64)>;
 
 const ROWS: &[(&str, &str, &str, Target)] = &[
     ("seed_creates_per_s", "seeding into kubesim (not runboat)", "creates/s", None),
+    ("seed_sent_bytes", "  one seeded Deployment as sent", "bytes", None),
     ("seed_object_bytes", "  one seeded Deployment as a client reads it", "bytes", None),
     ("seed_kubesim_settle_s", "  wait for kubesim to go idle after it", "s", None),
     ("startup_until_all_counted_s", "ingest: server start → status counts all", "s", None),
