@@ -22,8 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::backend::Outcome;
-use crate::error::ApiError;
+use crate::error::{Accepted, ApiError, Subject, chain, command};
 
 /// The build filters of the query string, as received.
 #[derive(Debug, Default, Deserialize)]
@@ -92,19 +91,19 @@ pub(crate) async fn not_found() -> ApiError {
 /// the one definition shared with the controller, in O(1)).
 pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusCounts>, ApiError> {
     let limits = state.settings().limits();
-    state.read(|index| Json(index.status_counts(&limits)))
+    Ok(state.read(|index| Json(index.status_counts(&limits))))
 }
 
 /// `GET /repos`: the repos having builds, `{name, link}` as the original.
 pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.read(|index| {
+    Ok(state.read(|index| {
         let repos: Vec<Value> = index
             .repos()
             .into_iter()
             .map(|name| json!({"name": name, "link": format!("https://github.com/{name}")}))
             .collect();
         Json(Value::Array(repos))
-    })
+    }))
 }
 
 /// `GET /builds`: the builds passing the filters, newest first (the
@@ -114,7 +113,7 @@ pub(crate) async fn list_builds(
     q: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let filters = query(q)?.into_filters()?;
-    let body = state.read(|index| state.builds_answer(index, &filters))?;
+    let body = state.read(|index| state.builds_answer(index, &filters));
     Ok(json_response(body))
 }
 
@@ -139,7 +138,7 @@ pub(crate) async fn undeploy_builds(
                 .to_owned(),
         ));
     }
-    let count = state.backend().undeploy_matching(filters).await?;
+    let count = state.controller().undeploy_matching(filters).await?;
     Ok(Json(json!({"detail": format!("undeploying {count} build(s)"), "count": count})))
 }
 
@@ -167,24 +166,17 @@ fn lookup_error(e: ClientError) -> ApiError {
         ClientError::InvalidRepo { repo } => {
             ApiError::BadRequest(format!("invalid repo {repo:?}: expected owner/name"))
         }
-        other => ApiError::BadGateway(other.to_string()),
+        other => ApiError::BadGateway(chain(&other)),
     }
 }
 
+/// Deploys `commit`; the controller checks that the settings support it.
 async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<Value>, ApiError> {
-    if !state.settings().is_supported(commit.repo(), commit.target_branch()) {
-        return Err(ApiError::BadRequest(format!(
-            "repo {} branch {} is not supported by the settings",
-            commit.repo(),
-            commit.target_branch()
-        )));
-    }
     let name = commit.build_name();
-    match state.backend().deploy_commit(commit).await? {
-        Outcome::Done => Ok(Json(json!({"detail": "deploying", "name": name}))),
-        Outcome::Ignored { reason } => Ok(Json(json!({"detail": reason, "name": name}))),
-        Outcome::NotFound => Err(ApiError::NotFound(format!("build {name:?} not found"))),
-        Outcome::Unsupported { reason } => Err(ApiError::BadRequest(reason)),
+    let result = state.controller().deploy_commit(commit.clone()).await;
+    match command(result, Subject::Commit(&commit))? {
+        Accepted::Done => Ok(Json(json!({"detail": "deploying", "name": name}))),
+        Accepted::Ignored(reason) => Ok(Json(json!({"detail": reason.to_string(), "name": name}))),
     }
 }
 
@@ -199,14 +191,7 @@ pub(crate) async fn trigger_branch(
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
     let branch = required(q.branch, "branch")?;
-    if !state.settings().is_supported(&repo, &branch) {
-        return Err(ApiError::BadRequest(format!(
-            "repo {repo} branch {branch} is not supported by the settings"
-        )));
-    }
-    let github = state
-        .github()
-        .ok_or_else(|| ApiError::BadGateway("no GitHub client configured".to_owned()))?;
+    let github = state.github().ok_or(ApiError::NoGitHubClient)?;
     let sha = github.branch_head(&repo, &branch).await.map_err(lookup_error)?;
     let commit = CommitInfo::new(&repo, &branch, None, &sha)
         .map_err(|e| ApiError::BadGateway(format!("unexpected answer from GitHub: {e}")))?;
@@ -224,9 +209,7 @@ pub(crate) async fn trigger_pr(
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
     let pr = parse_pr_param(&required(q.pr, "pr")?)?;
-    let github = state
-        .github()
-        .ok_or_else(|| ApiError::BadGateway("no GitHub client configured".to_owned()))?;
+    let github = state.github().ok_or(ApiError::NoGitHubClient)?;
     let info = github.pull_request(&repo, pr).await.map_err(lookup_error)?;
     let commit = CommitInfo::new(&repo, &info.base_branch, Some(pr), &info.head_sha)
         .map_err(|e| ApiError::BadGateway(format!("unexpected answer from GitHub: {e}")))?;
@@ -241,7 +224,7 @@ pub(crate) async fn get_build(
     let body = state.read(|index| {
         let rev = index.revision(&name)?;
         Some(state.build_json_cached(index, index.get(&name)?, rev))
-    })?;
+    });
     Ok(json_response(body.ok_or_else(|| ApiError::unknown_build(&name))?))
 }
 
@@ -317,16 +300,14 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-fn action_answer(name: &str, verb: &str, outcome: Outcome) -> Result<Response, ApiError> {
-    match outcome {
-        Outcome::Done => {
-            Ok((StatusCode::OK, Json(json!({"detail": format!("{verb} requested"), "name": name})))
-                .into_response())
-        }
-        Outcome::Ignored { reason } => Err(ApiError::Conflict(reason)),
-        Outcome::NotFound => Err(ApiError::unknown_build(name)),
-        Outcome::Unsupported { reason } => Err(ApiError::BadRequest(reason)),
-    }
+fn action_answer(
+    name: &str,
+    verb: &str,
+    result: runboat_core::CommandResult,
+) -> Result<Response, ApiError> {
+    command(result, Subject::Build(name))?.or_conflict()?;
+    Ok((StatusCode::OK, Json(json!({"detail": format!("{verb} requested"), "name": name})))
+        .into_response())
 }
 
 #[derive(Clone, Copy)]
@@ -345,13 +326,13 @@ async fn act(
     if state.options().admin_for_actions {
         state.admin().check(&headers)?;
     }
-    let backend = state.backend();
-    let (verb, outcome) = match action {
-        Action::Start => ("start", backend.start(&name).await?),
-        Action::Stop => ("stop", backend.stop(&name).await?),
-        Action::Reset => ("reset", backend.reset(&name).await?),
+    let controller = state.controller();
+    let (verb, result) = match action {
+        Action::Start => ("start", controller.start(&name).await),
+        Action::Stop => ("stop", controller.stop(&name).await),
+        Action::Reset => ("reset", controller.reset(&name).await),
     };
-    action_answer(&name, verb, outcome)
+    action_answer(&name, verb, result)
 }
 
 /// `POST /builds/{name}/start`.
@@ -388,8 +369,8 @@ pub(crate) async fn undeploy_build(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.admin().check(&headers)?;
-    let outcome = state.backend().undeploy(&name).await?;
-    action_answer(&name, "undeploy", outcome)
+    let result = state.controller().undeploy(&name).await;
+    action_answer(&name, "undeploy", result)
 }
 
 #[cfg(test)]

@@ -93,8 +93,6 @@ struct Subscription {
     /// Names sent and not deleted since, tracked only with a status filter
     /// (the only filter a build can stop matching).
     shown: Option<HashSet<String>>,
-    /// The stream is over once `pending` is drained.
-    closed: bool,
 }
 
 /// The event stream of the builds passing `filters`: the snapshot, then
@@ -104,7 +102,7 @@ pub fn subscribe(
     filters: SearchFilters,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>> + Send + 'static, ApiError> {
     let shutdown = state.shutdown_signal();
-    let (rx, snapshot) = snapshot(&state, &filters)?;
+    let (rx, snapshot) = snapshot(&state, &filters);
     state.event_stream_opened();
     let mut sub = Subscription {
         shown: filters.status.map(|_| HashSet::new()),
@@ -113,7 +111,6 @@ pub fn subscribe(
         rx,
         shutdown,
         pending: VecDeque::new(),
-        closed: false,
     };
     sub.queue_snapshot(&snapshot);
     Ok(futures::stream::unfold(sub, |mut sub| async move {
@@ -127,7 +124,7 @@ pub fn subscribe(
 fn snapshot(
     state: &AppState,
     filters: &SearchFilters,
-) -> Result<(broadcast::Receiver<IndexEvent>, Vec<Build>), ApiError> {
+) -> (broadcast::Receiver<IndexEvent>, Vec<Build>) {
     state.read(|index| {
         let rx = index.subscribe();
         let builds = index.search(filters, SortOrder::Asc).into_iter().cloned().collect();
@@ -186,11 +183,7 @@ impl Subscription {
 
     fn resync(&mut self, skipped: u64) {
         tracing::info!(skipped, "event subscriber fell behind: resynchronising");
-        let Ok((rx, snapshot)) = snapshot(&self.state, &self.filters) else {
-            // No index: end the stream; the client reconnects.
-            self.closed = true;
-            return;
-        };
+        let (rx, snapshot) = snapshot(&self.state, &self.filters);
         self.rx = rx;
         self.pending.clear();
         if let Some(shown) = &mut self.shown {
@@ -209,9 +202,6 @@ impl Subscription {
             }
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
-            }
-            if self.closed {
-                return None;
             }
             let next = tokio::select! {
                 _ = self.shutdown.changed() => Next::Shutdown,

@@ -7,14 +7,12 @@
 //! `runboat-server` binary calls.
 //!
 //! What it must not do: decide anything about builds (every change goes
-//! through the controller's commands, behind [`Backend`]), hold the index
+//! through the commands of the [`ControllerHandle`]), hold the index
 //! lock across an `.await`, let a secret reach a log or an answer, or panic
 //! on any request.
 
 pub mod api;
 pub mod auth;
-pub mod backend;
-pub mod controller;
 pub mod demo;
 pub mod error;
 pub mod events;
@@ -34,12 +32,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use runboat_core::{Build, Settings};
+use runboat_core::{Build, BuildIndex, ControllerHandle, Settings};
 use runboat_github::WebhookSecret;
 use tokio::sync::watch;
 
 pub use auth::AdminCredentials;
-pub use backend::{Backend, BackendError, Outcome};
 pub use error::{ApiError, Error, Result};
 pub use github::GitHubLookup;
 pub use run::{Config, LogFormat, run};
@@ -67,8 +64,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    settings: Arc<Settings>,
-    backend: Arc<dyn Backend>,
+    controller: ControllerHandle,
     github: Option<Arc<dyn GitHubLookup>>,
     webhook_secret: Option<WebhookSecret>,
     admin: AdminCredentials,
@@ -81,15 +77,15 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over `backend`, with the settings' admin credentials and
-    /// webhook secret. `github` is used by the trigger endpoints (without
-    /// it they answer 502).
+    /// State over `controller`, with the admin credentials and webhook
+    /// secret of its settings. `github` is used by the trigger endpoints
+    /// (without it they answer 503).
     pub fn new(
-        settings: Arc<Settings>,
-        backend: Arc<dyn Backend>,
+        controller: ControllerHandle,
         github: Option<Arc<dyn GitHubLookup>>,
         options: ServerOptions,
     ) -> Self {
+        let settings = controller.settings().clone();
         let webhook_secret = WebhookSecret::from_config(
             settings.github_webhook_secret.as_ref().map(runboat_core::Secret::expose),
         );
@@ -98,8 +94,7 @@ impl AppState {
         let (shutdown, _) = watch::channel(false);
         AppState {
             inner: Arc::new(Inner {
-                settings,
-                backend,
+                controller,
                 github,
                 webhook_secret,
                 admin,
@@ -114,13 +109,13 @@ impl AppState {
     }
 
     /// The settings.
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+    pub fn settings(&self) -> &Arc<Settings> {
+        self.inner.controller.settings()
     }
 
     /// The controller.
-    pub fn backend(&self) -> &dyn Backend {
-        self.inner.backend.as_ref()
+    pub fn controller(&self) -> &ControllerHandle {
+        &self.inner.controller
     }
 
     /// Ends every open event stream, for a graceful shutdown (the server
@@ -166,14 +161,10 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Runs `f` on the index (see [`backend::read_index`]).
-    pub(crate) fn read<R>(
-        &self,
-        f: impl FnOnce(&runboat_core::BuildIndex) -> R,
-    ) -> std::result::Result<R, ApiError> {
-        backend::read_index(self.backend(), f).ok_or_else(|| {
-            ApiError::Internal(BackendError::new("the controller did not provide its index"))
-        })
+    /// Runs `f` on the index, under the controller's read lock (keep `f`
+    /// short, never across an `.await`).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&BuildIndex) -> R) -> R {
+        self.inner.controller.with_index(f)
     }
 
     /// A build as the API shows it (SPEC's JSON fields), ready to serialise.

@@ -24,7 +24,6 @@ use tokio::sync::watch;
 
 use crate::AppState;
 use crate::api::{html_escape, query, render_log, strip_ansi, wants_plain_text};
-use crate::backend::read_build;
 use crate::error::ApiError;
 
 /// Interval between two reads of a followed log.
@@ -59,11 +58,17 @@ impl LogKind {
     }
 
     async fn read(self, state: &AppState, name: &str) -> Result<Option<String>, ApiError> {
+        let controller = state.controller();
         let log = match self {
-            LogKind::Init => state.backend().init_log(name).await?,
-            LogKind::Run => state.backend().log(name).await?,
+            LogKind::Init => controller.init_log(name).await,
+            LogKind::Run => controller.log(name).await,
         };
-        Ok(log.filter(|l| !l.is_empty()))
+        match log {
+            Ok(log) => Ok(log.filter(|l| !l.is_empty())),
+            // The pod went away between the build lookup and the log read.
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(ApiError::Internal(Box::new(e))),
+        }
     }
 }
 
@@ -107,7 +112,7 @@ async fn serve_log(
     headers: &HeaderMap,
     params: LogParams,
 ) -> Result<Response, ApiError> {
-    read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
+    state.controller().get(&name).ok_or_else(|| ApiError::unknown_build(&name))?;
     let plain = wants_plain_text(headers);
     let keep_ansi = params.keep_ansi();
     let log = kind.read(&state, &name).await?;
@@ -211,13 +216,13 @@ impl Follower {
             if stop {
                 return Some(self.end("server shutting down"));
             }
-            let Some(build) = read_build(self.state.backend(), &self.name) else {
+            let Some(build) = self.state.controller().get(&self.name) else {
                 return Some(self.end("build undeployed"));
             };
             let log = match self.kind.read(&self.state, &self.name).await {
                 Ok(log) => log.unwrap_or_default(),
                 Err(e) => {
-                    tracing::warn!(build = %self.name, error = %e, "following a log");
+                    tracing::warn!(build = %self.name, error = %crate::error::chain(&e), "following a log");
                     return Some(self.end("log unavailable"));
                 }
             };

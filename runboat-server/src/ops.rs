@@ -18,7 +18,7 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// `GET /readyz`: 200 once the first cluster listing is in, 503 before.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.backend().is_ready() {
+    if state.controller().is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first cluster listing").into_response()
