@@ -16,10 +16,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use runboat_core::{BuildStatus, CommitInfo, SearchFilters, StatusCounts};
+use runboat_api::{Build, BuildAction, Detail, Filters, Repo, StatusCounts, Undeployed};
+use runboat_core::{BuildStatus, CommitInfo, SearchFilters};
 use runboat_github::ClientError;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{Accepted, ApiError, Subject, chain, command};
@@ -87,25 +87,46 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("not found".to_owned())
 }
 
-/// `GET /status`: the counters of the original (core's [`StatusCounts`],
-/// the one definition shared with the controller, in O(1)).
-pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusCounts>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/status", tag = "builds",
+    responses((status = 200, description = "counters and limits", body = StatusCounts)))]
+/// `GET /status`: the counters of the original (from the index, in O(1)).
+pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusCounts> {
     let limits = state.settings().limits();
-    Ok(state.read(|index| Json(index.status_counts(&limits))))
+    let c = state.read(|index| index.status_counts(&limits));
+    let n = |v: usize| v as u64;
+    Json(StatusCounts {
+        deployed: n(c.deployed),
+        max_deployed: n(c.max_deployed),
+        failed: n(c.failed),
+        stopped: n(c.stopped),
+        started: n(c.started),
+        max_started: n(c.max_started),
+        to_initialize: n(c.to_initialize),
+        initializing: n(c.initializing),
+        max_initializing: n(c.max_initializing),
+        undeploying: n(c.undeploying),
+    })
 }
 
+#[utoipa::path(get, path = "/api/v1/repos", tag = "builds",
+    responses((status = 200, description = "the repositories having builds", body = Vec<Repo>)))]
 /// `GET /repos`: the repos having builds, `{name, link}` as the original.
-pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(state.read(|index| {
-        let repos: Vec<Value> = index
+pub(crate) async fn repos(State(state): State<AppState>) -> Json<Vec<Repo>> {
+    Json(state.read(|index| {
+        index
             .repos()
             .into_iter()
-            .map(|name| json!({"name": name, "link": format!("https://github.com/{name}")}))
-            .collect();
-        Json(Value::Array(repos))
+            .map(|name| Repo { name: name.to_owned(), link: format!("https://github.com/{name}") })
+            .collect()
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/builds", tag = "builds", params(Filters),
+    description = "The builds passing the filters, newest first; fields that are null are omitted.",
+    responses(
+        (status = 200, description = "the builds", body = Vec<Build>),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+    ))]
 /// `GET /builds`: the builds passing the filters, newest first (the
 /// original's order).
 pub(crate) async fn list_builds(
@@ -122,13 +143,23 @@ fn json_response(body: impl Into<axum::body::Body>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
+#[utoipa::path(delete, path = "/api/v1/builds", tag = "admin", params(Filters),
+    description = "Undeploys every build passing the filters. At least one filter is required: \
+        without any (or with only empty ones) the answer is 400.",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "undeploy requested", body = Undeployed),
+        (status = 400, description = "no filter, or an invalid one", body = Detail),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `DELETE /builds` (admin): undeploy every build passing the filters. At
 /// least one filter is required.
 pub(crate) async fn undeploy_builds(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<FilterParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Undeployed>, ApiError> {
     state.admin().check(&headers)?;
     let filters = query(q)?.into_filters()?;
     if filters == SearchFilters::default() {
@@ -139,7 +170,7 @@ pub(crate) async fn undeploy_builds(
         ));
     }
     let count = state.controller().undeploy_matching(filters).await?;
-    Ok(Json(json!({"detail": format!("undeploying {count} build(s)"), "count": count})))
+    Ok(Json(Undeployed { detail: format!("undeploying {count} build(s)"), count: count as u64 }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,22 +202,37 @@ fn lookup_error(e: ClientError) -> ApiError {
 }
 
 /// Deploys `commit`; the controller checks that the settings support it.
-async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<Value>, ApiError> {
+async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<BuildAction>, ApiError> {
     let name = commit.build_name();
     let result = state.controller().deploy_commit(commit.clone()).await;
-    match command(result, Subject::Commit(&commit))? {
-        Accepted::Done => Ok(Json(json!({"detail": "deploying", "name": name}))),
-        Accepted::Ignored(reason) => Ok(Json(json!({"detail": reason.to_string(), "name": name}))),
-    }
+    let detail = match command(result, Subject::Commit(&commit))? {
+        Accepted::Done => "deploying".to_owned(),
+        Accepted::Ignored(reason) => reason.to_string(),
+    };
+    Ok(Json(BuildAction { detail, name }))
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/trigger/branch", tag = "admin",
+    params(runboat_api::TriggerBranch),
+    description = "Deploys the head commit of a branch, looked up on GitHub.",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "deploying, or already deployed", body = BuildAction),
+        (status = 400, description = "a parameter is invalid, or no settings rule supports the \
+            repo/branch", body = Detail),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such repo or branch on GitHub", body = Detail),
+        (status = 502, description = "GitHub answered an error", body = Detail),
+        (status = 503, description = "this server has no GitHub client, or the controller is \
+            stopping", body = Detail),
+    ))]
 /// `POST /builds/trigger/branch?repo=&branch=` (admin): deploy the head of
 /// a branch, looked up on GitHub.
 pub(crate) async fn trigger_branch(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<TriggerBranch>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BuildAction>, ApiError> {
     state.admin().check(&headers)?;
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
@@ -198,13 +244,27 @@ pub(crate) async fn trigger_branch(
     deploy(&state, commit).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/trigger/pr", tag = "admin",
+    params(runboat_api::TriggerPr),
+    description = "Deploys the head commit of a pull request, looked up on GitHub.",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "deploying, or already deployed", body = BuildAction),
+        (status = 400, description = "a parameter is invalid, or no settings rule supports the \
+            repo and the pull request's base branch", body = Detail),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such repo or pull request on GitHub", body = Detail),
+        (status = 502, description = "GitHub answered an error", body = Detail),
+        (status = 503, description = "this server has no GitHub client, or the controller is \
+            stopping", body = Detail),
+    ))]
 /// `POST /builds/trigger/pr?repo=&pr=` (admin): deploy the head of a pull
 /// request, looked up on GitHub.
 pub(crate) async fn trigger_pr(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<TriggerPr>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BuildAction>, ApiError> {
     state.admin().check(&headers)?;
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
@@ -216,6 +276,13 @@ pub(crate) async fn trigger_pr(
     deploy(&state, commit).await
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{name}", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "One build; fields that are null are kept as null.",
+    responses(
+        (status = 200, description = "the build", body = Build),
+        (status = 404, description = "no such build", body = Detail),
+    ))]
 /// `GET /builds/{name}`.
 pub(crate) async fn get_build(
     State(state): State<AppState>,
@@ -306,8 +373,8 @@ fn action_answer(
     result: runboat_core::CommandResult,
 ) -> Result<Response, ApiError> {
     command(result, Subject::Build(name))?.or_conflict()?;
-    Ok((StatusCode::OK, Json(json!({"detail": format!("{verb} requested"), "name": name})))
-        .into_response())
+    let answer = BuildAction { detail: format!("{verb} requested"), name: name.to_owned() };
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
 #[derive(Clone, Copy)]
@@ -335,6 +402,17 @@ async fn act(
     action_answer(&name, verb, result)
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/{name}/start", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "Starts a stopped build. Open to anyone unless the server requires admin \
+        credentials for actions.",
+    responses(
+        (status = 200, description = "start requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is not stopped", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `POST /builds/{name}/start`.
 pub(crate) async fn start(
     State(state): State<AppState>,
@@ -344,6 +422,16 @@ pub(crate) async fn start(
     act(state, name, headers, Action::Start).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/{name}/stop", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "Stops a started build.",
+    responses(
+        (status = 200, description = "stop requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is not started", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `POST /builds/{name}/stop`.
 pub(crate) async fn stop(
     State(state): State<AppState>,
@@ -353,6 +441,16 @@ pub(crate) async fn stop(
     act(state, name, headers, Action::Stop).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/{name}/reset", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "Initializes a build again.",
+    responses(
+        (status = 200, description = "reset requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is undeploying", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `POST /builds/{name}/reset`.
 pub(crate) async fn reset(
     State(state): State<AppState>,
@@ -362,6 +460,16 @@ pub(crate) async fn reset(
     act(state, name, headers, Action::Reset).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/builds/{name}", tag = "admin",
+    params(("name" = String, Path, description = "build name")),
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "undeploy requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is undeploying already", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `DELETE /builds/{name}` (admin).
 pub(crate) async fn undeploy_build(
     State(state): State<AppState>,

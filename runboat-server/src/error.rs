@@ -8,7 +8,6 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runboat_core::{CommandError, CommandOutcome, CommandResult, CommitInfo, IgnoredReason};
-use serde_json::json;
 
 /// A cause kept for the log (never shown to the client).
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -161,7 +160,8 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        let mut response = (status, Json(json!({ "detail": self.to_string() }))).into_response();
+        let body = runboat_api::Detail { detail: self.to_string() };
+        let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()

@@ -19,6 +19,7 @@ pub mod events;
 pub mod github;
 pub mod logs;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod run;
 pub mod ui;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use runboat_core::{Build, BuildIndex, ControllerHandle, Settings};
 use runboat_github::WebhookSecret;
 use tokio::sync::watch;
@@ -168,7 +169,7 @@ impl AppState {
     }
 
     /// A build as the API shows it (SPEC's JSON fields), ready to serialise.
-    pub(crate) fn build_view(&self, build: &Build) -> runboat_core::BuildView {
+    pub(crate) fn build_view(&self, build: &Build) -> runboat_api::Build {
         let s = self.settings();
         build.view(&s.build_domain, &s.base_url)
     }
@@ -209,22 +210,33 @@ impl AppState {
     }
 }
 
+/// The handlers of an `/api/v1` path of [`openapi::API_PATHS`].
+fn api_route(path: &str) -> MethodRouter<AppState> {
+    match path {
+        "/status" => get(api::status),
+        "/repos" => get(api::repos),
+        "/builds" => get(api::list_builds).delete(api::undeploy_builds),
+        "/builds/trigger/branch" => post(api::trigger_branch),
+        "/builds/trigger/pr" => post(api::trigger_pr),
+        "/builds/{name}" => get(api::get_build).delete(api::undeploy_build),
+        "/builds/{name}/init-log" => get(logs::init_log),
+        "/builds/{name}/log" => get(logs::log),
+        "/builds/{name}/start" => post(api::start),
+        "/builds/{name}/stop" => post(api::stop),
+        "/builds/{name}/reset" => post(api::reset),
+        "/build-events" => get(events::build_events),
+        "/openapi.json" => get(ops::openapi),
+        // A listed path without handlers answers 405 (and fails the
+        // OpenAPI tests).
+        _ => MethodRouter::new(),
+    }
+}
+
 /// The whole HTTP interface over `state`.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/status", get(api::status))
-        .route("/repos", get(api::repos))
-        .route("/builds", get(api::list_builds).delete(api::undeploy_builds))
-        .route("/builds/trigger/branch", post(api::trigger_branch))
-        .route("/builds/trigger/pr", post(api::trigger_pr))
-        .route("/builds/{name}", get(api::get_build).delete(api::undeploy_build))
-        .route("/builds/{name}/init-log", get(logs::init_log))
-        .route("/builds/{name}/log", get(logs::log))
-        .route("/builds/{name}/start", post(api::start))
-        .route("/builds/{name}/stop", post(api::stop))
-        .route("/builds/{name}/reset", post(api::reset))
-        .route("/build-events", get(events::build_events))
-        .route("/openapi.json", get(ops::openapi))
+    let api = openapi::API_PATHS
+        .iter()
+        .fold(Router::new(), |router, path| router.route(path, api_route(path)))
         .fallback(api::not_found);
     Router::new()
         .nest("/api/v1", api)

@@ -19,8 +19,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use runboat_core::BuildStatus;
-use serde::Deserialize;
 use tokio::sync::watch;
+
+use runboat_api::{Detail, LogOptions};
 
 use crate::AppState;
 use crate::api::{html_escape, query, render_log, strip_ansi, wants_plain_text};
@@ -72,35 +73,44 @@ impl LogKind {
     }
 }
 
-/// Query parameters of the log endpoints.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct LogParams {
-    follow: Option<String>,
-    /// With `Accept: text/plain`, keep the ANSI colour sequences (`ansi=1`),
-    /// for terminal clients such as `runboat logs`.
-    ansi: Option<String>,
+/// With `Accept: text/plain`, keep the ANSI colour sequences (`ansi=1`),
+/// for terminal clients such as `runboat logs`.
+fn keep_ansi(options: &LogOptions) -> bool {
+    options.ansi.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "no"))
 }
 
-impl LogParams {
-    fn keep_ansi(&self) -> bool {
-        self.ansi.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "no"))
-    }
-}
-
+#[utoipa::path(get, path = "/api/v1/builds/{name}/init-log", tag = "builds",
+    params(("name" = String, Path, description = "build name"), LogOptions),
+    description = "The initialization log: HTML with the ANSI colours rendered, or plain text \
+        with `Accept: text/plain`.",
+    responses(
+        (status = 200, description = "the log", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+        (status = 404, description = "no such build, or no log", body = Detail),
+    ))]
 pub(crate) async fn init_log(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    q: Result<Query<LogParams>, QueryRejection>,
+    q: Result<Query<LogOptions>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     serve_log(state, name, LogKind::Init, &headers, query(q)?).await
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{name}/log", tag = "builds",
+    params(("name" = String, Path, description = "build name"), LogOptions),
+    description = "The running instance's log: HTML with the ANSI colours rendered, or plain \
+        text with `Accept: text/plain`.",
+    responses(
+        (status = 200, description = "the log", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+        (status = 404, description = "no such build, or no log", body = Detail),
+    ))]
 pub(crate) async fn log(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    q: Result<Query<LogParams>, QueryRejection>,
+    q: Result<Query<LogOptions>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     serve_log(state, name, LogKind::Run, &headers, query(q)?).await
 }
@@ -110,11 +120,11 @@ async fn serve_log(
     name: String,
     kind: LogKind,
     headers: &HeaderMap,
-    params: LogParams,
+    params: LogOptions,
 ) -> Result<Response, ApiError> {
     state.controller().get(&name).ok_or_else(|| ApiError::unknown_build(&name))?;
     let plain = wants_plain_text(headers);
-    let keep_ansi = params.keep_ansi();
+    let keep_ansi = keep_ansi(&params);
     let log = kind.read(&state, &name).await?;
     let title = format!("{name} {}", kind.label());
     if params.follow.is_none() {

@@ -420,7 +420,7 @@ async fn health_ready_metrics_openapi() {
     assert!(text.contains("runboat_cleanup_failures 0\n"), "{text}");
 
     let doc = h.send(get("/api/v1/openapi.json")).await.json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
     for path in [
         "/api/v1/status",
         "/api/v1/repos",

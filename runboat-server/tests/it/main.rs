@@ -13,6 +13,7 @@ mod controller;
 mod e2e;
 mod events;
 mod fake;
+mod openapi;
 mod serve;
 mod support;
 mod ui;

@@ -204,6 +204,17 @@ impl Answer {
     }
 }
 
+/// Only the status of an answer (the body is dropped unread: streams).
+pub(crate) trait StatusOnly {
+    async fn oneshot_status(self, req: Request<Body>) -> StatusCode;
+}
+
+impl StatusOnly for Router {
+    async fn oneshot_status(self, req: Request<Body>) -> StatusCode {
+        self.oneshot(req).await.expect("infallible").status()
+    }
+}
+
 pub(crate) async fn send(app: Router, req: Request<Body>) -> Answer {
     let resp = app.oneshot(req).await.expect("infallible");
     let status = resp.status();
