@@ -17,6 +17,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+/// The largest pull request number the API takes: the largest integer a
+/// JSON number holds exactly (GitHub's are far below).
+pub const MAX_PR: u64 = 9_007_199_254_740_991;
+
 /// A build's status, derived by the controller from its Deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -290,10 +294,14 @@ impl Filters {
 #[into_params(parameter_in = Query)]
 pub struct TriggerBranch {
     /// Repository `owner/name`.
-    #[param(min_length = 1, example = "oca/web")]
+    #[param(
+        pattern = r"^\s*[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\s*$",
+        max_length = 200,
+        example = "oca/web"
+    )]
     pub repo: String,
     /// The branch.
-    #[param(min_length = 1, example = "16.0")]
+    #[param(pattern = r"\S", example = "16.0")]
     pub branch: String,
 }
 
@@ -303,7 +311,11 @@ pub struct TriggerBranch {
 #[into_params(parameter_in = Query)]
 pub struct TriggerPr {
     /// Repository `owner/name`.
-    #[param(min_length = 1, example = "oca/web")]
+    #[param(
+        pattern = r"^\s*[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\s*$",
+        max_length = 200,
+        example = "oca/web"
+    )]
     pub repo: String,
     /// Pull request number.
     #[param(minimum = 1, maximum = 9007199254740991.0, example = 1234)]
@@ -314,12 +326,37 @@ pub struct TriggerPr {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogOptions {
-    /// Present (any value): keep the answer open and send what the log
-    /// gains while the build runs.
+    /// Present (any value but `0`, `false` or `no`): keep the answer open
+    /// and send what the log gains while the build runs.
     pub follow: Option<String>,
     /// With `Accept: text/plain`: keep the ANSI colour sequences unless
     /// `0`, `false` or `no` (terminal clients such as `runboat logs`).
     pub ansi: Option<String>,
+}
+
+/// The filters of `DELETE /builds`: those of [`Filters`], without empty
+/// values, and at least one of them (a rule OpenAPI cannot express: the
+/// server answers 400 without any, so that undeploying every build is
+/// never one forgotten parameter away).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UndeployFilters {
+    /// Repository `owner/name` (case-insensitive).
+    #[param(pattern = r"\S")]
+    pub repo: Option<String>,
+    /// Target branch, of branch and pull request builds alike.
+    #[param(pattern = r"\S")]
+    pub target_branch: Option<String>,
+    /// Branch builds of this branch only.
+    #[param(pattern = r"\S")]
+    pub branch: Option<String>,
+    /// Pull request number.
+    #[param(minimum = 1, maximum = 9007199254740991.0)]
+    pub pr: Option<u64>,
+    pub status: Option<BuildStatus>,
+    /// One build.
+    #[param(pattern = r"\S")]
+    pub build_name: Option<String>,
 }
 
 /// `k=v&…` of the pairs that have a value, values percent-encoded.

@@ -40,19 +40,21 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-/// Parses a `pr` parameter: a positive integer.
+/// Parses a `pr` parameter: a positive integer up to
+/// [`runboat_api::MAX_PR`], exactly (as the OpenAPI document says).
 pub fn parse_pr_param(value: &str) -> Result<u64, ApiError> {
-    match value.trim().parse::<u64>() {
-        Ok(pr) if pr > 0 => Ok(pr),
+    match value.parse::<u64>() {
+        Ok(pr) if (1..=runboat_api::MAX_PR).contains(&pr) => Ok(pr),
         _ => Err(ApiError::BadRequest(format!(
-            "invalid pr {value:?}: expected a positive integer (pull request number)"
+            "invalid pr {value:?}: expected a pull request number, a positive integer up to {}",
+            runboat_api::MAX_PR
         ))),
     }
 }
 
-/// Parses a `status` parameter.
+/// Parses a `status` parameter, exactly.
 pub fn parse_status_param(value: &str) -> Result<BuildStatus, ApiError> {
-    value.trim().parse::<BuildStatus>().map_err(|_| {
+    value.parse::<BuildStatus>().map_err(|_| {
         let known: Vec<&str> = BuildStatus::ALL.iter().map(|s| s.as_str()).collect();
         ApiError::BadRequest(format!(
             "unknown status {value:?} (expected one of: {})",
@@ -61,11 +63,16 @@ pub fn parse_status_param(value: &str) -> Result<BuildStatus, ApiError> {
     })
 }
 
+/// An empty value is no value (the original's clients send `pr=`).
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
 impl FilterParams {
     /// The validated filters (empty values mean "any").
     pub fn into_filters(self) -> Result<SearchFilters, ApiError> {
-        let pr = non_empty(self.pr).map(|v| parse_pr_param(&v)).transpose()?;
-        let status = non_empty(self.status).map(|v| parse_status_param(&v)).transpose()?;
+        let pr = given(self.pr).map(|v| parse_pr_param(&v)).transpose()?;
+        let status = given(self.status).map(|v| parse_status_param(&v)).transpose()?;
         Ok(SearchFilters {
             repo: non_empty(self.repo).map(|r| r.to_ascii_lowercase()),
             target_branch: non_empty(self.target_branch),
@@ -74,6 +81,37 @@ impl FilterParams {
             name: non_empty(self.build_name),
             status,
         })
+    }
+
+    /// The filters of `DELETE /builds`: as [`FilterParams::into_filters`],
+    /// but a parameter given must have a value (the OpenAPI document says
+    /// so; an empty one is a mistake when undeploying), and at least one
+    /// is required.
+    pub fn into_undeploy_filters(self) -> Result<SearchFilters, ApiError> {
+        let params = [
+            ("repo", &self.repo),
+            ("target_branch", &self.target_branch),
+            ("branch", &self.branch),
+            ("pr", &self.pr),
+            ("status", &self.status),
+            ("build_name", &self.build_name),
+        ];
+        if let Some((name, _)) =
+            params.iter().find(|(_, v)| v.as_deref().is_some_and(|v| v.trim().is_empty()))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "empty {name}: give it a value or leave it out"
+            )));
+        }
+        let filters = self.into_filters()?;
+        if filters == SearchFilters::default() {
+            return Err(ApiError::BadRequest(
+                "refusing to undeploy every build: give at least one filter \
+                 (repo, target_branch, branch, pr, status, build_name)"
+                    .to_owned(),
+            ));
+        }
+        Ok(filters)
     }
 }
 
@@ -143,7 +181,7 @@ fn json_response(body: impl Into<axum::body::Body>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
-#[utoipa::path(delete, path = "/api/v1/builds", tag = "admin", params(Filters),
+#[utoipa::path(delete, path = "/api/v1/builds", tag = "admin", params(runboat_api::UndeployFilters),
     description = "Undeploys every build passing the filters. At least one filter is required: \
         without any (or with only empty ones) the answer is 400.",
     security(("basic" = [])),
@@ -161,14 +199,7 @@ pub(crate) async fn undeploy_builds(
     q: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Json<Undeployed>, ApiError> {
     state.admin().check(&headers)?;
-    let filters = query(q)?.into_filters()?;
-    if filters == SearchFilters::default() {
-        return Err(ApiError::BadRequest(
-            "refusing to undeploy every build: give at least one filter \
-             (repo, target_branch, branch, pr, status, build_name)"
-                .to_owned(),
-        ));
-    }
+    let filters = query(q)?.into_undeploy_filters()?;
     let count = state.controller().undeploy_matching(filters).await?;
     Ok(Json(Undeployed { detail: format!("undeploying {count} build(s)"), count: count as u64 }))
 }
@@ -268,7 +299,8 @@ pub(crate) async fn trigger_pr(
     state.admin().check(&headers)?;
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
-    let pr = parse_pr_param(&required(q.pr, "pr")?)?;
+    let pr = given(q.pr).ok_or_else(|| ApiError::BadRequest("missing parameter pr".to_owned()))?;
+    let pr = parse_pr_param(&pr)?;
     let github = state.github().ok_or(ApiError::NoGitHubClient)?;
     let info = github.pull_request(&repo, pr).await.map_err(lookup_error)?;
     let commit = CommitInfo::new(&repo, &info.base_branch, Some(pr), &info.head_sha)
@@ -529,15 +561,15 @@ mod tests {
         #[test]
         fn pr_parser_accepts_exactly_positive_integers(s in "\\PC{0,12}") {
             let parsed = parse_pr_param(&s);
-            match s.trim().parse::<u64>() {
-                Ok(n) if n > 0 => prop_assert_eq!(parsed.ok(), Some(n)),
+            match s.parse::<u64>() {
+                Ok(n) if n > 0 && n <= runboat_api::MAX_PR => prop_assert_eq!(parsed.ok(), Some(n)),
                 _ => prop_assert!(parsed.is_err()),
             }
         }
 
         #[test]
         fn status_parser_accepts_exactly_the_status_names(s in "[a-z]{0,14}|\\PC{0,14}") {
-            let known = BuildStatus::ALL.iter().find(|st| st.as_str() == s.trim());
+            let known = BuildStatus::ALL.iter().find(|st| st.as_str() == s);
             match parse_status_param(&s) {
                 Ok(st) => prop_assert_eq!(Some(&st), known),
                 Err(e) => {

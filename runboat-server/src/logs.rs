@@ -73,10 +73,16 @@ impl LogKind {
     }
 }
 
+/// True for a flag given a value other than `0`, `false` or `no`
+/// (`?follow`, `?follow=1`, `?ansi=true`…).
+fn flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !matches!(v, "0" | "false" | "no"))
+}
+
 /// With `Accept: text/plain`, keep the ANSI colour sequences (`ansi=1`),
 /// for terminal clients such as `runboat logs`.
 fn keep_ansi(options: &LogOptions) -> bool {
-    options.ansi.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "no"))
+    flag(options.ansi.as_deref())
 }
 
 #[utoipa::path(get, path = "/api/v1/builds/{name}/init-log", tag = "builds",
@@ -127,7 +133,7 @@ async fn serve_log(
     let keep_ansi = keep_ansi(&params);
     let log = kind.read(&state, &name).await?;
     let title = format!("{name} {}", kind.label());
-    if params.follow.is_none() {
+    if !flag(params.follow.as_deref()) {
         let log = log
             .ok_or_else(|| ApiError::NotFound(format!("no {} for build {name:?}", kind.label())))?;
         return Ok(render_log(&title, &log, plain, keep_ansi));

@@ -89,5 +89,57 @@ pub const API_PATHS: &[&str] = &[
 /// The document as JSON, made once.
 pub fn json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+    JSON.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        describe_events(&mut doc);
+        allow_empty_filters(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    })
+}
+
+/// The schema of one event of `GET /build-events`, as OpenAPI 3.1 reads
+/// the schema of an event stream: an object with the SSE fields, `data`
+/// being JSON whose schema is `contentSchema`. Unnamed messages (event
+/// type `message`) carry a `BuildEvent`; `resync` events a `Resync`.
+/// utoipa has no builder for `contentSchema`, hence JSON.
+fn event_stream_schema() -> serde_json::Value {
+    let event = |name: &str, schema: &str| {
+        serde_json::json!({
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "event": {"type": "string", "const": name},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": format!("#/components/schemas/{schema}")},
+                },
+            },
+        })
+    };
+    serde_json::json!({"oneOf": [event("message", "BuildEvent"), event("resync", "Resync")]})
+}
+
+/// `GET /builds` and `GET /build-events` take an empty `pr` or `status` as
+/// "any" (the original's clients send them so); utoipa cannot say "an
+/// integer, or the empty string", hence JSON.
+fn allow_empty_filters(doc: &mut serde_json::Value) {
+    for path in ["/api/v1/builds", "/api/v1/build-events"] {
+        let params = &mut doc["paths"][path]["get"]["parameters"];
+        let Some(params) = params.as_array_mut() else { continue };
+        for param in params {
+            if matches!(param["name"].as_str(), Some("pr" | "status")) {
+                let schema = param["schema"].take();
+                param["schema"] =
+                    serde_json::json!({"anyOf": [schema, {"type": "string", "enum": [""]}]});
+            }
+        }
+    }
+}
+
+fn describe_events(doc: &mut serde_json::Value) {
+    let content = &mut doc["paths"]["/api/v1/build-events"]["get"]["responses"]["200"]["content"];
+    if let Some(stream) = content.get_mut("text/event-stream") {
+        stream["schema"] = event_stream_schema();
+    }
 }

@@ -82,6 +82,14 @@ async fn every_field_of_the_wire_types_is_in_its_schema() {
     let resync = serde_json::to_value(resync).expect("json");
     assert_eq!(keys(&resync), properties(&doc, "Resync"));
 
+    // The largest pull request number documented is the one the server
+    // takes.
+    let params = doc["paths"]["/api/v1/builds/trigger/pr"]["post"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let pr = params.iter().find(|p| p["name"] == "pr").expect("pr");
+    assert_eq!(pr["schema"]["maximum"].as_u64(), Some(runboat_api::MAX_PR));
+
     // The statuses the schema lists are exactly the API's.
     let listed: BTreeSet<&str> = doc["components"]["schemas"]["BuildStatus"]["enum"]
         .as_array()
