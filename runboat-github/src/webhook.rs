@@ -24,7 +24,7 @@
 //! input.
 
 use runboat_core::CommitInfo;
-use runboat_core::commit::{normalize_commit, normalize_repo, validate_branch};
+use runboat_core::commit::{normalize_repo, validate_branch};
 use serde::Deserialize;
 
 use crate::error::{Error, PayloadError};
@@ -156,27 +156,31 @@ fn ignored(reason: String) -> WebhookAction {
 }
 
 fn parse_push(push: PushEvent) -> Result<WebhookAction, PayloadError> {
-    let repo = repo_name("push", &push.repository.full_name)?;
+    let full_name = &push.repository.full_name;
     let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
+        let repo = repo_name("push", full_name)?;
         return Ok(if push.git_ref.starts_with("refs/tags/") {
             ignored(format!("push of tag {} of {repo}", truncate(&push.git_ref, 200)))
         } else {
             ignored(format!("push of {} of {repo} is not a branch", truncate(&push.git_ref, 200)))
         });
     };
-    let branch = branch_name("push", "ref", branch)?;
     if push.deleted {
+        let repo = repo_name("push", full_name)?;
+        let branch = branch_name("push", "ref", branch)?;
         return Ok(WebhookAction::UndeployBranch { repo, branch });
     }
-    let git_commit = commit_sha("push", "after", &push.after)?;
-    if git_commit.bytes().all(|b| b == b'0') {
+    if push.after.len() == 40 && push.after.bytes().all(|b| b == b'0') {
+        let repo = repo_name("push", full_name)?;
+        let branch = branch_name("push", "ref", branch)?;
         return Ok(ignored(format!("push to {repo} {branch} has no head commit (all-zero sha)")));
     }
-    deploy("push", &repo, &branch, None, &git_commit)
+    deploy("push", ["ref", "after"], full_name, branch, None, &push.after)
 }
 
 fn parse_pull_request(event: PullRequestEvent) -> Result<WebhookAction, PayloadError> {
-    let repo = repo_name("pull_request", &event.repository.full_name)?;
+    let full_name = &event.repository.full_name;
+    let repo = || repo_name("pull_request", full_name);
     let pr = event.number;
     if pr == 0 {
         return Err(PayloadError::Value {
@@ -186,38 +190,44 @@ fn parse_pull_request(event: PullRequestEvent) -> Result<WebhookAction, PayloadE
         });
     }
     match event.action.as_str() {
-        "opened" | "synchronize" | "reopened" => {
-            let target_branch = branch_name(
-                "pull_request",
-                "pull_request.base.ref",
-                &event.pull_request.base.git_ref,
-            )?;
-            let git_commit =
-                commit_sha("pull_request", "pull_request.head.sha", &event.pull_request.head.sha)?;
-            deploy("pull_request", &repo, &target_branch, Some(pr), &git_commit)
-        }
-        "closed" => Ok(WebhookAction::UndeployPr { repo, pr }),
+        "opened" | "synchronize" | "reopened" => deploy(
+            "pull_request",
+            ["pull_request.base.ref", "pull_request.head.sha"],
+            full_name,
+            &event.pull_request.base.git_ref,
+            Some(pr),
+            &event.pull_request.head.sha,
+        ),
+        "closed" => Ok(WebhookAction::UndeployPr { repo: repo()?, pr }),
         other => Ok(ignored(format!(
-            "pull_request action `{}` of {repo} PR #{pr} does not change builds",
-            truncate(other, 64)
+            "pull_request action `{}` of {} PR #{pr} does not change builds",
+            truncate(other, 64),
+            repo()?
         ))),
     }
 }
 
-/// The deploy of a commit whose parts were checked one by one (so each
-/// error names its field); building the `CommitInfo` checks them together.
+/// The deploy of a commit: its parts are validated once, by
+/// `CommitInfo::new`; an error names the field (`[branch, sha]` are the
+/// payload's names of those two) and quotes the value, truncated.
 fn deploy(
     event: &str,
-    repo: &str,
+    [branch_field, sha_field]: [&'static str; 2],
+    full_name: &str,
     branch: &str,
     pr: Option<u64>,
     sha: &str,
 ) -> Result<WebhookAction, PayloadError> {
-    CommitInfo::new(repo, branch, pr, sha).map(WebhookAction::Deploy).map_err(|e| {
+    CommitInfo::new(full_name, branch, pr, sha).map(WebhookAction::Deploy).map_err(|e| {
+        let (field, value, max) = match &e {
+            runboat_core::Error::InvalidBranch { .. } => (branch_field, branch, 200),
+            runboat_core::Error::InvalidCommit { .. } => (sha_field, sha, 80),
+            _ => ("repository.full_name", full_name, 200),
+        };
         PayloadError::Value {
             event: event.to_owned(),
-            field: "commit",
-            reason: core_reason(&e).to_owned(),
+            field,
+            reason: format!("{}: {:?}", core_reason(&e), truncate(value, max)),
         }
     })
 }
@@ -253,15 +263,6 @@ fn branch_name(event: &str, field: &'static str, branch: &str) -> Result<String,
         reason: format!("{}: {:?}", core_reason(&e), truncate(branch, 200)),
     })?;
     Ok(branch.to_owned())
-}
-
-/// A full 40 hex digit commit sha, lower-cased.
-fn commit_sha(event: &str, field: &'static str, sha: &str) -> Result<String, PayloadError> {
-    normalize_commit(sha).map_err(|e| PayloadError::Value {
-        event: event.to_owned(),
-        field,
-        reason: format!("{}: {:?}", core_reason(&e), truncate(sha, 80)),
-    })
 }
 
 /// At most `max` bytes of `s`, cut on a char boundary: outside strings go
