@@ -36,6 +36,34 @@ pub struct FilterParams {
     pub build_name: Option<String>,
 }
 
+/// The filters of `DELETE /builds`, as received: unlike the other
+/// endpoints (which ignore unknown parameters, as the original does), an
+/// unknown one is refused, so that a misspelt filter
+/// (`?status=failed&repoo=oca/web`) cannot widen an undeploy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndeployParams {
+    pub repo: Option<String>,
+    pub target_branch: Option<String>,
+    pub branch: Option<String>,
+    pub pr: Option<String>,
+    pub status: Option<String>,
+    pub build_name: Option<String>,
+}
+
+impl From<UndeployParams> for FilterParams {
+    fn from(p: UndeployParams) -> Self {
+        FilterParams {
+            repo: p.repo,
+            target_branch: p.target_branch,
+            branch: p.branch,
+            pr: p.pr,
+            status: p.status,
+            build_name: p.build_name,
+        }
+    }
+}
+
 fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
@@ -183,7 +211,8 @@ fn json_response(body: impl Into<axum::body::Body>) -> Response {
 
 #[utoipa::path(delete, path = "/api/v1/builds", tag = "admin", params(runboat_api::UndeployFilters),
     description = "Undeploys every build passing the filters. At least one filter is required: \
-        without any (or with only empty ones) the answer is 400.",
+        without any the answer is 400; so is an unknown parameter (a misspelt filter must not \
+        widen an undeploy).",
     security(("basic" = [])),
     responses(
         (status = 200, description = "undeploy requested", body = Undeployed),
@@ -196,10 +225,10 @@ fn json_response(body: impl Into<axum::body::Body>) -> Response {
 pub(crate) async fn undeploy_builds(
     State(state): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<FilterParams>, QueryRejection>,
+    q: Result<Query<UndeployParams>, QueryRejection>,
 ) -> Result<Json<Undeployed>, ApiError> {
     state.admin().check(&headers)?;
-    let filters = query(q)?.into_undeploy_filters()?;
+    let filters = FilterParams::from(query(q)?).into_undeploy_filters()?;
     let count = state.controller().undeploy_matching(filters).await?;
     Ok(Json(Undeployed { detail: format!("undeploying {count} build(s)"), count: count as u64 }))
 }

@@ -255,6 +255,10 @@ async fn undeploy_matching_requires_a_filter() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "empty filters are no filters");
     let a = h.send(admin("DELETE", "/api/v1/builds?status=bogus")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // A misspelt filter does not widen the undeploy.
+    let a = h.send(admin("DELETE", "/api/v1/builds?pr=2&repoo=oca/web")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.detail().contains("unknown field `repoo`"), "{}", a.detail());
 
     let a = h.send(admin("DELETE", "/api/v1/builds?repo=oca/web&pr=2")).await;
     assert_eq!(a.status, StatusCode::OK);

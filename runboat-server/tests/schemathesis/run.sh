@@ -37,8 +37,12 @@ done
 curl -sf "$url/readyz" >/dev/null
 
 # The demo's admin credentials are demo:demo (runboat-server/src/demo.rs).
-cd "$here"
-"$venv/bin/st" run "$url/api/v1/openapi.json" \
+# Schemathesis and Hypothesis keep caches in the working directory: run from
+# one under the target directory, not from the source tree.
+work="$target/schemathesis-work"
+mkdir -p "$work"
+cd "$work"
+"$venv/bin/st" --config-file "$here/schemathesis.toml" run "$url/api/v1/openapi.json" \
     --url "$url" \
     --auth demo:demo \
     --phases coverage,fuzzing \
