@@ -499,3 +499,104 @@ async fn follow_in_html_ends_when_the_build_goes() {
     assert!(html.contains("--- build undeployed ---"), "{html}");
     assert!(html.trim_end().ends_with("</html>"), "{html}");
 }
+
+/// The simulated cluster, except that the Deployment watch never delivers
+/// its first listing: the controller never gets ready.
+struct NeverListed(runboat_core::sim::SimCluster);
+
+#[async_trait::async_trait]
+impl runboat_core::Cluster for NeverListed {
+    fn deployment_events(
+        &self,
+    ) -> futures::stream::BoxStream<
+        'static,
+        runboat_core::ClusterEvent<runboat_core::DeploymentFacts>,
+    > {
+        Box::pin(futures::stream::pending())
+    }
+
+    fn job_events(
+        &self,
+    ) -> futures::stream::BoxStream<'static, runboat_core::ClusterEvent<runboat_core::JobFacts>>
+    {
+        self.0.job_events()
+    }
+
+    async fn apply_kubefiles(
+        &self,
+        build_name: &str,
+        commit: &runboat_core::CommitInfo,
+        mode: runboat_core::KubefilesMode,
+    ) -> runboat_core::ClusterResult<()> {
+        self.0.apply_kubefiles(build_name, commit, mode).await
+    }
+
+    async fn scale(&self, build_name: &str, replicas: i32) -> runboat_core::ClusterResult<()> {
+        self.0.scale(build_name, replicas).await
+    }
+
+    async fn set_init_status(
+        &self,
+        build_name: &str,
+        status: runboat_core::InitStatus,
+    ) -> runboat_core::ClusterResult<()> {
+        self.0.set_init_status(build_name, status).await
+    }
+
+    async fn delete_deployment(&self, build_name: &str) -> runboat_core::ClusterResult<()> {
+        self.0.delete_deployment(build_name).await
+    }
+
+    async fn remove_finalizer(&self, build_name: &str) -> runboat_core::ClusterResult<()> {
+        self.0.remove_finalizer(build_name).await
+    }
+
+    async fn kill_jobs(
+        &self,
+        build_name: &str,
+        kind: runboat_core::JobKind,
+    ) -> runboat_core::ClusterResult<()> {
+        self.0.kill_jobs(build_name, kind).await
+    }
+
+    async fn delete_build_resources(&self, build_name: &str) -> runboat_core::ClusterResult<()> {
+        self.0.delete_build_resources(build_name).await
+    }
+
+    async fn init_log(&self, build_name: &str) -> runboat_core::ClusterResult<Option<String>> {
+        self.0.init_log(build_name).await
+    }
+
+    async fn log(&self, build_name: &str) -> runboat_core::ClusterResult<Option<String>> {
+        self.0.log(build_name).await
+    }
+
+    async fn get_deployment(
+        &self,
+        build_name: &str,
+    ) -> runboat_core::ClusterResult<Option<runboat_core::DeploymentFacts>> {
+        self.0.get_deployment(build_name).await
+    }
+}
+
+#[tokio::test]
+async fn not_ready_before_the_first_cluster_listing() {
+    use std::sync::Arc;
+
+    let sim = runboat_core::sim::SimCluster::new(runboat_core::sim::SimConfig::default());
+    let cluster: Arc<dyn runboat_core::Cluster> = Arc::new(NeverListed(sim));
+    let handle = runboat_core::Controller::spawn(
+        cluster,
+        Arc::new(runboat_core::forge::NoForge),
+        crate::support::settings(),
+        runboat_core::ControllerConfig::default(),
+    );
+    let state = runboat_server::AppState::new(handle.clone(), None, ServerOptions::default());
+    let app = runboat_server::app(state);
+    let a = crate::support::send(app.clone(), get("/readyz")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.text(), "waiting for the first cluster listing");
+    let m = crate::support::send(app, get("/metrics")).await.text();
+    assert!(m.contains("runboat_ready 0\n"), "{m}");
+    handle.shutdown().await;
+}
