@@ -600,3 +600,17 @@ async fn not_ready_before_the_first_cluster_listing() {
     assert!(m.contains("runboat_ready 0\n"), "{m}");
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn triggers_without_a_github_client_say_what_is_missing() {
+    let h = Harness::new().await;
+    let state = runboat_server::AppState::new(h.handle.clone(), None, ServerOptions::default());
+    for uri in [
+        "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0",
+        "/api/v1/builds/trigger/pr?repo=oca/web&pr=1",
+    ] {
+        let a = crate::support::send(runboat_server::app(state.clone()), admin("POST", uri)).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(a.detail().contains("no GitHub client"), "{}", a.detail());
+    }
+}
