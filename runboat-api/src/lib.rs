@@ -169,15 +169,16 @@ pub struct StatusCounts {
     pub undeploying: u64,
 }
 
-/// A repository having builds (`GET /repos`).
+/// A repository having builds (`GET /repos`). Fields in the order the
+/// answer always had (`link` first): the bytes stay the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Repo {
-    /// `owner/name`, lower case.
-    #[schema(example = "oca/web")]
-    pub name: String,
     /// The repository on GitHub.
     #[schema(example = "https://github.com/oca/web")]
     pub link: String,
+    /// `owner/name`, lower case.
+    #[schema(example = "oca/web")]
+    pub name: String,
 }
 
 /// The kind of a build event.
@@ -239,13 +240,14 @@ pub struct BuildAction {
     pub name: String,
 }
 
-/// The answer of `DELETE /builds`.
+/// The answer of `DELETE /builds`. Fields in the order the answer always
+/// had (`count` first): the bytes stay the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Undeployed {
-    #[schema(example = "undeploying 2 build(s)")]
-    pub detail: String,
     /// How many builds were asked to undeploy.
     pub count: u64,
+    #[schema(example = "undeploying 2 build(s)")]
+    pub detail: String,
 }
 
 /// The build filters of `GET /builds` and `GET /build-events` (empty values

@@ -385,6 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn json_view_bytes_are_the_original_order() {
+        let b = Build::from_deployment_facts(&facts()).expect("valid");
+        let bytes = serde_json::to_string(&b.view("d", "http://x")).expect("json");
+        let expected = format!(
+            "{{\"name\":\"bdeadbeef\",\"commit_info\":{{\"repo\":\"oca/mis-builder\",\
+             \"target_branch\":\"16.0\",\"pr\":12,\"git_commit\":\"{SHA}\"}},\
+             \"status\":\"started\",\"created\":\"2024-05-01T09:00:00Z\",\
+             \"last_scaled\":\"2024-05-01T10:00:00Z\",\
+             \"deploy_link\":\"http://oca-mis-builder-16-0-pr12-0123456789ab.d\",\
+             \"deploy_link_mailhog\":\"http://oca-mis-builder-16-0-pr12-0123456789ab.mail.d\",\
+             \"repo_target_branch_link\":\"https://github.com/oca/mis-builder/tree/16.0\",\
+             \"repo_pr_link\":\"https://github.com/oca/mis-builder/pull/12\",\
+             \"repo_commit_link\":\"https://github.com/oca/mis-builder/pull/12/commits/{SHA}\",\
+             \"webui_link\":\"http://x/builds/bdeadbeef\"}}"
+        );
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
     fn branch_build_links() {
         let mut f = facts();
         f.annotations.remove(ANNOTATION_PR);

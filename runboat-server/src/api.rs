@@ -182,7 +182,7 @@ pub(crate) async fn repos(State(state): State<AppState>) -> Json<Vec<Repo>> {
         index
             .repos()
             .into_iter()
-            .map(|name| Repo { name: name.to_owned(), link: format!("https://github.com/{name}") })
+            .map(|name| Repo { link: format!("https://github.com/{name}"), name: name.to_owned() })
             .collect()
     }))
 }
@@ -230,7 +230,7 @@ pub(crate) async fn undeploy_builds(
     state.admin().check(&headers)?;
     let filters = FilterParams::from(query(q)?).into_undeploy_filters()?;
     let count = state.controller().undeploy_matching(filters).await?;
-    Ok(Json(Undeployed { detail: format!("undeploying {count} build(s)"), count: count as u64 }))
+    Ok(Json(Undeployed { count: count as u64, detail: format!("undeploying {count} build(s)") }))
 }
 
 #[derive(Debug, Deserialize)]
