@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use runboat_api::BuildStatus;
 
 use crate::config::Password;
 
@@ -99,31 +101,11 @@ pub enum ColorChoice {
     Never,
 }
 
-/// A build status, for filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Status {
-    Initializing,
-    Failed,
-    Stopped,
-    Stopping,
-    Starting,
-    Started,
-    Undeploying,
-}
-
-impl Status {
-    /// The API's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Initializing => "initializing",
-            Status::Failed => "failed",
-            Status::Stopped => "stopped",
-            Status::Stopping => "stopping",
-            Status::Starting => "starting",
-            Status::Started => "started",
-            Status::Undeploying => "undeploying",
-        }
-    }
+/// `--status`: one of the API's status names (runboat-api's
+/// [`BuildStatus`]).
+fn status_parser() -> impl clap::builder::TypedValueParser<Value = BuildStatus> {
+    clap::builder::PossibleValuesParser::new(BuildStatus::ALL.map(BuildStatus::as_str))
+        .try_map(|s| s.parse::<BuildStatus>())
 }
 
 /// Build filters.
@@ -142,8 +124,8 @@ pub struct FilterArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub pr: Option<u64>,
     /// Builds in this status
-    #[arg(long, value_enum, value_name = "STATUS")]
-    pub status: Option<Status>,
+    #[arg(long, value_name = "STATUS", value_parser = status_parser())]
+    pub status: Option<BuildStatus>,
 }
 
 /// `--wait` and its timeout.

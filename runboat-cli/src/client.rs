@@ -34,59 +34,10 @@ pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Longest error body kept for a message when it is not JSON.
 const EXCERPT_CHARS: usize = 300;
 
-/// The build filters of `GET /builds`, `DELETE /builds` and
-/// `GET /build-events`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filters {
-    pub repo: Option<String>,
-    pub target_branch: Option<String>,
-    /// Branch builds of this branch only.
-    pub branch: Option<String>,
-    pub pr: Option<u64>,
-    pub status: Option<String>,
-    pub build_name: Option<String>,
-}
-
-impl Filters {
-    /// The query string (without `?`), empty without filters.
-    pub fn query(&self) -> String {
-        let pr = self.pr.map(|p| p.to_string());
-        let pairs = [
-            ("repo", self.repo.as_deref()),
-            ("target_branch", self.target_branch.as_deref()),
-            ("branch", self.branch.as_deref()),
-            ("pr", pr.as_deref()),
-            ("status", self.status.as_deref()),
-            ("build_name", self.build_name.as_deref()),
-        ];
-        query(&pairs)
-    }
-
-    /// True when no filter is set.
-    pub fn is_empty(&self) -> bool {
-        *self == Filters::default()
-    }
-}
+pub use runboat_api::{Filters, encode};
 
 fn query(pairs: &[(&str, Option<&str>)]) -> String {
-    pairs
-        .iter()
-        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    runboat_api::query_string(pairs)
 }
 
 /// The REST API client. Cheap to clone.

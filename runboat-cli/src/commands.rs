@@ -7,12 +7,14 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::cli::{Command, FilterArgs, Trigger, UndeployArgs, WaitArgs};
-use crate::client::{ApiClient, Filters};
+use runboat_api::Filters;
+
+use crate::client::ApiClient;
 use crate::error::{Error, Result};
 use crate::follow::{Goal, report_reached, wait_for, watch};
 use crate::output::{
-    Build, Style, board_order, build_detail, builds_table, emit, emit_json, status_table,
-    strip_ansi,
+    Style, board_order, branch_or_pr, build_detail, build_from_json, builds_table, emit, emit_json,
+    status_table, strip_ansi,
 };
 
 impl FilterArgs {
@@ -23,7 +25,7 @@ impl FilterArgs {
             target_branch: self.target_branch.clone(),
             branch: self.branch.clone(),
             pr: self.pr,
-            status: self.status.map(|s| s.as_str().to_owned()),
+            status: self.status,
             build_name: None,
         }
     }
@@ -41,7 +43,7 @@ pub async fn execute(client: &ApiClient, command: Command, style: Style) -> Resu
             if json {
                 return emit_json(&Value::Array(builds));
             }
-            let mut parsed = builds.iter().map(Build::from_json).collect::<Result<Vec<_>>>()?;
+            let mut parsed = builds.iter().map(build_from_json).collect::<Result<Vec<_>>>()?;
             if parsed.is_empty() {
                 return emit("no builds\n");
             }
@@ -53,7 +55,7 @@ pub async fn execute(client: &ApiClient, command: Command, style: Style) -> Resu
             if json {
                 return emit_json(&build);
             }
-            emit(&build_detail(&Build::from_json(&build)?, Timestamp::now(), style))
+            emit(&build_detail(&build_from_json(&build)?, Timestamp::now(), style))
         }
         Command::Trigger(trigger) => self::trigger(client, trigger, style).await,
         Command::Start { names, wait, json } => start(client, &names, &wait, json, style).await,
@@ -213,8 +215,8 @@ async fn undeploy(client: &ApiClient, args: UndeployArgs) -> Result<()> {
         }
         let mut list = String::new();
         for b in &builds {
-            let b = Build::from_json(b)?;
-            list.push_str(&format!("  {}  {}  {}\n", b.name, b.branch_or_pr(), b.status));
+            let b = build_from_json(b)?;
+            list.push_str(&format!("  {}  {}  {}\n", b.name, branch_or_pr(&b), b.status));
         }
         let mut err = std::io::stderr().lock();
         let _ = write!(

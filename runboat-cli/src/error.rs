@@ -1,4 +1,7 @@
 //! Errors, and the exit code each one maps to (documented in `runboat --help`).
+//!
+//! Each `Display` says only what went wrong at its own level; the cause is
+//! the `source()`, and [`chain`] prints every level once.
 
 use std::path::PathBuf;
 
@@ -38,7 +41,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// The config file could not be read.
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}", path.display())]
     ConfigRead {
         path: PathBuf,
         #[source]
@@ -66,7 +69,7 @@ pub enum Error {
     #[error("{0}")]
     TimedOut(String),
     /// A local I/O error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -127,6 +130,19 @@ impl Error {
 /// Result of this crate's fallible functions.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `error: cause: cause of the cause…`, each level once: what `runboat`
+/// prints.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +166,20 @@ mod tests {
         assert_eq!(unreachable.exit_code(), exit::UNREACHABLE);
         assert!(unreachable.is_transient());
         assert!(!Error::Http { status: 404, detail: String::new() }.is_transient());
+    }
+
+    #[test]
+    fn each_cause_appears_once_in_the_chain() {
+        let e = Error::ConfigRead {
+            path: PathBuf::from("/etc/runboat/cli.toml"),
+            source: std::io::Error::other("permission denied here"),
+        };
+        let text = chain(&e);
+        assert_eq!(
+            text,
+            "cannot read the config file /etc/runboat/cli.toml: permission denied here"
+        );
+        let e = Error::io("writing the output", std::io::Error::other("disk full"));
+        assert_eq!(chain(&e).matches("disk full").count(), 1, "{}", chain(&e));
     }
 }

@@ -11,9 +11,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::client::{ApiClient, EventStream, Filters};
+use runboat_api::{BuildStatus, Filters};
+
+use crate::client::{ApiClient, EventStream};
 use crate::error::{Error, Result};
-use crate::output::{Build, Style, emit, emit_json};
+use crate::output::{Build, Style, branch_or_pr, build_from_json, emit, emit_json, short_sha};
 use crate::sse::SseEvent;
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -46,7 +48,7 @@ pub fn parse_event(event: &SseEvent) -> Result<Option<Change>> {
         return Ok(Some(Change::Resync));
     }
     let raw = value.get("build").cloned().unwrap_or(Value::Null);
-    let build = Build::from_json(&raw)?;
+    let build = build_from_json(&raw)?;
     match kind {
         "upd" => Ok(Some(Change::Upd(Box::new(build), value))),
         "del" => Ok(Some(Change::Del(Box::new(build), value))),
@@ -145,10 +147,12 @@ pub struct Widths {
     branch: usize,
 }
 
-/// One line of `runboat watch`.
+/// One line of `runboat watch`: of `build`, or of a build known only by
+/// its `name` (gone before this client saw it whole).
 pub fn watch_line(
     time: &str,
-    build: &Build,
+    name: &str,
+    build: Option<&Build>,
     old: Option<&str>,
     new: &str,
     style: Style,
@@ -158,16 +162,17 @@ pub fn watch_line(
         Some(old) => format!("{} -> {}", style.status(old, old), style.status(new, new)),
         None => style.status(new, new),
     };
-    let branch = build.branch_or_pr();
-    widths.name = widths.name.max(build.name.chars().count());
-    widths.repo = widths.repo.max(build.commit_info.repo.chars().count());
+    let branch = build.map(branch_or_pr).unwrap_or_default();
+    let repo = build.map_or("", |b| b.commit_info.repo.as_str());
+    widths.name = widths.name.max(name.chars().count());
+    widths.repo = widths.repo.max(repo.chars().count());
     widths.branch = widths.branch.max(branch.chars().count());
     format!(
         "{time}  {:nw$}  {:rw$}  {:bw$}  {:8}  {transition}\n",
-        build.name,
-        build.commit_info.repo,
+        name,
+        repo,
         branch,
-        build.short_sha(),
+        build.map_or("", short_sha),
         nw = widths.name,
         rw = widths.repo,
         bw = widths.branch,
@@ -206,10 +211,10 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                                     serde_json::json!({"event": "del", "build": {"name": name}})
                                 ))?;
                             } else {
-                                let b = Build { name, ..Build::default() };
                                 emit(&watch_line(
                                     &now_hms(),
-                                    &b,
+                                    &name,
+                                    None,
                                     old.as_deref(),
                                     "undeployed",
                                     style,
@@ -224,7 +229,7 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                 notice("the server resynchronised this stream (it fell behind)");
             }
             Next::Change(Change::Upd(build, raw)) => {
-                let old = known.insert(build.name.clone(), build.status.clone());
+                let old = known.insert(build.name.clone(), build.status.as_str().to_owned());
                 if old.as_deref() == Some(build.status.as_str()) {
                     continue;
                 }
@@ -233,9 +238,10 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                 } else {
                     emit(&watch_line(
                         &now_hms(),
-                        &build,
+                        &build.name,
+                        Some(&build),
                         old.as_deref(),
-                        &build.status,
+                        build.status.as_str(),
                         style,
                         &mut widths,
                     ))?;
@@ -246,10 +252,11 @@ pub async fn watch(client: &ApiClient, filters: Filters, json: bool, style: Styl
                 if json {
                     emit(&format!("{raw}\n"))?;
                 } else {
-                    let old = old.or(Some(build.status.clone()));
+                    let old = old.or(Some(build.status.as_str().to_owned()));
                     emit(&watch_line(
                         &now_hms(),
-                        &build,
+                        &build.name,
+                        Some(&build),
                         old.as_deref(),
                         "undeployed",
                         style,
@@ -402,9 +409,9 @@ impl Judge<'_> {
             return None;
         }
         self.seen = true;
-        progress.status(&build.status);
-        self.seen_starting |= build.status == "starting";
-        match judge(self.goal, self.name, &build.status, self.seen_starting) {
+        progress.status(build.status.as_str());
+        self.seen_starting |= build.status == BuildStatus::Starting;
+        match judge(self.goal, self.name, build.status.as_str(), self.seen_starting) {
             Verdict::Waiting => None,
             Verdict::Reached => Some(Ok(raw)),
             Verdict::Failed(m) => Some(Err(Error::BuildFailed(m))),
@@ -450,7 +457,7 @@ async fn wait_inner(
                 Err(e) => return Err(e),
             },
             _ = poll.tick(), if polling => match client.build(name).await {
-                Ok(raw) => Seen::Build(Box::new(Build::from_json(&raw)?), raw),
+                Ok(raw) => Seen::Build(Box::new(build_from_json(&raw)?), raw),
                 Err(Error::Http { status: 404, .. }) if judge.seen => Seen::Gone,
                 Err(e) if e.is_transient() || matches!(e, Error::Http { status: 404, .. }) => {
                     Seen::Nothing
@@ -479,9 +486,9 @@ pub fn report_reached(build: &Value, json: bool, style: Style) -> Result<()> {
     if json {
         return emit_json(build);
     }
-    let b = Build::from_json(build)?;
-    let status = style.status(&b.status, &b.status);
-    if b.status == "started" {
+    let b = build_from_json(build)?;
+    let status = style.status(b.status.as_str(), b.status.as_str());
+    if b.status == BuildStatus::Started {
         emit(&format!("{} is {status}: {}\n", b.name, b.deploy_link))
     } else {
         emit(&format!(
@@ -514,16 +521,14 @@ mod tests {
     fn parses_stream_messages() {
         let ev =
             |event: &str, data: &str| SseEvent { event: event.into(), data: data.into(), id: None };
-        let upd = parse_event(&ev(
-            "message",
-            r#"{"event":"upd","build":{"name":"b1","status":"stopped","commit_info":{"repo":"oca/web","target_branch":"16.0","pr":null,"git_commit":"abc"}}}"#,
-        ))
-        .expect("ok");
+        let build = r#"{"name":"b1","commit_info":{"repo":"oca/web","target_branch":"16.0","pr":null,"git_commit":"abc"},"status":"stopped","created":"2024-01-01T00:00:00Z","last_scaled":"2024-01-01T00:00:00Z","deploy_link":"","deploy_link_mailhog":"","repo_target_branch_link":"","repo_pr_link":null,"repo_commit_link":"","webui_link":""}"#;
+        let upd = parse_event(&ev("message", &format!(r#"{{"event":"upd","build":{build}}}"#)))
+            .expect("ok");
         assert!(
-            matches!(upd, Some(Change::Upd(ref b, _)) if b.name == "b1" && b.status == "stopped")
+            matches!(upd, Some(Change::Upd(ref b, _)) if b.name == "b1" && b.status == BuildStatus::Stopped)
         );
-        let del =
-            parse_event(&ev("message", r#"{"event":"del","build":{"name":"b1"}}"#)).expect("ok");
+        let del = parse_event(&ev("message", &format!(r#"{{"event":"del","build":{build}}}"#)))
+            .expect("ok");
         assert!(matches!(del, Some(Change::Del(..))));
         assert_eq!(parse_event(&ev("resync", "{}")).expect("ok"), Some(Change::Resync));
         assert!(parse_event(&ev("message", "not json")).is_err());
@@ -532,15 +537,14 @@ mod tests {
 
     #[test]
     fn watch_lines_show_transitions() {
-        let b = Build { name: "b1".into(), ..Build::default() };
         let mut w = Widths::default();
         let style = Style { color: false };
-        let line = watch_line("12:00:00", &b, Some("initializing"), "stopped", style, &mut w);
+        let line =
+            watch_line("12:00:00", "b1", None, Some("initializing"), "stopped", style, &mut w);
         assert!(line.contains("b1") && line.ends_with("initializing -> stopped\n"), "{line}");
         // Columns stay aligned: a shorter name is padded to the longest seen.
-        let long = Build { name: "b1234".into(), ..Build::default() };
-        let l1 = watch_line("12:00:01", &long, None, "stopped", style, &mut w);
-        let l2 = watch_line("12:00:02", &b, None, "started", style, &mut w);
+        let l1 = watch_line("12:00:01", "b1234", None, None, "stopped", style, &mut w);
+        let l2 = watch_line("12:00:02", "b1", None, None, "started", style, &mut w);
         assert_eq!(l1.find("stopped"), l2.find("started"), "{l1}{l2}");
     }
 }

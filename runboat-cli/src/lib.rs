@@ -140,7 +140,7 @@ fn finish(result: Result<()>, client: Option<&ApiClient>) -> ExitCode {
 pub fn report(name: Option<&str>, e: &Error, client: Option<&ApiClient>) {
     let mut err = std::io::stderr().lock();
     let prefix = name.map(|n| format!("{n}: ")).unwrap_or_default();
-    let _ = writeln!(err, "error: {prefix}{e}");
+    let _ = writeln!(err, "error: {prefix}{}", error::chain(e));
     if let Some(hint) = hint(e, client) {
         let _ = writeln!(err, "hint: {hint}");
     }

@@ -9,54 +9,27 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// `commit_info` of a build.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct CommitInfo {
-    pub repo: String,
-    pub target_branch: String,
-    pub pr: Option<u64>,
-    pub git_commit: String,
+pub use runboat_api::Build;
+
+/// Reads a build from the API's JSON (runboat-api's [`Build`], the type the
+/// server answers with).
+pub fn build_from_json(value: &Value) -> Result<Build> {
+    Build::deserialize(value)
+        .map_err(|e| Error::InvalidAnswer(format!("not a build ({e}): {value}")))
 }
 
-/// A build as the REST API shows it (unknown fields ignored, missing ones
-/// empty, so a newer or older server still works).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Build {
-    pub name: String,
-    pub commit_info: CommitInfo,
-    pub status: String,
-    pub created: String,
-    pub last_scaled: Option<String>,
-    pub deploy_link: String,
-    pub deploy_link_mailhog: String,
-    pub repo_target_branch_link: String,
-    pub repo_pr_link: Option<String>,
-    pub repo_commit_link: String,
-    pub webui_link: String,
+/// `16.0` for a branch build, `16.0 #12` for a pull request.
+pub fn branch_or_pr(b: &Build) -> String {
+    match b.commit_info.pr {
+        Some(pr) => format!("{} #{pr}", b.commit_info.target_branch),
+        None => b.commit_info.target_branch.clone(),
+    }
 }
 
-impl Build {
-    /// Reads a build from the API's JSON.
-    pub fn from_json(value: &Value) -> Result<Build> {
-        Build::deserialize(value)
-            .map_err(|e| Error::InvalidAnswer(format!("not a build ({e}): {value}")))
-    }
-
-    /// `16.0` for a branch build, `16.0 #12` for a pull request.
-    pub fn branch_or_pr(&self) -> String {
-        match self.commit_info.pr {
-            Some(pr) => format!("{} #{pr}", self.commit_info.target_branch),
-            None => self.commit_info.target_branch.clone(),
-        }
-    }
-
-    /// The first 8 characters of the commit.
-    pub fn short_sha(&self) -> &str {
-        let sha = &self.commit_info.git_commit;
-        sha.get(..8).unwrap_or(sha)
-    }
+/// The first 8 characters of the commit.
+pub fn short_sha(b: &Build) -> &str {
+    let sha = &b.commit_info.git_commit;
+    sha.get(..8).unwrap_or(sha)
 }
 
 /// Whether to colour the output.
@@ -200,11 +173,11 @@ pub fn builds_table(builds: &[Build], wide: bool, now: Timestamp) -> Table {
             let mut row = vec![
                 b.name.clone(),
                 b.commit_info.repo.clone(),
-                b.branch_or_pr(),
-                b.short_sha().to_owned(),
-                b.status.clone(),
+                branch_or_pr(b),
+                short_sha(b).to_owned(),
+                b.status.to_string(),
                 ago(now, parse_time(&b.created)),
-                ago(now, b.last_scaled.as_deref().and_then(parse_time)),
+                ago(now, parse_time(&b.last_scaled)),
             ];
             if wide {
                 row.extend([
@@ -222,14 +195,14 @@ pub fn builds_table(builds: &[Build], wide: bool, now: Timestamp) -> Table {
 /// One build in detail (`runboat show`).
 pub fn build_detail(b: &Build, now: Timestamp, style: Style) -> String {
     let created = parse_time(&b.created);
-    let scaled = b.last_scaled.as_deref().and_then(parse_time);
+    let scaled = parse_time(&b.last_scaled);
     let when = |t: Option<Timestamp>, raw: &str| match t {
         Some(t) => format!("{t} ({} ago)", ago(now, Some(t))),
         None => raw.to_owned(),
     };
     let mut fields = vec![
         ("name", b.name.clone()),
-        ("status", style.status(&b.status, &b.status)),
+        ("status", style.status(b.status.as_str(), b.status.as_str())),
         ("repo", b.commit_info.repo.clone()),
         ("target branch", b.commit_info.target_branch.clone()),
     ];
@@ -239,7 +212,7 @@ pub fn build_detail(b: &Build, now: Timestamp, style: Style) -> String {
     fields.extend([
         ("commit", b.commit_info.git_commit.clone()),
         ("created", when(created, &b.created)),
-        ("last scaled", when(scaled, b.last_scaled.as_deref().unwrap_or("-"))),
+        ("last scaled", when(scaled, &b.last_scaled)),
         ("instance", b.deploy_link.clone()),
         ("mail", b.deploy_link_mailhog.clone()),
         ("page", b.webui_link.clone()),
@@ -334,15 +307,21 @@ mod tests {
     fn build(name: &str, repo: &str, branch: &str, pr: Option<u64>, created: &str) -> Build {
         Build {
             name: name.into(),
-            commit_info: CommitInfo {
+            commit_info: runboat_api::CommitInfo {
                 repo: repo.into(),
                 target_branch: branch.into(),
                 pr,
                 git_commit: "0123456789abcdef".into(),
             },
-            status: "stopped".into(),
+            status: runboat_api::BuildStatus::Stopped,
             created: created.into(),
-            ..Build::default()
+            last_scaled: created.into(),
+            deploy_link: String::new(),
+            deploy_link_mailhog: String::new(),
+            repo_target_branch_link: String::new(),
+            repo_pr_link: None,
+            repo_commit_link: String::new(),
+            webui_link: String::new(),
         }
     }
 
@@ -376,7 +355,7 @@ mod tests {
     fn table_aligns_and_colours_without_breaking_alignment() {
         let now: Timestamp = "2024-01-10T00:00:00Z".parse().expect("ts");
         let mut b = build("b-long-name", "oca/web", "16.0", Some(12), "2024-01-09T00:00:00Z");
-        b.status = "started".into();
+        b.status = runboat_api::BuildStatus::Started;
         let t = builds_table(&[b], false, now);
         let plain = t.render(Style { color: false });
         let lines: Vec<&str> = plain.lines().collect();

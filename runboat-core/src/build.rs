@@ -1,10 +1,10 @@
 //! A build: one deployment of one commit, as observed in the cluster, with
-//! the links SPEC derives from it.
+//! the links SPEC derives from it, and its wire view (runboat-api's
+//! [`runboat_api::Build`], the one definition the server and the CLI share).
 
 use std::fmt;
 
 use jiff::Timestamp;
-use serde::Serialize;
 
 use crate::commit::CommitInfo;
 use crate::contract::{
@@ -180,14 +180,22 @@ impl Build {
         format!("{}?live", self.webui_link(base_url))
     }
 
-    /// The JSON view of SPEC's API (see [`BuildView`]).
-    pub fn view(&self, build_domain: &str, base_url: &str) -> BuildView {
-        BuildView {
+    /// The build as the REST API and the event stream show it (SPEC's
+    /// fields; `last_scaled` falls back to `created`, as the original's API
+    /// does, so it is never null).
+    pub fn view(&self, build_domain: &str, base_url: &str) -> runboat_api::Build {
+        let c = &self.commit_info;
+        runboat_api::Build {
             name: self.name.clone(),
-            commit_info: self.commit_info.clone(),
-            status: self.status,
-            created: self.created,
-            last_scaled: self.last_scaled_or_created(),
+            commit_info: runboat_api::CommitInfo {
+                repo: c.repo().to_owned(),
+                target_branch: c.target_branch().to_owned(),
+                pr: c.pr(),
+                git_commit: c.git_commit().to_owned(),
+            },
+            status: wire_status(self.status),
+            created: self.created.to_string(),
+            last_scaled: self.last_scaled_or_created().to_string(),
             deploy_link: self.deploy_link(build_domain),
             deploy_link_mailhog: self.deploy_link_mailhog(build_domain),
             repo_target_branch_link: self.repo_target_branch_link(),
@@ -203,40 +211,23 @@ impl Build {
     }
 }
 
+/// A status as the API names it.
+pub fn wire_status(status: BuildStatus) -> runboat_api::BuildStatus {
+    match status {
+        BuildStatus::Initializing => runboat_api::BuildStatus::Initializing,
+        BuildStatus::Failed => runboat_api::BuildStatus::Failed,
+        BuildStatus::Stopped => runboat_api::BuildStatus::Stopped,
+        BuildStatus::Stopping => runboat_api::BuildStatus::Stopping,
+        BuildStatus::Starting => runboat_api::BuildStatus::Starting,
+        BuildStatus::Started => runboat_api::BuildStatus::Started,
+        BuildStatus::Undeploying => runboat_api::BuildStatus::Undeploying,
+    }
+}
+
 impl fmt::Display for Build {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.slug(), self.name)
     }
-}
-
-/// A build as the REST API and the event stream show it: exactly SPEC's
-/// fields. Timestamps serialise as RFC 3339 UTC (`2024-05-01T12:34:56Z`).
-/// `last_scaled` falls back to `created` when the build was never scaled,
-/// as the original's API does (it is never null).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BuildView {
-    /// Build name.
-    pub name: String,
-    /// `{repo, target_branch, pr, git_commit}`.
-    pub commit_info: CommitInfo,
-    /// Derived status.
-    pub status: BuildStatus,
-    /// Creation time.
-    pub created: Timestamp,
-    /// Last scaling time (or creation time).
-    pub last_scaled: Timestamp,
-    /// `http://<slug>.<build_domain>`.
-    pub deploy_link: String,
-    /// `http://<slug>.mail.<build_domain>`.
-    pub deploy_link_mailhog: String,
-    /// Branch on GitHub.
-    pub repo_target_branch_link: String,
-    /// Pull request on GitHub, null for a branch build.
-    pub repo_pr_link: Option<String>,
-    /// Commit on GitHub.
-    pub repo_commit_link: String,
-    /// The build's web UI page.
-    pub webui_link: String,
 }
 
 #[cfg(test)]
@@ -357,6 +348,13 @@ mod tests {
     }
 
     #[test]
+    fn every_status_has_its_wire_name() {
+        for status in BuildStatus::ALL {
+            assert_eq!(wire_status(status).as_str(), status.as_str());
+        }
+    }
+
+    #[test]
     fn status_comes_from_the_rules() {
         let mut f = facts();
         f.deletion_timestamp = Some("2024-05-02T00:00:00Z".parse().expect("ts"));
@@ -384,6 +382,25 @@ mod tests {
             "webui_link": "https://runboat.example.com/builds/bdeadbeef",
         });
         assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn json_view_bytes_are_the_original_order() {
+        let b = Build::from_deployment_facts(&facts()).expect("valid");
+        let bytes = serde_json::to_string(&b.view("d", "http://x")).expect("json");
+        let expected = format!(
+            "{{\"name\":\"bdeadbeef\",\"commit_info\":{{\"repo\":\"oca/mis-builder\",\
+             \"target_branch\":\"16.0\",\"pr\":12,\"git_commit\":\"{SHA}\"}},\
+             \"status\":\"started\",\"created\":\"2024-05-01T09:00:00Z\",\
+             \"last_scaled\":\"2024-05-01T10:00:00Z\",\
+             \"deploy_link\":\"http://oca-mis-builder-16-0-pr12-0123456789ab.d\",\
+             \"deploy_link_mailhog\":\"http://oca-mis-builder-16-0-pr12-0123456789ab.mail.d\",\
+             \"repo_target_branch_link\":\"https://github.com/oca/mis-builder/tree/16.0\",\
+             \"repo_pr_link\":\"https://github.com/oca/mis-builder/pull/12\",\
+             \"repo_commit_link\":\"https://github.com/oca/mis-builder/pull/12/commits/{SHA}\",\
+             \"webui_link\":\"http://x/builds/bdeadbeef\"}}"
+        );
+        assert_eq!(bytes, expected);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use runboat_core::forge::CommitStatus;
 use serde::Deserialize;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, error_chain};
 
 /// The public GitHub API.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -356,7 +356,7 @@ impl GitHubClient {
                     if attempt >= self.retry.max_retries {
                         return Err(error);
                     }
-                    tracing::debug!(%error, attempt, "retrying GitHub call");
+                    tracing::debug!(error = %error_chain(&error), attempt, "retrying GitHub call");
                     backoff(&self.retry, attempt)
                 }
                 Err(_elapsed) => {

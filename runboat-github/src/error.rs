@@ -1,6 +1,10 @@
 //! Errors of this crate: one enum per concern, so that callers can map each
 //! to the right answer (a bad signature is a 401, a malformed payload a 400,
 //! a GitHub failure is logged), and [`Error`] gathering them.
+//!
+//! Each `Display` says only what went wrong at its own level; the cause is
+//! the `source()`, so [`error_chain`] (or anyhow's `{:#}`) prints every
+//! cause exactly once.
 
 use std::time::Duration;
 
@@ -24,20 +28,20 @@ pub enum PayloadError {
         "{event} webhook body is form-encoded; configure the webhook with content type application/json"
     )]
     FormEncoded { event: String },
-    #[error("{event} webhook body is truncated JSON: {source}")]
+    #[error("{event} webhook body is truncated JSON")]
     Truncated {
         event: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("{event} webhook body is not valid JSON: {source}")]
+    #[error("{event} webhook body is not valid JSON")]
     Syntax {
         event: String,
         #[source]
         source: serde_json::Error,
     },
     /// Valid JSON, but a field is missing or has the wrong type.
-    #[error("{event} webhook body does not have the expected fields: {source}")]
+    #[error("{event} webhook body does not have the expected fields")]
     Shape {
         event: String,
         #[source]
@@ -56,7 +60,7 @@ pub enum PayloadError {
 pub enum ClientError {
     #[error("invalid GitHub client configuration: {reason}")]
     Config { reason: String },
-    #[error("cannot load the system's trusted root certificates for HTTPS: {source}")]
+    #[error("cannot load the system's trusted root certificates for HTTPS")]
     RootCertificates {
         #[source]
         source: std::io::Error,
@@ -67,14 +71,14 @@ pub enum ClientError {
     NotFound { what: String },
     #[error("{method} {path}: no response within {after:?}")]
     Timeout { method: http::Method, path: String, after: Duration },
-    #[error("{method} {path}: {source}")]
+    #[error("{method} {path}: request failed")]
     Transport {
         method: http::Method,
         path: String,
         #[source]
         source: hyper_util::client::legacy::Error,
     },
-    #[error("{method} {path}: error reading the response body: {source}")]
+    #[error("{method} {path}: error reading the response body")]
     Body {
         method: http::Method,
         path: String,
@@ -85,7 +89,7 @@ pub enum ClientError {
     RateLimited { method: http::Method, path: String, wait: Option<Duration> },
     #[error("{method} {path}: GitHub answered {status}: {body}")]
     Status { method: http::Method, path: String, status: http::StatusCode, body: String },
-    #[error("{method} {path}: unexpected response body: {source}")]
+    #[error("{method} {path}: unexpected response body")]
     Decode {
         method: http::Method,
         path: String,
@@ -113,3 +117,34 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error: cause: cause of the cause…`, each level once: what logs and
+/// HTTP details show.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_appears_once_in_the_chain() {
+        let source = serde_json::from_str::<serde_json::Value>("{\"a\": ").expect_err("truncated");
+        let cause = source.to_string();
+        let e = Error::from(PayloadError::Truncated { event: "push".into(), source });
+        let text = error_chain(&e);
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        assert!(text.starts_with("push webhook body is truncated JSON: "), "{text}");
+        let io = std::io::Error::other("no certificates here");
+        let text = error_chain(&ClientError::RootCertificates { source: io });
+        assert_eq!(text.matches("no certificates here").count(), 1, "{text}");
+    }
+}

@@ -23,6 +23,7 @@ use runboat_core::forge::{CommitStatus, Forge};
 use tokio::sync::{Notify, watch};
 
 use crate::client::{GitHubClient, STATUS_CONTEXT};
+use crate::error::error_chain;
 
 /// The most distinct commits with a status waiting to be sent.
 pub const MAX_QUEUED: usize = 10_000;
@@ -184,16 +185,4 @@ async fn send_loop(client: GitHubClient, shared: Arc<Shared>) {
         }
         shared.outstanding.send_modify(|n| *n = n.saturating_sub(1));
     }
-}
-
-/// `error: its source: its source…`, for one log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

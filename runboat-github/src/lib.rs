@@ -16,7 +16,7 @@ pub mod signature;
 pub mod webhook;
 
 pub use client::{ClientConfig, GitHubClient, GitHubToken, PullRequestInfo, RetryPolicy};
-pub use error::{ClientError, Error, PayloadError, Result, SignatureError};
+pub use error::{ClientError, Error, PayloadError, Result, SignatureError, error_chain};
 pub use forge::GitHubForge;
 pub use signature::WebhookSecret;
-pub use webhook::{SupportedRepos, WebhookAction, receive};
+pub use webhook::{WebhookAction, receive};

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use runboat_core::forge::NoForge;
 use runboat_core::sim::{SimCluster, SimConfig};
 use runboat_core::{Cluster, CommitInfo, Controller, ControllerConfig, InitStatus, Settings};
-use runboat_server::{AppState, Backend, ServerOptions, app};
+use runboat_server::{AppState, ServerOptions, app};
 use tower::ServiceExt;
 
 const REPOS: usize = 100;
@@ -119,8 +119,7 @@ async fn run() {
         tokio::task::yield_now().await;
     }
     println!("{} builds loaded in {:?}", REPOS * PER_REPO, t.elapsed());
-    let backend: Arc<dyn Backend> = Arc::new(handle.clone());
-    let state = AppState::new(settings, backend, None, ServerOptions::default());
+    let state = AppState::new(handle.clone(), None, ServerOptions::default());
     let router = app(state.clone());
 
     bench_get(&router, "/api/v1/builds?repo=bench/repo-042", 2000).await;

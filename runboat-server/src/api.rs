@@ -16,14 +16,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use runboat_core::{BuildStatus, CommitInfo, SearchFilters, StatusCounts};
+use runboat_api::{Build, BuildAction, Detail, Filters, Repo, StatusCounts, Undeployed};
+use runboat_core::{BuildStatus, CommitInfo, SearchFilters};
 use runboat_github::ClientError;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::backend::Outcome;
-use crate::error::ApiError;
+use crate::error::{Accepted, ApiError, Subject, chain, command};
 
 /// The build filters of the query string, as received.
 #[derive(Debug, Default, Deserialize)]
@@ -37,23 +36,53 @@ pub struct FilterParams {
     pub build_name: Option<String>,
 }
 
+/// The filters of `DELETE /builds`, as received: unlike the other
+/// endpoints (which ignore unknown parameters, as the original does), an
+/// unknown one is refused, so that a misspelt filter
+/// (`?status=failed&repoo=oca/web`) cannot widen an undeploy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndeployParams {
+    pub repo: Option<String>,
+    pub target_branch: Option<String>,
+    pub branch: Option<String>,
+    pub pr: Option<String>,
+    pub status: Option<String>,
+    pub build_name: Option<String>,
+}
+
+impl From<UndeployParams> for FilterParams {
+    fn from(p: UndeployParams) -> Self {
+        FilterParams {
+            repo: p.repo,
+            target_branch: p.target_branch,
+            branch: p.branch,
+            pr: p.pr,
+            status: p.status,
+            build_name: p.build_name,
+        }
+    }
+}
+
 fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-/// Parses a `pr` parameter: a positive integer.
+/// Parses a `pr` parameter: a positive integer up to
+/// [`runboat_api::MAX_PR`], exactly (as the OpenAPI document says).
 pub fn parse_pr_param(value: &str) -> Result<u64, ApiError> {
-    match value.trim().parse::<u64>() {
-        Ok(pr) if pr > 0 => Ok(pr),
+    match value.parse::<u64>() {
+        Ok(pr) if (1..=runboat_api::MAX_PR).contains(&pr) => Ok(pr),
         _ => Err(ApiError::BadRequest(format!(
-            "invalid pr {value:?}: expected a positive integer (pull request number)"
+            "invalid pr {value:?}: expected a pull request number, a positive integer up to {}",
+            runboat_api::MAX_PR
         ))),
     }
 }
 
-/// Parses a `status` parameter.
+/// Parses a `status` parameter, exactly.
 pub fn parse_status_param(value: &str) -> Result<BuildStatus, ApiError> {
-    value.trim().parse::<BuildStatus>().map_err(|_| {
+    value.parse::<BuildStatus>().map_err(|_| {
         let known: Vec<&str> = BuildStatus::ALL.iter().map(|s| s.as_str()).collect();
         ApiError::BadRequest(format!(
             "unknown status {value:?} (expected one of: {})",
@@ -62,11 +91,16 @@ pub fn parse_status_param(value: &str) -> Result<BuildStatus, ApiError> {
     })
 }
 
+/// An empty value is no value (the original's clients send `pr=`).
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
 impl FilterParams {
     /// The validated filters (empty values mean "any").
     pub fn into_filters(self) -> Result<SearchFilters, ApiError> {
-        let pr = non_empty(self.pr).map(|v| parse_pr_param(&v)).transpose()?;
-        let status = non_empty(self.status).map(|v| parse_status_param(&v)).transpose()?;
+        let pr = given(self.pr).map(|v| parse_pr_param(&v)).transpose()?;
+        let status = given(self.status).map(|v| parse_status_param(&v)).transpose()?;
         Ok(SearchFilters {
             repo: non_empty(self.repo).map(|r| r.to_ascii_lowercase()),
             target_branch: non_empty(self.target_branch),
@@ -75,6 +109,37 @@ impl FilterParams {
             name: non_empty(self.build_name),
             status,
         })
+    }
+
+    /// The filters of `DELETE /builds`: as [`FilterParams::into_filters`],
+    /// but a parameter given must have a value (the OpenAPI document says
+    /// so; an empty one is a mistake when undeploying), and at least one
+    /// is required.
+    pub fn into_undeploy_filters(self) -> Result<SearchFilters, ApiError> {
+        let params = [
+            ("repo", &self.repo),
+            ("target_branch", &self.target_branch),
+            ("branch", &self.branch),
+            ("pr", &self.pr),
+            ("status", &self.status),
+            ("build_name", &self.build_name),
+        ];
+        if let Some((name, _)) =
+            params.iter().find(|(_, v)| v.as_deref().is_some_and(|v| v.trim().is_empty()))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "empty {name}: give it a value or leave it out"
+            )));
+        }
+        let filters = self.into_filters()?;
+        if filters == SearchFilters::default() {
+            return Err(ApiError::BadRequest(
+                "refusing to undeploy every build: give at least one filter \
+                 (repo, target_branch, branch, pr, status, build_name)"
+                    .to_owned(),
+            ));
+        }
+        Ok(filters)
     }
 }
 
@@ -88,25 +153,46 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("not found".to_owned())
 }
 
-/// `GET /status`: the counters of the original (core's [`StatusCounts`],
-/// the one definition shared with the controller, in O(1)).
-pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusCounts>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/status", tag = "builds",
+    responses((status = 200, description = "counters and limits", body = StatusCounts)))]
+/// `GET /status`: the counters of the original (from the index, in O(1)).
+pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusCounts> {
     let limits = state.settings().limits();
-    state.read(|index| Json(index.status_counts(&limits)))
-}
-
-/// `GET /repos`: the repos having builds, `{name, link}` as the original.
-pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.read(|index| {
-        let repos: Vec<Value> = index
-            .repos()
-            .into_iter()
-            .map(|name| json!({"name": name, "link": format!("https://github.com/{name}")}))
-            .collect();
-        Json(Value::Array(repos))
+    let c = state.read(|index| index.status_counts(&limits));
+    let n = |v: usize| v as u64;
+    Json(StatusCounts {
+        deployed: n(c.deployed),
+        max_deployed: n(c.max_deployed),
+        failed: n(c.failed),
+        stopped: n(c.stopped),
+        started: n(c.started),
+        max_started: n(c.max_started),
+        to_initialize: n(c.to_initialize),
+        initializing: n(c.initializing),
+        max_initializing: n(c.max_initializing),
+        undeploying: n(c.undeploying),
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/repos", tag = "builds",
+    responses((status = 200, description = "the repositories having builds", body = Vec<Repo>)))]
+/// `GET /repos`: the repos having builds, `{name, link}` as the original.
+pub(crate) async fn repos(State(state): State<AppState>) -> Json<Vec<Repo>> {
+    Json(state.read(|index| {
+        index
+            .repos()
+            .into_iter()
+            .map(|name| Repo { link: format!("https://github.com/{name}"), name: name.to_owned() })
+            .collect()
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/builds", tag = "builds", params(Filters),
+    description = "The builds passing the filters, newest first; fields that are null are omitted.",
+    responses(
+        (status = 200, description = "the builds", body = Vec<Build>),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+    ))]
 /// `GET /builds`: the builds passing the filters, newest first (the
 /// original's order).
 pub(crate) async fn list_builds(
@@ -114,7 +200,7 @@ pub(crate) async fn list_builds(
     q: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let filters = query(q)?.into_filters()?;
-    let body = state.read(|index| state.builds_answer(index, &filters))?;
+    let body = state.read(|index| state.builds_answer(index, &filters));
     Ok(json_response(body))
 }
 
@@ -123,24 +209,28 @@ fn json_response(body: impl Into<axum::body::Body>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
+#[utoipa::path(delete, path = "/api/v1/builds", tag = "admin", params(runboat_api::UndeployFilters),
+    description = "Undeploys every build passing the filters. At least one filter is required: \
+        without any the answer is 400; so is an unknown parameter (a misspelt filter must not \
+        widen an undeploy).",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "undeploy requested", body = Undeployed),
+        (status = 400, description = "no filter, or an invalid one", body = Detail),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `DELETE /builds` (admin): undeploy every build passing the filters. At
 /// least one filter is required.
 pub(crate) async fn undeploy_builds(
     State(state): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<FilterParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+    q: Result<Query<UndeployParams>, QueryRejection>,
+) -> Result<Json<Undeployed>, ApiError> {
     state.admin().check(&headers)?;
-    let filters = query(q)?.into_filters()?;
-    if filters == SearchFilters::default() {
-        return Err(ApiError::BadRequest(
-            "refusing to undeploy every build: give at least one filter \
-             (repo, target_branch, branch, pr, status, build_name)"
-                .to_owned(),
-        ));
-    }
-    let count = state.backend().undeploy_matching(filters).await?;
-    Ok(Json(json!({"detail": format!("undeploying {count} build(s)"), "count": count})))
+    let filters = FilterParams::from(query(q)?).into_undeploy_filters()?;
+    let count = state.controller().undeploy_matching(filters).await?;
+    Ok(Json(Undeployed { count: count as u64, detail: format!("undeploying {count} build(s)") }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,72 +257,93 @@ fn lookup_error(e: ClientError) -> ApiError {
         ClientError::InvalidRepo { repo } => {
             ApiError::BadRequest(format!("invalid repo {repo:?}: expected owner/name"))
         }
-        other => ApiError::BadGateway(other.to_string()),
+        other => ApiError::BadGateway(chain(&other)),
     }
 }
 
-async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<Value>, ApiError> {
-    if !state.settings().is_supported(commit.repo(), commit.target_branch()) {
-        return Err(ApiError::BadRequest(format!(
-            "repo {} branch {} is not supported by the settings",
-            commit.repo(),
-            commit.target_branch()
-        )));
-    }
+/// Deploys `commit`; the controller checks that the settings support it.
+async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<BuildAction>, ApiError> {
     let name = commit.build_name();
-    match state.backend().deploy_commit(commit).await? {
-        Outcome::Done => Ok(Json(json!({"detail": "deploying", "name": name}))),
-        Outcome::Ignored { reason } => Ok(Json(json!({"detail": reason, "name": name}))),
-        Outcome::NotFound => Err(ApiError::NotFound(format!("build {name:?} not found"))),
-        Outcome::Unsupported { reason } => Err(ApiError::BadRequest(reason)),
-    }
+    let result = state.controller().deploy_commit(commit.clone()).await;
+    let detail = match command(result, Subject::Commit(&commit))? {
+        Accepted::Done => "deploying".to_owned(),
+        Accepted::Ignored(reason) => reason.to_string(),
+    };
+    Ok(Json(BuildAction { detail, name }))
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/trigger/branch", tag = "admin",
+    params(runboat_api::TriggerBranch),
+    description = "Deploys the head commit of a branch, looked up on GitHub.",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "deploying, or already deployed", body = BuildAction),
+        (status = 400, description = "a parameter is invalid, or no settings rule supports the \
+            repo/branch", body = Detail),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such repo or branch on GitHub", body = Detail),
+        (status = 502, description = "GitHub answered an error", body = Detail),
+        (status = 503, description = "this server has no GitHub client, or the controller is \
+            stopping", body = Detail),
+    ))]
 /// `POST /builds/trigger/branch?repo=&branch=` (admin): deploy the head of
 /// a branch, looked up on GitHub.
 pub(crate) async fn trigger_branch(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<TriggerBranch>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BuildAction>, ApiError> {
     state.admin().check(&headers)?;
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
     let branch = required(q.branch, "branch")?;
-    if !state.settings().is_supported(&repo, &branch) {
-        return Err(ApiError::BadRequest(format!(
-            "repo {repo} branch {branch} is not supported by the settings"
-        )));
-    }
-    let github = state
-        .github()
-        .ok_or_else(|| ApiError::BadGateway("no GitHub client configured".to_owned()))?;
+    let github = state.github().ok_or(ApiError::NoGitHubClient)?;
     let sha = github.branch_head(&repo, &branch).await.map_err(lookup_error)?;
     let commit = CommitInfo::new(&repo, &branch, None, &sha)
         .map_err(|e| ApiError::BadGateway(format!("unexpected answer from GitHub: {e}")))?;
     deploy(&state, commit).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/trigger/pr", tag = "admin",
+    params(runboat_api::TriggerPr),
+    description = "Deploys the head commit of a pull request, looked up on GitHub.",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "deploying, or already deployed", body = BuildAction),
+        (status = 400, description = "a parameter is invalid, or no settings rule supports the \
+            repo and the pull request's base branch", body = Detail),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such repo or pull request on GitHub", body = Detail),
+        (status = 502, description = "GitHub answered an error", body = Detail),
+        (status = 503, description = "this server has no GitHub client, or the controller is \
+            stopping", body = Detail),
+    ))]
 /// `POST /builds/trigger/pr?repo=&pr=` (admin): deploy the head of a pull
 /// request, looked up on GitHub.
 pub(crate) async fn trigger_pr(
     State(state): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<TriggerPr>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BuildAction>, ApiError> {
     state.admin().check(&headers)?;
     let q = query(q)?;
     let repo = required(q.repo, "repo")?.to_ascii_lowercase();
-    let pr = parse_pr_param(&required(q.pr, "pr")?)?;
-    let github = state
-        .github()
-        .ok_or_else(|| ApiError::BadGateway("no GitHub client configured".to_owned()))?;
+    let pr = given(q.pr).ok_or_else(|| ApiError::BadRequest("missing parameter pr".to_owned()))?;
+    let pr = parse_pr_param(&pr)?;
+    let github = state.github().ok_or(ApiError::NoGitHubClient)?;
     let info = github.pull_request(&repo, pr).await.map_err(lookup_error)?;
     let commit = CommitInfo::new(&repo, &info.base_branch, Some(pr), &info.head_sha)
         .map_err(|e| ApiError::BadGateway(format!("unexpected answer from GitHub: {e}")))?;
     deploy(&state, commit).await
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{name}", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "One build; fields that are null are kept as null.",
+    responses(
+        (status = 200, description = "the build", body = Build),
+        (status = 404, description = "no such build", body = Detail),
+    ))]
 /// `GET /builds/{name}`.
 pub(crate) async fn get_build(
     State(state): State<AppState>,
@@ -241,7 +352,7 @@ pub(crate) async fn get_build(
     let body = state.read(|index| {
         let rev = index.revision(&name)?;
         Some(state.build_json_cached(index, index.get(&name)?, rev))
-    })?;
+    });
     Ok(json_response(body.ok_or_else(|| ApiError::unknown_build(&name))?))
 }
 
@@ -317,16 +428,14 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-fn action_answer(name: &str, verb: &str, outcome: Outcome) -> Result<Response, ApiError> {
-    match outcome {
-        Outcome::Done => {
-            Ok((StatusCode::OK, Json(json!({"detail": format!("{verb} requested"), "name": name})))
-                .into_response())
-        }
-        Outcome::Ignored { reason } => Err(ApiError::Conflict(reason)),
-        Outcome::NotFound => Err(ApiError::unknown_build(name)),
-        Outcome::Unsupported { reason } => Err(ApiError::BadRequest(reason)),
-    }
+fn action_answer(
+    name: &str,
+    verb: &str,
+    result: runboat_core::CommandResult,
+) -> Result<Response, ApiError> {
+    command(result, Subject::Build(name))?.or_conflict()?;
+    let answer = BuildAction { detail: format!("{verb} requested"), name: name.to_owned() };
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
 #[derive(Clone, Copy)]
@@ -345,15 +454,26 @@ async fn act(
     if state.options().admin_for_actions {
         state.admin().check(&headers)?;
     }
-    let backend = state.backend();
-    let (verb, outcome) = match action {
-        Action::Start => ("start", backend.start(&name).await?),
-        Action::Stop => ("stop", backend.stop(&name).await?),
-        Action::Reset => ("reset", backend.reset(&name).await?),
+    let controller = state.controller();
+    let (verb, result) = match action {
+        Action::Start => ("start", controller.start(&name).await),
+        Action::Stop => ("stop", controller.stop(&name).await),
+        Action::Reset => ("reset", controller.reset(&name).await),
     };
-    action_answer(&name, verb, outcome)
+    action_answer(&name, verb, result)
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/{name}/start", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "Starts a stopped build. Open to anyone unless the server requires admin \
+        credentials for actions.",
+    responses(
+        (status = 200, description = "start requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is not stopped", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `POST /builds/{name}/start`.
 pub(crate) async fn start(
     State(state): State<AppState>,
@@ -363,6 +483,16 @@ pub(crate) async fn start(
     act(state, name, headers, Action::Start).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/{name}/stop", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "Stops a started build.",
+    responses(
+        (status = 200, description = "stop requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is not started", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `POST /builds/{name}/stop`.
 pub(crate) async fn stop(
     State(state): State<AppState>,
@@ -372,6 +502,16 @@ pub(crate) async fn stop(
     act(state, name, headers, Action::Stop).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/{name}/reset", tag = "builds",
+    params(("name" = String, Path, description = "build name")),
+    description = "Initializes a build again.",
+    responses(
+        (status = 200, description = "reset requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is undeploying", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `POST /builds/{name}/reset`.
 pub(crate) async fn reset(
     State(state): State<AppState>,
@@ -381,6 +521,16 @@ pub(crate) async fn reset(
     act(state, name, headers, Action::Reset).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/builds/{name}", tag = "admin",
+    params(("name" = String, Path, description = "build name")),
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "undeploy requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "the build is undeploying already", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
 /// `DELETE /builds/{name}` (admin).
 pub(crate) async fn undeploy_build(
     State(state): State<AppState>,
@@ -388,8 +538,8 @@ pub(crate) async fn undeploy_build(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.admin().check(&headers)?;
-    let outcome = state.backend().undeploy(&name).await?;
-    action_answer(&name, "undeploy", outcome)
+    let result = state.controller().undeploy(&name).await;
+    action_answer(&name, "undeploy", result)
 }
 
 #[cfg(test)]
@@ -440,15 +590,15 @@ mod tests {
         #[test]
         fn pr_parser_accepts_exactly_positive_integers(s in "\\PC{0,12}") {
             let parsed = parse_pr_param(&s);
-            match s.trim().parse::<u64>() {
-                Ok(n) if n > 0 => prop_assert_eq!(parsed.ok(), Some(n)),
+            match s.parse::<u64>() {
+                Ok(n) if n > 0 && n <= runboat_api::MAX_PR => prop_assert_eq!(parsed.ok(), Some(n)),
                 _ => prop_assert!(parsed.is_err()),
             }
         }
 
         #[test]
         fn status_parser_accepts_exactly_the_status_names(s in "[a-z]{0,14}|\\PC{0,14}") {
-            let known = BuildStatus::ALL.iter().find(|st| st.as_str() == s.trim());
+            let known = BuildStatus::ALL.iter().find(|st| st.as_str() == s);
             match parse_status_param(&s) {
                 Ok(st) => prop_assert_eq!(Some(&st), known),
                 Err(e) => {

@@ -44,7 +44,8 @@ mod imp {
     use kubesim::{ControllerConfig as SimControllers, JobHook, JobScript, KubeSim};
     use runboat_core::forge::NoForge;
     use runboat_core::{
-        BuildStatus, Cluster, Controller, ControllerConfig, SearchFilters, Settings, SortOrder,
+        BuildStatus, Cluster, Controller, ControllerConfig, ControllerHandle, SearchFilters,
+        Settings, SortOrder,
     };
     use runboat_github::WebhookSecret;
     use runboat_k8s::KubeCluster;
@@ -52,7 +53,7 @@ mod imp {
     use tower::ServiceExt;
 
     use crate::run::{SHUTDOWN_GRACE, bind, log_listening, serve_until, shutdown_signal};
-    use crate::{AppState, Backend, ServerOptions, app};
+    use crate::{AppState, ServerOptions, app};
 
     const SECRET: &str = "demo";
     const NAMESPACE: &str = "runboat-demo";
@@ -213,8 +214,8 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
     }
 
     /// Someone clicks "start" on a stopped build.
-    async fn start_one(router: &axum::Router, backend: &dyn Backend, rng: &mut Rng) {
-        let stopped = crate::backend::read_index(backend, |index| {
+    async fn start_one(router: &axum::Router, controller: &ControllerHandle, rng: &mut Rng) {
+        let stopped = controller.with_index(|index| {
             let filters =
                 SearchFilters { status: Some(BuildStatus::Stopped), ..SearchFilters::default() };
             index
@@ -222,8 +223,7 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
                 .into_iter()
                 .map(|b| b.name.clone())
                 .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+        });
         if stopped.is_empty() {
             return;
         }
@@ -235,7 +235,7 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
         }
     }
 
-    async fn generate(router: axum::Router, backend: Arc<dyn Backend>, seed: u64) {
+    async fn generate(router: axum::Router, controller: ControllerHandle, seed: u64) {
         let mut rng = Rng(seed | 1);
         // A branch build per repo right away, so the board is not empty.
         for repo in 0..REPOS.len() {
@@ -274,7 +274,7 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
                 deliver(&router, "pull_request", payload).await;
             }
             if rng.below(100) < 45 {
-                start_one(&router, backend.as_ref(), &mut rng).await;
+                start_one(&router, &controller, &mut rng).await;
             }
         }
     }
@@ -309,12 +309,11 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
             settings.clone(),
             ControllerConfig::default(),
         );
-        let backend: Arc<dyn Backend> = Arc::new(handle.clone());
-        let state = AppState::new(settings.clone(), backend.clone(), None, options);
+        let state = AppState::new(handle.clone(), None, options);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(7, |d| d.as_nanos() as u64);
-        let generator = tokio::spawn(generate(app(state.clone()), backend, seed));
+        let generator = tokio::spawn(generate(app(state.clone()), handle.clone(), seed));
         println!(
             "runboat demo: open {base_url}/builds?repo={} (or {base_url}/ for every repo)",
             REPOS[0]

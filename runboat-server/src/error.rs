@@ -1,12 +1,16 @@
 //! Errors: [`ApiError`], what an HTTP handler answers, and [`Error`], what
 //! starting the server can fail with.
+//!
+//! Each `Display` says only what went wrong at its own level; the cause is
+//! the `source()`, so [`chain`] prints every cause exactly once.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use runboat_core::{CommandError, CommandOutcome, CommandResult, CommitInfo, IgnoredReason};
 
-use crate::backend::BackendError;
+/// A cause kept for the log (never shown to the client).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// An HTTP error answer: a status and a JSON body `{"detail": "..."}` (the
 /// shape FastAPI gives the original's errors).
@@ -15,10 +19,13 @@ use crate::backend::BackendError;
 /// are generic, the cause is logged.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// A query parameter or the request is invalid, or the repo/branch is
-    /// not supported: 400.
+    /// A query parameter or the request is invalid: 400.
     #[error("{0}")]
     BadRequest(String),
+    /// No settings rule supports the repo/branch of a deploy: 400 (the
+    /// webhook answers 200 "ignored" instead: GitHub sends every push).
+    #[error("repo {repo} branch {branch} is not supported by the settings")]
+    Unsupported { repo: String, branch: String },
     /// Missing or wrong admin credentials: 401 with `WWW-Authenticate`.
     #[error("admin credentials required")]
     Unauthorized,
@@ -34,15 +41,23 @@ pub enum ApiError {
     /// The request body is over the limit: 413.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// GitHub could not be asked (or answered an error): 502.
+    /// GitHub answered an error, or could not be reached: 502.
     #[error("GitHub lookup failed: {0}")]
     BadGateway(String),
-    /// The controller is not available (starting or shutting down): 503.
+    /// The server has no GitHub client (no usable `github_token`
+    /// configuration; the startup log says why), so it cannot look up
+    /// heads: 503.
+    #[error(
+        "GitHub lookups are not available: this server has no GitHub client \
+         (check its github_token setting and startup log)"
+    )]
+    NoGitHubClient,
+    /// The controller is not available (shutting down): 503.
     #[error("service unavailable")]
-    Unavailable(#[source] BackendError),
+    Unavailable(#[source] Cause),
     /// Anything else: 500, detail logged.
     #[error("internal server error")]
-    Internal(#[source] BackendError),
+    Internal(#[source] Cause),
 }
 
 /// `WWW-Authenticate` challenge of the admin endpoints.
@@ -52,13 +67,13 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NoGitHubClient => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,9 +84,66 @@ impl ApiError {
     }
 }
 
-impl From<BackendError> for ApiError {
-    fn from(e: BackendError) -> Self {
-        if e.unavailable { ApiError::Unavailable(e) } else { ApiError::Internal(e) }
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Stopped => ApiError::Unavailable(Box::new(e)),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+/// What a command was about, to word its errors.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// A command on the build of this name.
+    Build(&'a str),
+    /// A deploy of this commit.
+    Commit(&'a CommitInfo),
+}
+
+/// A command the controller took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// It acts on it.
+    Done,
+    /// Nothing to do, and why (each endpoint words it: 409 for an action,
+    /// 200 for a deploy of a commit already deployed).
+    Ignored(IgnoredReason),
+}
+
+impl Accepted {
+    /// `Ignored` as 409 Conflict: the action does not apply to the build in
+    /// its current state.
+    pub fn or_conflict(self) -> Result<(), ApiError> {
+        match self {
+            Accepted::Done => Ok(()),
+            Accepted::Ignored(reason) => Err(ApiError::Conflict(reason.to_string())),
+        }
+    }
+}
+
+/// The one mapping of a controller command's result to the API's answers:
+/// no such build is 404, an unsupported repo/branch 400, a stopped
+/// controller 503, a cluster failure 500 (logged, never shown).
+pub fn command(result: CommandResult, subject: Subject<'_>) -> Result<Accepted, ApiError> {
+    match result? {
+        CommandOutcome::Done => Ok(Accepted::Done),
+        CommandOutcome::Ignored(reason) => Ok(Accepted::Ignored(reason)),
+        CommandOutcome::NotFound => Err(match subject {
+            Subject::Build(name) => ApiError::unknown_build(name),
+            Subject::Commit(commit) => ApiError::unknown_build(&commit.build_name()),
+        }),
+        CommandOutcome::Unsupported => Err(match subject {
+            Subject::Commit(commit) => ApiError::Unsupported {
+                repo: commit.repo().to_owned(),
+                branch: commit.target_branch().to_owned(),
+            },
+            // Only deploys are checked against the settings.
+            Subject::Build(name) => ApiError::BadRequest(format!(
+                "build {name:?}: repo/branch is not supported by the settings"
+            )),
+        }),
     }
 }
 
@@ -80,14 +152,16 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         match &self {
             ApiError::Internal(source) | ApiError::Unavailable(source) => {
-                tracing::error!(status = status.as_u16(), error = %source, "request failed");
+                let error = chain(source.as_ref());
+                tracing::error!(status = status.as_u16(), %error, "request failed");
             }
             ApiError::BadGateway(detail) => {
                 tracing::warn!(error = %detail, "GitHub lookup failed");
             }
             _ => {}
         }
-        let mut response = (status, Json(json!({ "detail": self.to_string() }))).into_response();
+        let body = runboat_api::Detail { detail: self.to_string() };
+        let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()
@@ -101,24 +175,24 @@ impl IntoResponse for ApiError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The settings could not be loaded.
-    #[error("invalid settings: {0}")]
+    #[error("invalid settings")]
     Settings(#[source] runboat_core::Error),
     /// The settings file could not be read.
-    #[error("cannot read the settings file {path}: {source}")]
+    #[error("cannot read the settings file {path}")]
     SettingsFile {
         path: String,
         #[source]
         source: std::io::Error,
     },
     /// The listen address could not be bound, or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    #[error("cannot serve on {addr}")]
     Serve {
         addr: String,
         #[source]
         source: std::io::Error,
     },
     /// The GitHub client could not be built.
-    #[error("cannot set up the GitHub client: {0}")]
+    #[error("cannot set up the GitHub client")]
     GitHub(#[source] runboat_github::ClientError),
     /// The HTTP server task ended abnormally (it panicked or was cancelled).
     #[error("{0}")]
@@ -127,3 +201,26 @@ pub enum Error {
 
 /// Result of this crate's fallible functions.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error: cause: cause of the cause…`, each level once: what logs and the
+/// binary's last words show.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    runboat_github::error_chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_appears_once_in_the_chain() {
+        let io = std::io::Error::other("address already in use");
+        let e = Error::Serve { addr: "127.0.0.1:8000".into(), source: io };
+        assert_eq!(chain(&e), "cannot serve on 127.0.0.1:8000: address already in use");
+        let settings = runboat_core::Settings::from_toml_str("max_started = -1").expect_err("bad");
+        let cause = settings.to_string();
+        let text = chain(&Error::Settings(settings));
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        assert!(text.starts_with("invalid settings: "), "{text}");
+    }
+}

@@ -26,15 +26,26 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use runboat_core::{Build, BuildView, IndexEvent, SearchFilters, SortOrder};
-use serde::Serialize;
-use serde_json::json;
+use runboat_api::{BuildEvent, Detail, EventKind, Filters, Resync};
+use runboat_core::{Build, IndexEvent, SearchFilters, SortOrder};
 use tokio::sync::{broadcast, watch};
 
 use crate::AppState;
 use crate::api::{FilterParams, query};
 use crate::error::ApiError;
 
+#[utoipa::path(get, path = "/api/v1/build-events", tag = "builds", params(Filters),
+    description = "Server-sent events of the builds passing the filters (empty values mean \
+        \"any\"). First every matching build, oldest first, then every change, each as an \
+        unnamed message (SSE event type `message`, as the original's clients expect) whose data \
+        is a `BuildEvent`: `{\"event\": \"upd\"|\"del\", \"build\": {...}}`. A client that \
+        fell behind receives an event named `resync` (data: `Resync`: forget your state), then \
+        the whole matching set again. Keep-alive comments are sent periodically; the stream \
+        does not end by itself.",
+    responses(
+        (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+    ))]
 /// The handler.
 pub(crate) async fn build_events(
     State(state): State<AppState>,
@@ -45,12 +56,6 @@ pub(crate) async fn build_events(
     Ok(Sse::new(subscribe(state, filters)?).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
-#[derive(Serialize)]
-struct EventData<'a> {
-    event: &'a str,
-    build: BuildView,
-}
-
 /// The data of the last event of each build, serialised once for all the
 /// subscribers it goes to (a change fans out to every open stream).
 #[derive(Debug, Default)]
@@ -59,13 +64,13 @@ pub struct EventCache {
 }
 
 /// Event kind, the build as sent, the serialised data.
-type CachedEvent = (&'static str, Build, Arc<str>);
+type CachedEvent = (EventKind, Build, Arc<str>);
 
 /// Entries kept at most; the cache is emptied when it would grow beyond.
 const EVENT_CACHE_MAX: usize = 4096;
 
 impl EventCache {
-    fn data(&self, state: &AppState, kind: &'static str, build: &Build) -> Arc<str> {
+    fn data(&self, state: &AppState, kind: EventKind, build: &Build) -> Arc<str> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((k, b, data)) = entries.get(&build.name)
             && *k == kind
@@ -73,7 +78,7 @@ impl EventCache {
         {
             return data.clone();
         }
-        let event = EventData { event: kind, build: state.build_view(build) };
+        let event = BuildEvent { event: kind, build: state.build_view(build) };
         let data: Arc<str> = serde_json::to_string(&event).unwrap_or_default().into();
         if entries.len() >= EVENT_CACHE_MAX {
             entries.clear();
@@ -93,8 +98,6 @@ struct Subscription {
     /// Names sent and not deleted since, tracked only with a status filter
     /// (the only filter a build can stop matching).
     shown: Option<HashSet<String>>,
-    /// The stream is over once `pending` is drained.
-    closed: bool,
 }
 
 /// The event stream of the builds passing `filters`: the snapshot, then
@@ -104,7 +107,7 @@ pub fn subscribe(
     filters: SearchFilters,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>> + Send + 'static, ApiError> {
     let shutdown = state.shutdown_signal();
-    let (rx, snapshot) = snapshot(&state, &filters)?;
+    let (rx, snapshot) = snapshot(&state, &filters);
     state.event_stream_opened();
     let mut sub = Subscription {
         shown: filters.status.map(|_| HashSet::new()),
@@ -113,7 +116,6 @@ pub fn subscribe(
         rx,
         shutdown,
         pending: VecDeque::new(),
-        closed: false,
     };
     sub.queue_snapshot(&snapshot);
     Ok(futures::stream::unfold(sub, |mut sub| async move {
@@ -127,7 +129,7 @@ pub fn subscribe(
 fn snapshot(
     state: &AppState,
     filters: &SearchFilters,
-) -> Result<(broadcast::Receiver<IndexEvent>, Vec<Build>), ApiError> {
+) -> (broadcast::Receiver<IndexEvent>, Vec<Build>) {
     state.read(|index| {
         let rx = index.subscribe();
         let builds = index.search(filters, SortOrder::Asc).into_iter().cloned().collect();
@@ -147,13 +149,13 @@ enum Next {
 }
 
 impl Subscription {
-    fn message(&self, kind: &'static str, build: &Build) -> Event {
+    fn message(&self, kind: EventKind, build: &Build) -> Event {
         Event::default().data(self.state.event_cache().data(&self.state, kind, build).as_ref())
     }
 
     fn queue_snapshot(&mut self, builds: &[Build]) {
         for b in builds {
-            let event = self.message("upd", b);
+            let event = self.message(EventKind::Upd, b);
             self.pending.push_back(event);
             if let Some(shown) = &mut self.shown {
                 shown.insert(b.name.clone());
@@ -165,19 +167,19 @@ impl Subscription {
         let build = event.build();
         let matches = self.filters.matches(build);
         let kind = match (&event, &mut self.shown) {
-            (IndexEvent::Upd(_), None) if matches => "upd",
-            (IndexEvent::Del(_), None) if matches => "del",
+            (IndexEvent::Upd(_), None) if matches => EventKind::Upd,
+            (IndexEvent::Del(_), None) if matches => EventKind::Del,
             (_, None) => return,
             (IndexEvent::Upd(b), Some(shown)) if matches => {
                 shown.insert(b.name.clone());
-                "upd"
+                EventKind::Upd
             }
             // Shown before, not matching any more (or deleted): a `del`.
             (_, Some(shown)) => {
                 if !shown.remove(&build.name) {
                     return;
                 }
-                "del"
+                EventKind::Del
             }
         };
         let message = self.message(kind, build);
@@ -186,19 +188,16 @@ impl Subscription {
 
     fn resync(&mut self, skipped: u64) {
         tracing::info!(skipped, "event subscriber fell behind: resynchronising");
-        let Ok((rx, snapshot)) = snapshot(&self.state, &self.filters) else {
-            // No index: end the stream; the client reconnects.
-            self.closed = true;
-            return;
-        };
+        let (rx, snapshot) = snapshot(&self.state, &self.filters);
         self.rx = rx;
         self.pending.clear();
         if let Some(shown) = &mut self.shown {
             shown.clear();
         }
         let reason = format!("{skipped} changes were dropped while this client was behind");
-        let data = json!({"event": "resync", "reason": reason});
-        self.pending.push_back(Event::default().event("resync").data(data.to_string()));
+        let data = Resync { event: "resync".to_owned(), reason };
+        let data = serde_json::to_string(&data).unwrap_or_default();
+        self.pending.push_back(Event::default().event("resync").data(data));
         self.queue_snapshot(&snapshot);
     }
 
@@ -209,9 +208,6 @@ impl Subscription {
             }
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
-            }
-            if self.closed {
-                return None;
             }
             let next = tokio::select! {
                 _ = self.shutdown.changed() => Next::Shutdown,

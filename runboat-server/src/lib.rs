@@ -7,20 +7,19 @@
 //! `runboat-server` binary calls.
 //!
 //! What it must not do: decide anything about builds (every change goes
-//! through the controller's commands, behind [`Backend`]), hold the index
+//! through the commands of the [`ControllerHandle`]), hold the index
 //! lock across an `.await`, let a secret reach a log or an answer, or panic
 //! on any request.
 
 pub mod api;
 pub mod auth;
-pub mod backend;
-pub mod controller;
 pub mod demo;
 pub mod error;
 pub mod events;
 pub mod github;
 pub mod logs;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod run;
 pub mod ui;
@@ -33,13 +32,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use runboat_core::{Build, Settings};
+use axum::routing::{MethodRouter, get, post};
+use runboat_core::{Build, BuildIndex, ControllerHandle, Settings};
 use runboat_github::WebhookSecret;
 use tokio::sync::watch;
 
 pub use auth::AdminCredentials;
-pub use backend::{Backend, BackendError, Outcome};
 pub use error::{ApiError, Error, Result};
 pub use github::GitHubLookup;
 pub use run::{Config, LogFormat, run};
@@ -67,8 +65,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    settings: Arc<Settings>,
-    backend: Arc<dyn Backend>,
+    controller: ControllerHandle,
     github: Option<Arc<dyn GitHubLookup>>,
     webhook_secret: Option<WebhookSecret>,
     admin: AdminCredentials,
@@ -81,15 +78,15 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over `backend`, with the settings' admin credentials and
-    /// webhook secret. `github` is used by the trigger endpoints (without
-    /// it they answer 502).
+    /// State over `controller`, with the admin credentials and webhook
+    /// secret of its settings. `github` is used by the trigger endpoints
+    /// (without it they answer 503).
     pub fn new(
-        settings: Arc<Settings>,
-        backend: Arc<dyn Backend>,
+        controller: ControllerHandle,
         github: Option<Arc<dyn GitHubLookup>>,
         options: ServerOptions,
     ) -> Self {
+        let settings = controller.settings().clone();
         let webhook_secret = WebhookSecret::from_config(
             settings.github_webhook_secret.as_ref().map(runboat_core::Secret::expose),
         );
@@ -98,8 +95,7 @@ impl AppState {
         let (shutdown, _) = watch::channel(false);
         AppState {
             inner: Arc::new(Inner {
-                settings,
-                backend,
+                controller,
                 github,
                 webhook_secret,
                 admin,
@@ -114,13 +110,13 @@ impl AppState {
     }
 
     /// The settings.
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+    pub fn settings(&self) -> &Arc<Settings> {
+        self.inner.controller.settings()
     }
 
     /// The controller.
-    pub fn backend(&self) -> &dyn Backend {
-        self.inner.backend.as_ref()
+    pub fn controller(&self) -> &ControllerHandle {
+        &self.inner.controller
     }
 
     /// Ends every open event stream, for a graceful shutdown (the server
@@ -166,18 +162,14 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Runs `f` on the index (see [`backend::read_index`]).
-    pub(crate) fn read<R>(
-        &self,
-        f: impl FnOnce(&runboat_core::BuildIndex) -> R,
-    ) -> std::result::Result<R, ApiError> {
-        backend::read_index(self.backend(), f).ok_or_else(|| {
-            ApiError::Internal(BackendError::new("the controller did not provide its index"))
-        })
+    /// Runs `f` on the index, under the controller's read lock (keep `f`
+    /// short, never across an `.await`).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&BuildIndex) -> R) -> R {
+        self.inner.controller.with_index(f)
     }
 
     /// A build as the API shows it (SPEC's JSON fields), ready to serialise.
-    pub(crate) fn build_view(&self, build: &Build) -> runboat_core::BuildView {
+    pub(crate) fn build_view(&self, build: &Build) -> runboat_api::Build {
         let s = self.settings();
         build.view(&s.build_domain, &s.base_url)
     }
@@ -218,22 +210,33 @@ impl AppState {
     }
 }
 
+/// The handlers of an `/api/v1` path of [`openapi::API_PATHS`].
+fn api_route(path: &str) -> MethodRouter<AppState> {
+    match path {
+        "/status" => get(api::status),
+        "/repos" => get(api::repos),
+        "/builds" => get(api::list_builds).delete(api::undeploy_builds),
+        "/builds/trigger/branch" => post(api::trigger_branch),
+        "/builds/trigger/pr" => post(api::trigger_pr),
+        "/builds/{name}" => get(api::get_build).delete(api::undeploy_build),
+        "/builds/{name}/init-log" => get(logs::init_log),
+        "/builds/{name}/log" => get(logs::log),
+        "/builds/{name}/start" => post(api::start),
+        "/builds/{name}/stop" => post(api::stop),
+        "/builds/{name}/reset" => post(api::reset),
+        "/build-events" => get(events::build_events),
+        "/openapi.json" => get(ops::openapi),
+        // A listed path without handlers answers 405 (and fails the
+        // OpenAPI tests).
+        _ => MethodRouter::new(),
+    }
+}
+
 /// The whole HTTP interface over `state`.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/status", get(api::status))
-        .route("/repos", get(api::repos))
-        .route("/builds", get(api::list_builds).delete(api::undeploy_builds))
-        .route("/builds/trigger/branch", post(api::trigger_branch))
-        .route("/builds/trigger/pr", post(api::trigger_pr))
-        .route("/builds/{name}", get(api::get_build).delete(api::undeploy_build))
-        .route("/builds/{name}/init-log", get(logs::init_log))
-        .route("/builds/{name}/log", get(logs::log))
-        .route("/builds/{name}/start", post(api::start))
-        .route("/builds/{name}/stop", post(api::stop))
-        .route("/builds/{name}/reset", post(api::reset))
-        .route("/build-events", get(events::build_events))
-        .route("/openapi.json", get(ops::openapi))
+    let api = openapi::API_PATHS
+        .iter()
+        .fold(Router::new(), |router, path| router.route(path, api_route(path)))
         .fallback(api::not_found);
     Router::new()
         .nest("/api/v1", api)

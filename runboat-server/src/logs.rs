@@ -19,12 +19,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use runboat_core::BuildStatus;
-use serde::Deserialize;
 use tokio::sync::watch;
+
+use runboat_api::{Detail, LogOptions};
 
 use crate::AppState;
 use crate::api::{html_escape, query, render_log, strip_ansi, wants_plain_text};
-use crate::backend::read_build;
 use crate::error::ApiError;
 
 /// Interval between two reads of a followed log.
@@ -59,43 +59,64 @@ impl LogKind {
     }
 
     async fn read(self, state: &AppState, name: &str) -> Result<Option<String>, ApiError> {
+        let controller = state.controller();
         let log = match self {
-            LogKind::Init => state.backend().init_log(name).await?,
-            LogKind::Run => state.backend().log(name).await?,
+            LogKind::Init => controller.init_log(name).await,
+            LogKind::Run => controller.log(name).await,
         };
-        Ok(log.filter(|l| !l.is_empty()))
+        match log {
+            Ok(log) => Ok(log.filter(|l| !l.is_empty())),
+            // The pod went away between the build lookup and the log read.
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(ApiError::Internal(Box::new(e))),
+        }
     }
 }
 
-/// Query parameters of the log endpoints.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct LogParams {
-    follow: Option<String>,
-    /// With `Accept: text/plain`, keep the ANSI colour sequences (`ansi=1`),
-    /// for terminal clients such as `runboat logs`.
-    ansi: Option<String>,
+/// True for a flag given a value other than `0`, `false` or `no`
+/// (`?follow`, `?follow=1`, `?ansi=true`…).
+fn flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !matches!(v, "0" | "false" | "no"))
 }
 
-impl LogParams {
-    fn keep_ansi(&self) -> bool {
-        self.ansi.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "no"))
-    }
+/// With `Accept: text/plain`, keep the ANSI colour sequences (`ansi=1`),
+/// for terminal clients such as `runboat logs`.
+fn keep_ansi(options: &LogOptions) -> bool {
+    flag(options.ansi.as_deref())
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{name}/init-log", tag = "builds",
+    params(("name" = String, Path, description = "build name"), LogOptions),
+    description = "The initialization log: HTML with the ANSI colours rendered, or plain text \
+        with `Accept: text/plain`.",
+    responses(
+        (status = 200, description = "the log", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+        (status = 404, description = "no such build, or no log", body = Detail),
+    ))]
 pub(crate) async fn init_log(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    q: Result<Query<LogParams>, QueryRejection>,
+    q: Result<Query<LogOptions>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     serve_log(state, name, LogKind::Init, &headers, query(q)?).await
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{name}/log", tag = "builds",
+    params(("name" = String, Path, description = "build name"), LogOptions),
+    description = "The running instance's log: HTML with the ANSI colours rendered, or plain \
+        text with `Accept: text/plain`.",
+    responses(
+        (status = 200, description = "the log", content((String = "text/html"), (String = "text/plain"))),
+        (status = 400, description = "a parameter is invalid", body = Detail),
+        (status = 404, description = "no such build, or no log", body = Detail),
+    ))]
 pub(crate) async fn log(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    q: Result<Query<LogParams>, QueryRejection>,
+    q: Result<Query<LogOptions>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     serve_log(state, name, LogKind::Run, &headers, query(q)?).await
 }
@@ -105,14 +126,14 @@ async fn serve_log(
     name: String,
     kind: LogKind,
     headers: &HeaderMap,
-    params: LogParams,
+    params: LogOptions,
 ) -> Result<Response, ApiError> {
-    read_build(state.backend(), &name).ok_or_else(|| ApiError::unknown_build(&name))?;
+    state.controller().get(&name).ok_or_else(|| ApiError::unknown_build(&name))?;
     let plain = wants_plain_text(headers);
-    let keep_ansi = params.keep_ansi();
+    let keep_ansi = keep_ansi(&params);
     let log = kind.read(&state, &name).await?;
     let title = format!("{name} {}", kind.label());
-    if params.follow.is_none() {
+    if !flag(params.follow.as_deref()) {
         let log = log
             .ok_or_else(|| ApiError::NotFound(format!("no {} for build {name:?}", kind.label())))?;
         return Ok(render_log(&title, &log, plain, keep_ansi));
@@ -211,13 +232,13 @@ impl Follower {
             if stop {
                 return Some(self.end("server shutting down"));
             }
-            let Some(build) = read_build(self.state.backend(), &self.name) else {
+            let Some(build) = self.state.controller().get(&self.name) else {
                 return Some(self.end("build undeployed"));
             };
             let log = match self.kind.read(&self.state, &self.name).await {
                 Ok(log) => log.unwrap_or_default(),
                 Err(e) => {
-                    tracing::warn!(build = %self.name, error = %e, "following a log");
+                    tracing::warn!(build = %self.name, error = %crate::error::chain(&e), "following a log");
                     return Some(self.end("log unavailable"));
                 }
             };

@@ -3,8 +3,9 @@
 //! The server's own: `runboat_builds{status}`, `runboat_init_queue_length`,
 //! `runboat_initializing`, `runboat_ready`, `runboat_http_requests_total` and
 //! the `runboat_http_request_duration_seconds` histogram by method, matched
-//! route and status. The controller appends its own through
-//! [`crate::Backend::write_metrics`].
+//! route and status. And the controller's, from its counters
+//! ([`ControllerHandle::stats`], [`ControllerHandle::action_counts`],
+//! [`ControllerHandle::cleanup_failures`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +15,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use runboat_core::{BuildStatus, InitStatus};
+use runboat_core::{BuildStatus, ControllerHandle, InitStatus};
 
 use crate::AppState;
 
@@ -123,7 +124,7 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 /// The whole exposition.
 pub fn render(state: &AppState) -> String {
     let mut out = String::with_capacity(4096);
-    let _ = state.read(|index| {
+    state.read(|index| {
         out.push_str("# HELP runboat_builds Builds by status.\n# TYPE runboat_builds gauge\n");
         for status in BuildStatus::ALL {
             let _ = writeln!(
@@ -149,14 +150,60 @@ pub fn render(state: &AppState) -> String {
         );
     });
     out.push_str("# HELP runboat_ready Whether the first cluster listing is in.\n# TYPE runboat_ready gauge\n");
-    let _ = writeln!(out, "runboat_ready {}", u8::from(state.backend().is_ready()));
+    let _ = writeln!(out, "runboat_ready {}", u8::from(state.controller().is_ready()));
     out.push_str(
         "# HELP runboat_event_streams Open build event streams.\n# TYPE runboat_event_streams gauge\n",
     );
     let _ = writeln!(out, "runboat_event_streams {}", state.open_event_streams());
     state.http_metrics().write(&mut out);
-    state.backend().write_metrics(&mut out);
+    write_controller(state.controller(), &mut out);
     out
+}
+
+/// The controller's counters.
+fn write_controller(controller: &ControllerHandle, out: &mut String) {
+    let stats = controller.stats();
+    let counters = [
+        ("runboat_controller_batches_total", "Reconcile batches.", stats.batches),
+        ("runboat_controller_events_total", "Deployment and Job events received.", stats.events),
+        ("runboat_controller_actions_total", "Cluster actions started.", stats.actions_started),
+        (
+            "runboat_controller_action_errors_total",
+            "Cluster actions that ended in an error.",
+            stats.actions_failed,
+        ),
+        (
+            "runboat_controller_action_panics_total",
+            "Cluster actions that panicked.",
+            stats.actions_panicked,
+        ),
+        (
+            "runboat_controller_watch_restarts_total",
+            "Full relistings after a watch restarted.",
+            stats.watch_restarts,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP runboat_controller_actions_ended_total Cluster actions ended, by kind and \
+         outcome (ok or the error kind).\n# TYPE runboat_controller_actions_ended_total counter"
+    );
+    for c in controller.action_counts() {
+        let _ = writeln!(
+            out,
+            "runboat_controller_actions_ended_total{{kind=\"{}\",outcome=\"{}\"}} {}",
+            c.kind, c.outcome, c.count
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP runboat_cleanup_failures Undeploying builds whose cleanup job failed.\n\
+         # TYPE runboat_cleanup_failures gauge\nrunboat_cleanup_failures {}",
+        controller.cleanup_failures().len()
+    );
 }
 
 #[cfg(test)]

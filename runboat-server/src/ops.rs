@@ -1,15 +1,11 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/metrics` and the OpenAPI
-//! document of the REST API.
+//! document of the REST API ([`crate::openapi`]).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-
-/// The OpenAPI 3 document of `/api/v1` (hand-written, kept in step with
-/// [`crate::api`] by a test that checks every route is described).
-pub const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
 /// `GET /healthz`: the process answers.
 pub(crate) async fn healthz() -> &'static str {
@@ -18,7 +14,7 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// `GET /readyz`: 200 once the first cluster listing is in, 503 before.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.backend().is_ready() {
+    if state.controller().is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first cluster listing").into_response()
@@ -34,7 +30,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "this document", content_type = "application/json", body = Object)))]
 /// `GET /api/v1/openapi.json`.
 pub(crate) async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::json()).into_response()
 }

@@ -18,7 +18,7 @@ use runboat_k8s::{Format, KubeCluster, Kubefiles};
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
-use crate::{AppState, Backend, GitHubLookup, ServerOptions, app};
+use crate::{AppState, GitHubLookup, ServerOptions, app};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -144,7 +144,7 @@ pub fn github_client(settings: &Settings) -> Option<GitHubClient> {
     match GitHubClient::new(ClientConfig { token, ..ClientConfig::default() }) {
         Ok(client) => Some(client),
         Err(e) => {
-            tracing::warn!(error = %e, "no GitHub client: triggers and commit statuses disabled");
+            tracing::warn!(error = %crate::error::chain(&e), "no GitHub client: triggers and commit statuses disabled");
             None
         }
     }
@@ -180,9 +180,8 @@ pub async fn run_with_cluster(
         );
     }
     let handle = Controller::spawn(cluster, forge, settings.clone(), ControllerConfig::default());
-    let backend: Arc<dyn Backend> = Arc::new(handle.clone());
     let lookup = github.map(|c| Arc::new(c) as Arc<dyn GitHubLookup>);
-    let state = AppState::new(settings, backend, lookup, options);
+    let state = AppState::new(handle.clone(), lookup, options);
     let result = serve_until(listener, state, shutdown).await;
     tracing::info!("stopping the controller");
     if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {

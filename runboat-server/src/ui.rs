@@ -18,7 +18,6 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::api::html_escape;
-use crate::backend::read_build;
 
 const PAGE_HTML: &str = include_str!("../assets/page.html");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
@@ -75,7 +74,7 @@ pub(crate) async fn build_page(
     params: Result<Query<BuildParams>, QueryRejection>,
 ) -> Response {
     let live = params.is_ok_and(|Query(p)| p.live.is_some());
-    let Some(build) = read_build(state.backend(), &name) else {
+    let Some(build) = state.controller().get(&name) else {
         let mut html = page(&state, "build", "Build not found", &name);
         html = html.replace(
             "<p class=\"empty\">Loading…</p>",

@@ -11,14 +11,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use runboat_core::{CommitInfo, SearchFilters};
+use runboat_core::SearchFilters;
 use runboat_github::webhook::{EVENT_HEADER, MAX_BODY_BYTES};
 use runboat_github::{PayloadError, WebhookAction};
 use serde_json::json;
 
 use crate::AppState;
-use crate::backend::Outcome;
-use crate::error::ApiError;
+use crate::error::{Accepted, ApiError, Subject, chain, command};
 
 const SIGNATURE_HEADER: &str = runboat_github::signature::SIGNATURE_HEADER;
 
@@ -42,11 +41,9 @@ pub(crate) async fn github(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::BadRequest(format!("missing {EVENT_HEADER} header")))?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    let settings = state.settings();
-    let supported = |repo: &str, branch: &str| settings.is_supported(repo, branch);
     let action =
-        runboat_github::receive(state.webhook_secret(), event, signature, &body, &supported)
-            .map_err(|e| match e {
+        runboat_github::receive(state.webhook_secret(), event, signature, &body).map_err(|e| {
+            match e {
                 runboat_github::Error::Signature(e) => {
                     tracing::warn!(event, error = %e, "webhook refused");
                     ApiError::BadSignature(e.to_string())
@@ -54,10 +51,11 @@ pub(crate) async fn github(
                 runboat_github::Error::Payload(e @ PayloadError::TooLarge { .. }) => {
                     ApiError::PayloadTooLarge(e.to_string())
                 }
-                runboat_github::Error::Payload(e) => ApiError::BadRequest(e.to_string()),
-                runboat_github::Error::Client(e) => ApiError::BadRequest(e.to_string()),
-            })?;
-    let backend = state.backend();
+                runboat_github::Error::Payload(e) => ApiError::BadRequest(chain(&e)),
+                runboat_github::Error::Client(e) => ApiError::BadRequest(chain(&e)),
+            }
+        })?;
+    let controller = state.controller();
     let accepted = |detail: String| -> Response {
         (StatusCode::ACCEPTED, Json(json!({"detail": detail}))).into_response()
     };
@@ -65,16 +63,19 @@ pub(crate) async fn github(
         (StatusCode::OK, Json(json!({"detail": detail}))).into_response()
     };
     match action {
-        WebhookAction::Deploy { repo, target_branch, pr, git_commit } => {
-            let commit = CommitInfo::new(&repo, &target_branch, pr, &git_commit)
-                .map_err(|e| ApiError::BadRequest(format!("invalid commit: {e}")))?;
+        WebhookAction::Deploy(commit) => {
             let name = commit.build_name();
-            tracing::info!(%repo, %target_branch, ?pr, %git_commit, build = %name, "webhook: deploy");
-            match backend.deploy_commit(commit).await? {
-                Outcome::Done => Ok(accepted(format!("deploying build {name}"))),
-                Outcome::Ignored { reason } => Ok(ok(reason)),
-                Outcome::NotFound => Ok(ok(format!("build {name} not found"))),
-                Outcome::Unsupported { reason } => Ok(ok(reason)),
+            let result = controller.deploy_commit(commit.clone()).await;
+            match command(result, Subject::Commit(&commit)) {
+                Ok(Accepted::Done) => {
+                    tracing::info!(%commit, build = %name, "webhook: deploy");
+                    Ok(accepted(format!("deploying build {name}")))
+                }
+                Ok(Accepted::Ignored(reason)) => Ok(ok(reason.to_string())),
+                // GitHub sends every push of the organisation: a branch no
+                // rule supports is acknowledged, not an error.
+                Err(e @ ApiError::Unsupported { .. }) => Ok(ok(format!("ignored: {e}"))),
+                Err(e) => Err(e),
             }
         }
         WebhookAction::UndeployBranch { repo, branch } => {
@@ -84,7 +85,7 @@ pub(crate) async fn github(
                 branch: Some(branch.clone()),
                 ..SearchFilters::default()
             };
-            let count = backend.undeploy_matching(filters).await?;
+            let count = controller.undeploy_matching(filters).await?;
             Ok(accepted(format!("undeploying {count} build(s) of {repo} branch {branch}")))
         }
         WebhookAction::UndeployPr { repo, pr } => {
@@ -94,7 +95,7 @@ pub(crate) async fn github(
                 pr: Some(pr),
                 ..SearchFilters::default()
             };
-            let count = backend.undeploy_matching(filters).await?;
+            let count = controller.undeploy_matching(filters).await?;
             Ok(accepted(format!("undeploying {count} build(s) of {repo} PR {pr}")))
         }
         WebhookAction::Ping => Ok(ok("pong".to_owned())),

@@ -317,7 +317,20 @@ async fn wait_polls_without_an_event_stream() {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let status = if n < 2 { "starting" } else { "started" };
                 async move {
-                    Json(json!({"name": name, "status": status, "deploy_link": "http://x.example"}))
+                    Json(json!({
+                        "name": name,
+                        "commit_info": {"repo": "oca/web", "target_branch": "16.0", "pr": null,
+                            "git_commit": "0123456789abcdef0123456789abcdef01234567"},
+                        "status": status,
+                        "created": "2024-01-01T00:00:00Z",
+                        "last_scaled": "2024-01-01T00:00:00Z",
+                        "deploy_link": "http://x.example",
+                        "deploy_link_mailhog": "http://x.mail.example",
+                        "repo_target_branch_link": "https://github.com/oca/web/tree/16.0",
+                        "repo_pr_link": null,
+                        "repo_commit_link": "https://github.com/oca/web/commit/0123456789abcdef0123456789abcdef01234567",
+                        "webui_link": "http://runboat.example/builds/b1",
+                    }))
                 }
             }),
         )

@@ -29,7 +29,9 @@ async fn server_refusals() {
     let r = run(cmd, &["undeploy", "--repo", "oca/web", "--yes"]).await;
     r.expect_code(4);
     assert!(!r.stderr.contains("not-it"), "{r:?}");
-    // Unsupported branch: 400, exit 2, the server's message.
+    // Unsupported branch (it exists on GitHub): 400, exit 2, the server's
+    // message.
+    s.github.set_branch("oca/web", "main", &crate::support::sha(77));
     let r = run(admin(&s.url), &["trigger", "branch", "oca/web", "main"]).await;
     r.expect_code(2);
     assert!(r.stderr.contains("not supported"), "{r:?}");

@@ -12,7 +12,7 @@ use runboat_core::forge::NoForge;
 use runboat_core::sim::{JobOutcome, JobScript, SimCluster, SimConfig};
 use runboat_core::{Cluster, CommitInfo, Controller, ControllerConfig, ControllerHandle, Settings};
 use runboat_github::{ClientError, PullRequestInfo};
-use runboat_server::{AppState, Backend, GitHubLookup, ServerOptions, app};
+use runboat_server::{AppState, GitHubLookup, ServerOptions, app};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -115,12 +115,11 @@ impl Server {
             ControllerConfig::default(),
         );
         handle.ready().await;
-        let backend: Arc<dyn Backend> = Arc::new(handle.clone());
         let github = Arc::new(FakeGitHub::default());
         let lookup: Arc<dyn GitHubLookup> = github.clone();
         let options =
             ServerOptions { keep_alive: Duration::from_secs(1), ..ServerOptions::default() };
-        let state = AppState::new(settings, backend, Some(lookup), options);
+        let state = AppState::new(handle.clone(), Some(lookup), options);
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -161,8 +160,8 @@ impl Server {
     pub(crate) async fn deploy(&self, branch: &str, pr: Option<u64>, n: u32) -> String {
         let commit = CommitInfo::new("oca/web", branch, pr, &sha(n)).expect("commit");
         let name = commit.build_name();
-        let outcome = self.state.backend().deploy_commit(commit).await.expect("deploy");
-        assert_eq!(outcome, runboat_server::Outcome::Done);
+        let outcome = self.handle.deploy_commit(commit).await.expect("deploy");
+        assert_eq!(outcome, runboat_core::CommandOutcome::Done);
         name
     }
 

@@ -53,8 +53,8 @@ async fn watch_prints_transitions_and_survives_a_restart() {
     assert!(line.ends_with("stopped"), "{line}");
 
     // An undeploy shows as a transition to "undeployed".
-    let outcome = s.state.backend().undeploy(&old).await.expect("undeploy");
-    assert_eq!(outcome, runboat_server::Outcome::Done);
+    let outcome = s.handle.undeploy(&old).await.expect("undeploy");
+    assert_eq!(outcome, runboat_core::CommandOutcome::Done);
     line_with(&mut lines, &[&old, "-> undeployed"]).await;
 
     child.kill().await.expect("kill");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::http::Method;
+use http::Method;
 use runboat_core::forge::{CommitState, CommitStatus};
 use runboat_github::client::STATUS_CONTEXT;
 use runboat_github::{ClientConfig, ClientError, GitHubClient, GitHubToken, RetryPolicy};
@@ -63,7 +63,8 @@ async fn branch_head_uses_the_right_path_and_headers() {
         Method::GET,
         "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(200, branch_json(SHA))],
-    );
+    )
+    .await;
     let sha = client(&mock).branch_head("OCA/web", "16.0").await.expect("branch head");
     assert_eq!(sha, SHA);
     let requests = mock.requests();
@@ -83,7 +84,8 @@ async fn branch_names_with_slashes_and_specials_are_encoded() {
         Method::GET,
         "/repos/oca/web/branches/feature/a%20b",
         vec![MockResponse::new(200, branch_json(SHA))],
-    );
+    )
+    .await;
     let sha = client(&mock).branch_head("oca/web", "feature/a b").await.expect("branch head");
     assert_eq!(sha, SHA);
 }
@@ -95,7 +97,8 @@ async fn enterprise_base_path_is_kept() {
         Method::GET,
         "/api/v3/repos/oca/web/branches/16.0",
         vec![MockResponse::new(200, branch_json(SHA))],
-    );
+    )
+    .await;
     let client = GitHubClient::new(config(&format!("{}/api/v3/", mock.url))).expect("client");
     assert_eq!(client.branch_head("oca/web", "16.0").await.expect("head"), SHA);
 }
@@ -107,7 +110,8 @@ async fn no_token_means_no_authorization_header() {
         Method::GET,
         "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(200, branch_json(SHA))],
-    );
+    )
+    .await;
     let client =
         GitHubClient::new(ClientConfig { token: None, ..config(&mock.url) }).expect("client");
     client.branch_head("oca/web", "16.0").await.expect("head");
@@ -123,7 +127,8 @@ async fn pull_request_gives_base_branch_and_head_sha() {
         "head": {"ref": "16.0-fix", "sha": SHA.to_uppercase()},
         "base": {"ref": "16.0", "sha": "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9"},
     });
-    mock.on(Method::GET, "/repos/oca/web/pulls/42", vec![MockResponse::new(200, body.to_string())]);
+    mock.on(Method::GET, "/repos/oca/web/pulls/42", vec![MockResponse::new(200, body.to_string())])
+        .await;
     let pr = client(&mock).pull_request("oca/web", 42).await.expect("pull request");
     assert_eq!(pr.base_branch, "16.0");
     assert_eq!(pr.head_sha, SHA);
@@ -134,7 +139,7 @@ async fn pull_request_gives_base_branch_and_head_sha() {
 async fn create_status_posts_the_status_with_the_runboat_context() {
     let mock = MockGitHub::start().await;
     let path = format!("/repos/oca/web/statuses/{SHA}");
-    mock.on(Method::POST, &path, vec![MockResponse::new(201, "{}")]);
+    mock.on(Method::POST, &path, vec![MockResponse::new(201, "{}")]).await;
     client(&mock).create_status(&status(CommitState::Success, "build ready")).await.expect("post");
     let requests = mock.requests();
     assert_eq!(requests.len(), 1);
@@ -161,7 +166,8 @@ async fn retries_a_502_then_succeeds() {
         Method::GET,
         "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(502, "Bad Gateway"), MockResponse::new(200, branch_json(SHA))],
-    );
+    )
+    .await;
     let sha = client(&mock).branch_head("oca/web", "16.0").await.expect("retried");
     assert_eq!(sha, SHA);
     assert_eq!(mock.requests().len(), 2);
@@ -174,7 +180,8 @@ async fn gives_up_after_the_configured_retries_with_the_response() {
         Method::GET,
         "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(500, r#"{"message":"Server Error"}"#)],
-    );
+    )
+    .await;
     let error = client(&mock).branch_head("oca/web", "16.0").await.expect_err("500s");
     assert_eq!(mock.requests().len(), 4, "1 attempt + 3 retries");
     match &error {
@@ -200,7 +207,8 @@ async fn rate_limit_waits_as_retry_after_says() {
                 .header("x-ratelimit-remaining", "0"),
             MockResponse::new(201, "{}"),
         ],
-    );
+    )
+    .await;
     client(&mock).create_status(&status(CommitState::Pending, "queued")).await.expect("waited");
     let requests = mock.requests();
     assert_eq!(requests.len(), 2);
@@ -224,7 +232,8 @@ async fn primary_rate_limit_waits_for_the_reset_time() {
                 .header("x-ratelimit-reset", (now + 1).to_string()),
             MockResponse::new(200, branch_json(SHA)),
         ],
-    );
+    )
+    .await;
     assert_eq!(client(&mock).branch_head("oca/web", "16.0").await.expect("waited"), SHA);
     let requests = mock.requests();
     assert_eq!(requests.len(), 2);
@@ -240,7 +249,8 @@ async fn rate_limit_longer_than_the_cap_fails_at_once() {
         Method::GET,
         "/repos/oca/web/pulls/7",
         vec![MockResponse::new(429, "{}").header("retry-after", "3600")],
-    );
+    )
+    .await;
     let error = client(&mock).pull_request("oca/web", 7).await.expect_err("rate limited");
     assert!(
         matches!(error, ClientError::RateLimited { wait: Some(w), .. } if w == Duration::from_secs(3600)),
@@ -273,7 +283,8 @@ async fn unexpected_json_is_a_decode_error() {
         Method::GET,
         "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(200, "{\"commit\":1}")],
-    );
+    )
+    .await;
     let error = client(&mock).branch_head("oca/web", "16.0").await.expect_err("bad json");
     assert!(matches!(error, ClientError::Decode { .. }), "{error:?}");
 }
@@ -285,7 +296,8 @@ async fn every_attempt_has_a_timeout() {
         Method::GET,
         "/repos/oca/web/branches/16.0",
         vec![MockResponse::new(200, branch_json(SHA)).delay(Duration::from_secs(30))],
-    );
+    )
+    .await;
     let config = ClientConfig {
         timeout: Duration::from_millis(200),
         retry: RetryPolicy { max_retries: 1, ..config(&mock.url).retry },

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::Method;
+use http::Method;
 use runboat_core::forge::{CommitState, CommitStatus, Forge};
 use runboat_github::{GitHubClient, GitHubForge, RetryPolicy};
 
@@ -32,7 +32,7 @@ fn described(description: &str) -> CommitStatus {
 async fn five_quick_statuses_send_the_last_in_at_most_two_requests() {
     let mock = MockGitHub::start().await;
     let path = status_path(&described("x").git_commit);
-    mock.on(Method::POST, &path, vec![MockResponse::new(201, "{}")]);
+    mock.on(Method::POST, &path, vec![MockResponse::new(201, "{}")]).await;
     let forge = forge(&mock);
     for i in 1..=5 {
         forge.post_status(described(&format!("step {i}")));
@@ -47,7 +47,7 @@ async fn five_quick_statuses_send_the_last_in_at_most_two_requests() {
 async fn statuses_queued_while_one_is_in_flight_coalesce_into_one_request() {
     let mock = MockGitHub::start().await;
     let path = status_path(&described("x").git_commit);
-    mock.on(Method::POST, &path, vec![MockResponse::new(201, "{}")]);
+    mock.on(Method::POST, &path, vec![MockResponse::new(201, "{}")]).await;
     let forge = forge(&mock);
     forge.post_status(described("step 1"));
     // The first one is on the wire; this current-thread test then posts
@@ -68,7 +68,7 @@ async fn different_commits_are_all_sent_in_order() {
     let mock = MockGitHub::start().await;
     let forge = forge(&mock);
     for n in 1..=3 {
-        mock.on(Method::POST, &status_path(&commit(n)), vec![MockResponse::new(201, "{}")]);
+        mock.on(Method::POST, &status_path(&commit(n)), vec![MockResponse::new(201, "{}")]).await;
         forge.post_status(CommitStatus { git_commit: commit(n), ..described("x") });
     }
     forge.flush().await;
@@ -82,7 +82,7 @@ async fn a_full_queue_drops_the_oldest() {
     let client = GitHubClient::new(config(&mock.url)).expect("client");
     let forge = GitHubForge::with_capacity(client, 2);
     for n in 1..=3 {
-        mock.on(Method::POST, &status_path(&commit(n)), vec![MockResponse::new(201, "{}")]);
+        mock.on(Method::POST, &status_path(&commit(n)), vec![MockResponse::new(201, "{}")]).await;
         forge.post_status(CommitStatus { git_commit: commit(n), ..described("x") });
     }
     forge.flush().await;
@@ -121,8 +121,9 @@ async fn failures_are_logged_with_the_response_and_do_not_stop_the_forge() {
         Method::POST,
         &status_path(&commit(1)),
         vec![MockResponse::new(422, r#"{"message":"Validation Failed: target_url"}"#)],
-    );
-    mock.on(Method::POST, &status_path(&commit(2)), vec![MockResponse::new(201, "{}")]);
+    )
+    .await;
+    mock.on(Method::POST, &status_path(&commit(2)), vec![MockResponse::new(201, "{}")]).await;
     let client = GitHubClient::new(runboat_github::ClientConfig {
         retry: RetryPolicy { max_retries: 0, ..RetryPolicy::default() },
         ..config(&mock.url)
@@ -145,7 +146,7 @@ async fn failures_are_logged_with_the_response_and_do_not_stop_the_forge() {
 #[tokio::test]
 async fn dropping_the_forge_still_sends_what_was_queued() {
     let mock = MockGitHub::start().await;
-    mock.on(Method::POST, &status_path(&commit(1)), vec![MockResponse::new(201, "{}")]);
+    mock.on(Method::POST, &status_path(&commit(1)), vec![MockResponse::new(201, "{}")]).await;
     let forge = forge(&mock);
     forge.post_status(CommitStatus { git_commit: commit(1), ..described("last words") });
     drop(forge);
@@ -160,7 +161,8 @@ async fn post_status_returns_at_once_even_when_github_hangs() {
         Method::POST,
         &status_path(&commit(1)),
         vec![MockResponse::new(201, "{}").delay(Duration::from_secs(30))],
-    );
+    )
+    .await;
     let forge = forge(&mock);
     forge.post_status(CommitStatus { git_commit: commit(1), ..described("a") });
     mock.wait_for_requests(1).await;

@@ -1,15 +1,17 @@
-//! A tiny mock of the GitHub REST API: scripted answers per (method, path),
-//! every request recorded with its arrival time.
+//! The GitHub REST API as the tests script it, on wiremock's server:
+//! scripted answers per (method, path), in order (the last repeats), and
+//! every request recorded with its arrival time (the retry tests measure
+//! the wait between two attempts; wiremock's own request log has no time,
+//! so a `Respond` records on arrival, before any delay).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method};
 use tokio::sync::Notify;
+use wiremock::matchers::{any, method, path};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 
 #[derive(Debug, Clone)]
 pub(crate) struct MockResponse {
@@ -33,6 +35,15 @@ impl MockResponse {
         self.delay = delay;
         self
     }
+
+    fn template(&self) -> ResponseTemplate {
+        let mut template = ResponseTemplate::new(self.status)
+            .set_body_raw(self.body.clone(), "application/json; charset=utf-8");
+        for (name, value) in &self.headers {
+            template = template.insert_header(*name, value.as_str());
+        }
+        template.set_delay(self.delay)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,45 +56,92 @@ pub(crate) struct Recorded {
 }
 
 #[derive(Default)]
-struct MockState {
-    routes: Mutex<HashMap<(Method, String), VecDeque<MockResponse>>>,
+struct Log {
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
 }
 
+impl Log {
+    fn record(&self, request: &wiremock::Request) {
+        self.requests.lock().expect("requests").push(Recorded {
+            method: request.method.clone(),
+            path: request.url.path().to_owned(),
+            headers: request.headers.clone(),
+            body: serde_json::from_slice(&request.body).unwrap_or(serde_json::Value::Null),
+            at: Instant::now(),
+        });
+        self.arrived.notify_waiters();
+    }
+}
+
+/// The answers of one route, in order; the last repeats.
+struct Script {
+    responses: Mutex<VecDeque<MockResponse>>,
+    log: Arc<Log>,
+}
+
+impl Respond for Script {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        self.log.record(request);
+        let mut queue = self.responses.lock().expect("responses");
+        let next = if queue.len() > 1 { queue.pop_front() } else { queue.front().cloned() };
+        next.map_or_else(not_found, |r| r.template())
+    }
+}
+
+/// Any other request: recorded, and GitHub's 404.
+struct Unscripted(Arc<Log>);
+
+impl Respond for Unscripted {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        self.0.record(request);
+        not_found()
+    }
+}
+
+fn not_found() -> ResponseTemplate {
+    ResponseTemplate::new(404).set_body_raw(r#"{"message":"Not Found"}"#, "application/json")
+}
+
 pub(crate) struct MockGitHub {
     pub(crate) url: String,
-    state: Arc<MockState>,
+    server: MockServer,
+    log: Arc<Log>,
 }
 
 impl MockGitHub {
     pub(crate) async fn start() -> Self {
-        let state = Arc::new(MockState::default());
-        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("local addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url: format!("http://{addr}"), state }
+        let server = MockServer::start().await;
+        let log = Arc::new(Log::default());
+        // Scripted routes have the default priority (5); this one only
+        // answers what none of them matches.
+        Mock::given(any())
+            .respond_with(Unscripted(log.clone()))
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        Self { url: server.uri(), server, log }
     }
 
     /// Answer `method path` with `responses` in order; the last repeats.
-    pub(crate) fn on(&self, method: Method, path: &str, responses: Vec<MockResponse>) {
-        self.state
-            .routes
-            .lock()
-            .expect("routes")
-            .insert((method, path.to_owned()), responses.into());
+    pub(crate) async fn on(&self, method_: Method, path_: &str, responses: Vec<MockResponse>) {
+        let script = Script { responses: Mutex::new(responses.into()), log: self.log.clone() };
+        Mock::given(method(method_.as_str()))
+            .and(path(path_))
+            .respond_with(script)
+            .mount(&self.server)
+            .await;
     }
 
     pub(crate) fn requests(&self) -> Vec<Recorded> {
-        self.state.requests.lock().expect("requests").clone()
+        self.log.requests.lock().expect("requests").clone()
     }
 
     /// Wait until at least `n` requests arrived (deadline 10 s).
     pub(crate) async fn wait_for_requests(&self, n: usize) {
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let arrived = self.state.arrived.notified();
+                let arrived = self.log.arrived.notified();
                 if self.requests().len() >= n {
                     return;
                 }
@@ -93,38 +151,4 @@ impl MockGitHub {
         .await
         .expect("requests arrived before the deadline");
     }
-}
-
-async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let path = parts.uri.path().to_owned();
-    let response = {
-        let mut routes = state.routes.lock().expect("routes");
-        routes.get_mut(&(parts.method.clone(), path.clone())).and_then(|queue| {
-            if queue.len() > 1 { queue.pop_front() } else { queue.front().cloned() }
-        })
-    };
-    state.requests.lock().expect("requests").push(Recorded {
-        method: parts.method,
-        path,
-        headers: parts.headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        at: Instant::now(),
-    });
-    state.arrived.notify_waiters();
-    let Some(response) = response else {
-        return (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#).into_response();
-    };
-    if !response.delay.is_zero() {
-        tokio::time::sleep(response.delay).await;
-    }
-    let mut builder = Response::builder().status(response.status);
-    for (name, value) in &response.headers {
-        builder = builder.header(*name, value);
-    }
-    builder
-        .header("content-type", "application/json; charset=utf-8")
-        .body(Body::from(response.body))
-        .expect("mock response")
 }

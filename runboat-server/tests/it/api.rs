@@ -1,9 +1,10 @@
-//! `/api/v1` endpoints over the fake backend.
+//! `/api/v1` endpoints over the real controller on the simulated cluster.
 
 use std::sync::atomic::Ordering;
 
 use axum::http::{StatusCode, header};
-use runboat_core::BuildStatus;
+use runboat_core::sim::SimMethod;
+use runboat_core::{BuildStatus, ClusterError};
 use runboat_github::PullRequestInfo;
 use runboat_server::ServerOptions;
 
@@ -19,12 +20,12 @@ fn names(v: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn status_counts_builds() {
-    let h = Harness::new();
-    h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
-    h.backend.add("oca/web", "16.0", Some(3), &sha(2), BuildStatus::Stopped, 1);
-    h.backend.add("oca/web", "16.0", Some(4), &sha(3), BuildStatus::Failed, 2);
-    h.backend.add("oca/web", "16.0", Some(5), &sha(4), BuildStatus::Initializing, 3);
-    h.backend.add("oca/web", "16.0", Some(6), &sha(5), BuildStatus::Undeploying, 4);
+    let h = Harness::new().await;
+    h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
+    h.add("oca/web", "16.0", Some(3), &sha(2), BuildStatus::Stopped, 1).await;
+    h.add("oca/web", "16.0", Some(4), &sha(3), BuildStatus::Failed, 2).await;
+    h.add("oca/web", "16.0", Some(5), &sha(4), BuildStatus::Initializing, 3).await;
+    h.add("oca/web", "16.0", Some(6), &sha(5), BuildStatus::Undeploying, 4).await;
     let a = h.send(get("/api/v1/status")).await;
     assert_eq!(a.status, StatusCode::OK);
     let v = a.json();
@@ -42,10 +43,16 @@ async fn status_counts_builds() {
 
 #[tokio::test]
 async fn repos_lists_repos_with_links() {
-    let h = Harness::new();
-    h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
-    h.backend.add("oca/server-tools", "16.0", None, &sha(2), BuildStatus::Started, 0);
-    let v = h.send(get("/api/v1/repos")).await.json();
+    let h = Harness::new().await;
+    h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
+    h.add("oca/server-tools", "16.0", None, &sha(2), BuildStatus::Started, 0).await;
+    let a = h.send(get("/api/v1/repos")).await;
+    // The same bytes as ever (fields in this order).
+    assert_eq!(
+        a.text(),
+        r#"[{"link":"https://github.com/oca/server-tools","name":"oca/server-tools"},{"link":"https://github.com/oca/web","name":"oca/web"}]"#
+    );
+    let v = a.json();
     assert_eq!(
         v,
         serde_json::json!([
@@ -57,11 +64,11 @@ async fn repos_lists_repos_with_links() {
 
 #[tokio::test]
 async fn builds_list_has_spec_fields_and_filters() {
-    let h = Harness::new();
-    let b1 = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
-    let b2 = h.backend.add("oca/web", "16.0", Some(7), &sha(2), BuildStatus::Stopped, 10);
-    let b3 = h.backend.add("oca/web", "15.0", None, &sha(3), BuildStatus::Failed, 20);
-    let b4 = h.backend.add("oca/crm", "16.0", None, &sha(4), BuildStatus::Started, 30);
+    let h = Harness::new().await;
+    let b1 = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
+    let b2 = h.add("oca/web", "16.0", Some(7), &sha(2), BuildStatus::Stopped, 10).await;
+    let b3 = h.add("oca/web", "15.0", None, &sha(3), BuildStatus::Failed, 20).await;
+    let b4 = h.add("oca/crm", "16.0", None, &sha(4), BuildStatus::Started, 30).await;
 
     let all = h.send(get("/api/v1/builds")).await;
     assert_eq!(all.status, StatusCode::OK);
@@ -125,7 +132,7 @@ async fn builds_list_has_spec_fields_and_filters() {
 
 #[tokio::test]
 async fn builds_list_rejects_bad_parameters() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let a = h.send(get("/api/v1/builds?status=running")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.detail().contains("unknown status \"running\""), "{}", a.detail());
@@ -140,8 +147,8 @@ async fn builds_list_rejects_bad_parameters() {
 
 #[tokio::test]
 async fn one_build_and_unknown_build() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
     let a = h.send(get(&format!("/api/v1/builds/{}", b.name))).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json()["name"], b.name.as_str());
@@ -153,17 +160,14 @@ async fn one_build_and_unknown_build() {
 
 #[tokio::test]
 async fn start_stop_reset_follow_the_build_state() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
     let url = |verb: &str| format!("/api/v1/builds/{}/{verb}", b.name);
 
     let a = h.send(req("POST", &url("start"))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(a.detail(), "start requested");
-    assert_eq!(
-        h.backend.index.read().expect("lock").get(&b.name).expect("b").status,
-        BuildStatus::Starting
-    );
+    h.wait_status(&b.name, Some(BuildStatus::Starting)).await;
 
     // Starting again: the action does not apply.
     let a = h.send(req("POST", &url("start"))).await;
@@ -172,42 +176,41 @@ async fn start_stop_reset_follow_the_build_state() {
 
     let a = h.send(req("POST", &url("stop"))).await;
     assert_eq!(a.status, StatusCode::CONFLICT, "stop only from started");
-    h.backend.set_status(&b.name, BuildStatus::Started);
-    let a = h.send(req("POST", &url("stop"))).await;
-    assert_eq!(a.status, StatusCode::OK);
+    let started = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Started, 1).await;
+    let a = h.send(req("POST", &format!("/api/v1/builds/{}/stop", started.name))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    h.wait_status(&started.name, Some(BuildStatus::Stopping)).await;
 
     let a = h.send(req("POST", &url("reset"))).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(
-        h.backend.index.read().expect("lock").get(&b.name).expect("b").status,
-        BuildStatus::Initializing
-    );
+    h.wait_status(&b.name, Some(BuildStatus::Initializing)).await;
 
     for verb in ["start", "stop", "reset"] {
         let a = h.send(req("POST", &format!("/api/v1/builds/bnope/{verb}"))).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{verb}");
     }
     // The original leaves them open: no credentials needed by default.
-    assert!(h.backend.calls().iter().any(|c| c.starts_with("reset ")));
+    assert!(h.sim.calls().iter().any(|c| c.build_name == b.name));
 }
 
 #[tokio::test]
 async fn actions_can_require_admin() {
-    let h = Harness::with_options(ServerOptions { admin_for_actions: true, ..Default::default() });
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let h = Harness::with_options(ServerOptions { admin_for_actions: true, ..Default::default() })
+        .await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
     for verb in ["start", "stop", "reset"] {
         let a = h.send(req("POST", &format!("/api/v1/builds/{}/{verb}", b.name))).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{verb}");
     }
-    assert!(h.backend.calls().is_empty(), "nothing reached the controller");
+    assert!(h.sim.calls().is_empty(), "nothing reached the cluster");
     let a = h.send(admin("POST", &format!("/api/v1/builds/{}/start", b.name))).await;
     assert_eq!(a.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn admin_endpoints_require_credentials() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
     let endpoints = [
         ("DELETE", format!("/api/v1/builds/{}", b.name)),
         ("DELETE", "/api/v1/builds?repo=oca/web".to_owned()),
@@ -229,16 +232,17 @@ async fn admin_endpoints_require_credentials() {
             assert_eq!(a.detail(), "admin credentials required");
         }
     }
-    assert!(h.backend.calls().is_empty(), "nothing reached the controller");
+    assert!(h.sim.calls().is_empty(), "nothing reached the cluster");
 }
 
 #[tokio::test]
 async fn undeploy_one_build() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
     let a = h.send(admin("DELETE", &format!("/api/v1/builds/{}", b.name))).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.detail(), "undeploy requested");
+    h.wait_status(&b.name, Some(BuildStatus::Undeploying)).await;
     let a = h.send(admin("DELETE", &format!("/api/v1/builds/{}", b.name))).await;
     assert_eq!(a.status, StatusCode::CONFLICT, "already undeploying");
     let a = h.send(admin("DELETE", "/api/v1/builds/bnope")).await;
@@ -247,9 +251,9 @@ async fn undeploy_one_build() {
 
 #[tokio::test]
 async fn undeploy_matching_requires_a_filter() {
-    let h = Harness::new();
-    let b1 = h.backend.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Stopped, 0);
-    let b2 = h.backend.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Stopped, 0);
+    let h = Harness::new().await;
+    let b1 = h.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Stopped, 0).await;
+    let b2 = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Stopped, 0).await;
     let a = h.send(admin("DELETE", "/api/v1/builds")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.detail().starts_with("refusing to undeploy every build"), "{}", a.detail());
@@ -257,23 +261,26 @@ async fn undeploy_matching_requires_a_filter() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "empty filters are no filters");
     let a = h.send(admin("DELETE", "/api/v1/builds?status=bogus")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // A misspelt filter does not widen the undeploy.
+    let a = h.send(admin("DELETE", "/api/v1/builds?pr=2&repoo=oca/web")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.detail().contains("unknown field `repoo`"), "{}", a.detail());
 
     let a = h.send(admin("DELETE", "/api/v1/builds?repo=oca/web&pr=2")).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.json()["count"], 1);
-    let index = h.backend.index.read().expect("lock");
-    assert_eq!(index.get(&b1.name).expect("b1").status, BuildStatus::Stopped);
-    assert_eq!(index.get(&b2.name).expect("b2").status, BuildStatus::Undeploying);
+    assert_eq!(a.text(), r#"{"count":1,"detail":"undeploying 1 build(s)"}"#);
+    h.wait_status(&b2.name, Some(BuildStatus::Undeploying)).await;
+    assert_eq!(h.handle.get(&b1.name).expect("b1").status, BuildStatus::Stopped);
 }
 
 #[tokio::test]
 async fn trigger_branch_looks_the_head_up() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.github.branches.lock().expect("lock").insert(("oca/web".into(), "16.0".into()), sha(9));
     let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=OCA/web&branch=16.0")).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let name = a.json()["name"].as_str().expect("name").to_owned();
-    let b = h.backend.index.read().expect("lock").get(&name).cloned().expect("deployed");
+    let b = h.wait_status(&name, None).await;
     assert_eq!(b.commit_info.git_commit(), sha(9));
     assert_eq!(b.commit_info.pr(), None);
 
@@ -286,9 +293,11 @@ async fn trigger_branch_looks_the_head_up() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.detail().contains("not found on GitHub"), "{}", a.detail());
 
+    // The controller, the one place that checks the settings, refuses it.
+    h.github.branches.lock().expect("lock").insert(("oca/web".into(), "main".into()), sha(10));
     let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=main")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.detail().contains("not supported"), "{}", a.detail());
+    assert_eq!(a.detail(), "repo oca/web branch main is not supported by the settings");
 
     let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -302,7 +311,7 @@ async fn trigger_branch_looks_the_head_up() {
 
 #[tokio::test]
 async fn trigger_pr_looks_the_head_up() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     h.github.prs.lock().expect("lock").insert(
         ("oca/web".into(), 42),
         PullRequestInfo { base_branch: "16.0".into(), head_sha: sha(8), open: true },
@@ -314,7 +323,7 @@ async fn trigger_pr_looks_the_head_up() {
     let a = h.send(admin("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=42")).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let name = a.json()["name"].as_str().expect("name").to_owned();
-    let b = h.backend.index.read().expect("lock").get(&name).cloned().expect("deployed");
+    let b = h.wait_status(&name, None).await;
     assert_eq!(b.commit_info.pr(), Some(42));
     assert_eq!(b.commit_info.target_branch(), "16.0");
 
@@ -329,23 +338,22 @@ async fn trigger_pr_looks_the_head_up() {
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn logs_render_ansi_or_plain_text() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
-    h.backend
-        .init_logs
-        .lock()
-        .expect("lock")
-        .insert(b.name.clone(), "\u{1b}[31mred <error>\u{1b}[0m done\n".into());
+    // Initialization runs here: the init job's log is what the sim writes
+    // (`\x1b[32mINFO\x1b[0m initializing <name>`).
+    let h = Harness::moving().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Initializing, 0).await;
+    let has_init_job = |h: &runboat_core::ControllerHandle| {
+        h.with_index(|i| i.get(&b.name).map(|b| b.init_status))
+            .filter(|s| *s == runboat_core::InitStatus::Started)
+    };
+    h.wait_for(has_init_job).await.expect("init job started");
     let a = h.send(get(&format!("/api/v1/builds/{}/init-log", b.name))).await;
-    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(a.content_type().starts_with("text/html"));
     let html = a.text();
-    assert!(
-        html.contains("<span style='color:var(--red,#a00)'>red &lt;error&gt;</span>"),
-        "{html}"
-    );
+    assert!(html.contains(">INFO</span> initializing"), "{html}");
     assert!(!html.contains('\u{1b}'));
 
     let mut r = get(&format!("/api/v1/builds/{}/init-log", b.name));
@@ -353,26 +361,26 @@ async fn logs_render_ansi_or_plain_text() {
     let a = h.send(r).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.content_type().starts_with("text/plain"));
-    assert_eq!(a.text(), "red <error> done\n");
+    assert_eq!(a.text(), format!("INFO initializing {}\n", b.name));
 
     // A terminal client asks to keep the colours.
     let mut r = get(&format!("/api/v1/builds/{}/init-log?ansi=1", b.name));
     r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
     let a = h.send(r).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.text(), "\u{1b}[31mred <error>\u{1b}[0m done\n");
+    assert_eq!(a.text(), format!("\u{1b}[32mINFO\u{1b}[0m initializing {}\n", b.name));
     let mut r = get(&format!("/api/v1/builds/{}/init-log?ansi=0", b.name));
     r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
-    assert_eq!(h.send(r).await.text(), "red <error> done\n");
+    assert_eq!(h.send(r).await.text(), format!("INFO initializing {}\n", b.name));
 
-    // No running log yet.
+    // No running log: the build does not run.
     let a = h.send(get(&format!("/api/v1/builds/{}/log", b.name))).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.detail(), format!("no log for build {:?}", b.name));
-    h.backend.logs.lock().expect("lock").insert(b.name.clone(), "odoo started\n".into());
-    let a = h.send(get(&format!("/api/v1/builds/{}/log", b.name))).await;
+    let started = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Started, 1).await;
+    let a = h.send(get(&format!("/api/v1/builds/{}/log", started.name))).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert!(a.text().contains("odoo started"));
+    assert!(a.text().contains(&format!("odoo serving {}", started.name)));
 
     let a = h.send(get("/api/v1/builds/bnope/log")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
@@ -381,9 +389,11 @@ async fn logs_render_ansi_or_plain_text() {
 
 #[tokio::test]
 async fn controller_failures_are_generic_500s() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
-    h.backend.failing.store(true, Ordering::SeqCst);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
+    // The cluster refuses what is applied (not retried).
+    let refused = ClusterError::Invalid("admission webhook: connection refused".into());
+    h.sim.fail_next(SimMethod::ApplyKubefiles, 100, refused);
     let a = h.send(req("POST", &format!("/api/v1/builds/{}/start", b.name))).await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(a.detail(), "internal server error");
@@ -392,7 +402,7 @@ async fn controller_failures_are_generic_500s() {
 
 #[tokio::test]
 async fn unknown_paths_are_json_404s() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let a = h.send(get("/api/v1/nothing")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.detail(), "not found");
@@ -400,12 +410,10 @@ async fn unknown_paths_are_json_404s() {
 
 #[tokio::test]
 async fn health_ready_metrics_openapi() {
-    let h = Harness::new();
-    h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
+    let h = Harness::new().await;
+    h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
     assert_eq!(h.send(get("/healthz")).await.status, StatusCode::OK);
     assert_eq!(h.send(get("/readyz")).await.status, StatusCode::OK);
-    h.backend.ready.store(false, Ordering::SeqCst);
-    assert_eq!(h.send(get("/readyz")).await.status, StatusCode::SERVICE_UNAVAILABLE);
 
     let app = h.app();
     crate::support::send(app.clone(), get("/api/v1/status")).await;
@@ -414,14 +422,15 @@ async fn health_ready_metrics_openapi() {
     let text = m.text();
     assert!(text.contains("runboat_builds{status=\"started\"} 1"), "{text}");
     assert!(text.contains("runboat_init_queue_length 0"));
-    assert!(text.contains("runboat_ready 0"));
+    assert!(text.contains("runboat_ready 1"));
     assert!(text.contains(
         "runboat_http_requests_total{method=\"GET\",route=\"/api/v1/status\",status=\"200\"} 1"
     ));
-    assert!(text.contains("fake_controller_metric 1"), "controller metrics appended");
+    assert!(text.contains("# TYPE runboat_controller_batches_total counter\n"), "{text}");
+    assert!(text.contains("runboat_cleanup_failures 0\n"), "{text}");
 
     let doc = h.send(get("/api/v1/openapi.json")).await.json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
     for path in [
         "/api/v1/status",
         "/api/v1/repos",
@@ -441,13 +450,12 @@ async fn health_ready_metrics_openapi() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn follow_streams_what_the_log_gains_until_the_build_stops() {
+async fn follow_streams_the_log_until_the_build_stops() {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0);
-    h.backend.logs.lock().expect("lock").insert(b.name.clone(), "line 1\n".into());
+    let h = Harness::moving().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
     let mut r = get(&format!("/api/v1/builds/{}/log?follow", b.name));
     r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
     let resp = h.app().oneshot(r).await.expect("infallible");
@@ -461,14 +469,9 @@ async fn follow_streams_what_the_log_gains_until_the_build_stops() {
             String::from_utf8(f.expect("ok").into_data().expect("data").to_vec()).expect("utf-8")
         })
     };
-    assert_eq!(next().await.as_deref(), Some("line 1\n"));
-    h.backend
-        .logs
-        .lock()
-        .expect("lock")
-        .insert(b.name.clone(), "line 1\n\u{1b}[1mline 2\u{1b}[0m\n".into());
-    assert_eq!(next().await.as_deref(), Some("line 2\n"));
-    h.backend.set_status(&b.name, BuildStatus::Stopped);
+    assert_eq!(next().await, Some(format!("odoo serving {}\n", b.name)));
+    let a = h.send(req("POST", &format!("/api/v1/builds/{}/stop", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(next().await.as_deref(), Some("\n--- build is stopped ---\n"));
     assert_eq!(next().await, None);
 }
@@ -478,15 +481,20 @@ async fn follow_in_html_ends_when_the_build_goes() {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Initializing, 0);
+    // Init jobs stay pending; an undeployed build goes at once (no cleanup
+    // job).
+    let settings = crate::support::settings_with("no_cleanup_job = true");
+    let sim = crate::support::still();
+    let h = Harness::build(settings, sim, ServerOptions::default()).await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Initializing, 0).await;
     let resp = h
         .app()
         .oneshot(get(&format!("/api/v1/builds/{}/init-log?follow=1", b.name)))
         .await
         .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK, "no log yet is fine when following");
-    h.backend.remove(&b.name);
+    let a = h.send(admin("DELETE", &format!("/api/v1/builds/{}", b.name))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let body = tokio::time::timeout(std::time::Duration::from_secs(60), resp.into_body().collect())
         .await
         .expect("ends within 60 s")
@@ -496,4 +504,119 @@ async fn follow_in_html_ends_when_the_build_goes() {
     assert!(html.starts_with("<!doctype html>"), "{html}");
     assert!(html.contains("--- build undeployed ---"), "{html}");
     assert!(html.trim_end().ends_with("</html>"), "{html}");
+}
+
+/// The simulated cluster, except that the Deployment watch never delivers
+/// its first listing: the controller never gets ready.
+struct NeverListed(runboat_core::sim::SimCluster);
+
+#[async_trait::async_trait]
+impl runboat_core::Cluster for NeverListed {
+    fn deployment_events(
+        &self,
+    ) -> futures::stream::BoxStream<
+        'static,
+        runboat_core::ClusterEvent<runboat_core::DeploymentFacts>,
+    > {
+        Box::pin(futures::stream::pending())
+    }
+
+    fn job_events(
+        &self,
+    ) -> futures::stream::BoxStream<'static, runboat_core::ClusterEvent<runboat_core::JobFacts>>
+    {
+        self.0.job_events()
+    }
+
+    async fn apply_kubefiles(
+        &self,
+        build_name: &str,
+        commit: &runboat_core::CommitInfo,
+        mode: runboat_core::KubefilesMode,
+    ) -> runboat_core::ClusterResult<()> {
+        self.0.apply_kubefiles(build_name, commit, mode).await
+    }
+
+    async fn scale(&self, build_name: &str, replicas: i32) -> runboat_core::ClusterResult<()> {
+        self.0.scale(build_name, replicas).await
+    }
+
+    async fn set_init_status(
+        &self,
+        build_name: &str,
+        status: runboat_core::InitStatus,
+    ) -> runboat_core::ClusterResult<()> {
+        self.0.set_init_status(build_name, status).await
+    }
+
+    async fn delete_deployment(&self, build_name: &str) -> runboat_core::ClusterResult<()> {
+        self.0.delete_deployment(build_name).await
+    }
+
+    async fn remove_finalizer(&self, build_name: &str) -> runboat_core::ClusterResult<()> {
+        self.0.remove_finalizer(build_name).await
+    }
+
+    async fn kill_jobs(
+        &self,
+        build_name: &str,
+        kind: runboat_core::JobKind,
+    ) -> runboat_core::ClusterResult<()> {
+        self.0.kill_jobs(build_name, kind).await
+    }
+
+    async fn delete_build_resources(&self, build_name: &str) -> runboat_core::ClusterResult<()> {
+        self.0.delete_build_resources(build_name).await
+    }
+
+    async fn init_log(&self, build_name: &str) -> runboat_core::ClusterResult<Option<String>> {
+        self.0.init_log(build_name).await
+    }
+
+    async fn log(&self, build_name: &str) -> runboat_core::ClusterResult<Option<String>> {
+        self.0.log(build_name).await
+    }
+
+    async fn get_deployment(
+        &self,
+        build_name: &str,
+    ) -> runboat_core::ClusterResult<Option<runboat_core::DeploymentFacts>> {
+        self.0.get_deployment(build_name).await
+    }
+}
+
+#[tokio::test]
+async fn not_ready_before_the_first_cluster_listing() {
+    use std::sync::Arc;
+
+    let sim = runboat_core::sim::SimCluster::new(runboat_core::sim::SimConfig::default());
+    let cluster: Arc<dyn runboat_core::Cluster> = Arc::new(NeverListed(sim));
+    let handle = runboat_core::Controller::spawn(
+        cluster,
+        Arc::new(runboat_core::forge::NoForge),
+        crate::support::settings(),
+        runboat_core::ControllerConfig::default(),
+    );
+    let state = runboat_server::AppState::new(handle.clone(), None, ServerOptions::default());
+    let app = runboat_server::app(state);
+    let a = crate::support::send(app.clone(), get("/readyz")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.text(), "waiting for the first cluster listing");
+    let m = crate::support::send(app, get("/metrics")).await.text();
+    assert!(m.contains("runboat_ready 0\n"), "{m}");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn triggers_without_a_github_client_say_what_is_missing() {
+    let h = Harness::new().await;
+    let state = runboat_server::AppState::new(h.handle.clone(), None, ServerOptions::default());
+    for uri in [
+        "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0",
+        "/api/v1/builds/trigger/pr?repo=oca/web&pr=1",
+    ] {
+        let a = crate::support::send(runboat_server::app(state.clone()), admin("POST", uri)).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(a.detail().contains("no GitHub client"), "{}", a.detail());
+    }
 }

@@ -10,7 +10,7 @@ use runboat_core::forge::NoForge;
 use runboat_core::sim::{SimCluster, SimConfig};
 use runboat_core::{Cluster, Controller, ControllerConfig, ControllerHandle};
 use runboat_github::WebhookSecret;
-use runboat_server::{AppState, Backend, ServerOptions, app};
+use runboat_server::{AppState, ServerOptions, app};
 use serde_json::{Value, json};
 
 use crate::events::SseReader;
@@ -33,8 +33,7 @@ async fn start() -> Sim {
         ControllerConfig::default(),
     );
     handle.ready().await;
-    let backend: Arc<dyn Backend> = Arc::new(handle.clone());
-    let state = AppState::new(settings, backend, None, ServerOptions::default());
+    let state = AppState::new(handle.clone(), None, ServerOptions::default());
     Sim { sim, handle, state }
 }
 
@@ -149,8 +148,8 @@ async fn init_log_and_unsupported_deploys_over_the_controller() {
         runboat_core::CommitInfo::new("oca/web", "16.0", Some(4), &sha(2)).expect("commit");
     let name = commit.build_name();
     assert_eq!(
-        s.state.backend().deploy_commit(commit).await.expect("deploy"),
-        runboat_server::Outcome::Done
+        s.handle.deploy_commit(commit).await.expect("deploy"),
+        runboat_core::CommandOutcome::Done
     );
     until(&mut sse, &name, "initializing").await;
     // Wait for the init job to exist: the init log shows ANSI colours as HTML.
@@ -170,9 +169,9 @@ async fn init_log_and_unsupported_deploys_over_the_controller() {
 
     let unsupported =
         runboat_core::CommitInfo::new("oca/web", "main", None, &sha(3)).expect("commit");
-    assert!(matches!(
-        s.state.backend().deploy_commit(unsupported).await.expect("deploy"),
-        runboat_server::Outcome::Unsupported { .. }
-    ));
+    assert_eq!(
+        s.handle.deploy_commit(unsupported).await.expect("deploy"),
+        runboat_core::CommandOutcome::Unsupported
+    );
     s.handle.shutdown().await;
 }

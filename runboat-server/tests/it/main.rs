@@ -1,7 +1,7 @@
 //! runboat-server's integration tests, one binary. Router tests drive every
-//! endpoint through `tower::ServiceExt::oneshot`, no socket: `fake` is an
-//! in-memory backend whose commands change the index at once; `controller`
-//! drives the real controller over the simulated cluster. `e2e` runs the real
+//! endpoint through `tower::ServiceExt::oneshot`, no socket, over the real
+//! controller on core's simulated cluster (`support::Harness`; `fake` is a
+//! fake GitHub); `controller` follows whole lifecycles. `e2e` runs the real
 //! binary against kubesim through KubeCluster; `browser` drives the web UI in
 //! headless Chromium (with RUNBOAT_SLOW_TESTS=1); `binary` checks what the
 //! binary says when it cannot run.
@@ -13,6 +13,7 @@ mod controller;
 mod e2e;
 mod events;
 mod fake;
+mod openapi;
 mod serve;
 mod support;
 mod ui;

@@ -9,7 +9,7 @@ use crate::support::Harness;
 
 #[tokio::test]
 async fn shutdown_closes_event_streams_and_returns_promptly() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -7,7 +7,7 @@ use crate::support::{Harness, get, sha};
 
 #[tokio::test]
 async fn pages_and_assets_are_served_from_the_binary() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     for uri in ["/", "/builds?repo=oca/web", "/builds?repo=oca/web&branch=16.0", "/builds"] {
         let a = h.send(get(uri)).await;
         assert_eq!(a.status, StatusCode::OK, "{uri}");
@@ -31,8 +31,8 @@ async fn pages_and_assets_are_served_from_the_binary() {
 
 #[tokio::test]
 async fn build_page_and_live_redirect() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
     let a = h.send(get(&format!("/builds/{}", b.name))).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.text().contains(&format!("data-build=\"{}\"", b.name)));
@@ -41,12 +41,12 @@ async fn build_page_and_live_redirect() {
     let a = h.send(get(&format!("/builds/{}?live", b.name))).await;
     assert_eq!(a.status, StatusCode::OK);
 
-    h.backend.set_status(&b.name, BuildStatus::Started);
+    let b = h.add("oca/web", "16.0", None, &sha(11), BuildStatus::Started, 1).await;
     let a = h.send(get(&format!("/builds/{}?live", b.name))).await;
     assert_eq!(a.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(
         a.headers.get(header::LOCATION).expect("location"),
-        format!("http://oca-web-16-0-{}.runboat.example.com", &sha(1)[..12]).as_str()
+        format!("http://oca-web-16-0-{}.runboat.example.com", &sha(11)[..12]).as_str()
     );
     // Without ?live, no redirect.
     assert_eq!(h.send(get(&format!("/builds/{}", b.name))).await.status, StatusCode::OK);

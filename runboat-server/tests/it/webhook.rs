@@ -54,12 +54,14 @@ fn pull_request(
 
 #[tokio::test]
 async fn push_deploys_the_commit() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let a = signed(&h, "push", push("OCA/web", "16.0", &sha(5), false)).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
     assert!(a.detail().starts_with("deploying build "), "{}", a.detail());
+    let name = a.detail().trim_start_matches("deploying build ").to_owned();
+    h.wait_status(&name, None).await;
     let builds: Vec<runboat_core::Build> =
-        h.backend.index.read().expect("lock").iter().cloned().collect();
+        h.handle.with_index(|index| index.iter().cloned().collect());
     assert_eq!(builds.len(), 1);
     assert_eq!(builds[0].commit_info.repo(), "oca/web");
     assert_eq!(builds[0].commit_info.git_commit(), sha(5));
@@ -71,51 +73,51 @@ async fn push_deploys_the_commit() {
 
 #[tokio::test]
 async fn pull_request_opened_and_closed() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let a =
         signed(&h, "pull_request", pull_request("opened", "oca/web", 12, "16.0", &sha(6))).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
-    let name = h.backend.index.read().expect("lock").iter().next().expect("build").name.clone();
+    let name = a.detail().trim_start_matches("deploying build ").to_owned();
+    h.wait_status(&name, None).await;
     let a =
         signed(&h, "pull_request", pull_request("closed", "oca/web", 12, "16.0", &sha(6))).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
     assert!(a.detail().contains("undeploying 1 build(s) of oca/web PR 12"), "{}", a.detail());
-    assert_eq!(
-        h.backend.index.read().expect("lock").get(&name).expect("b").status,
-        BuildStatus::Undeploying
-    );
+    h.wait_status(&name, Some(BuildStatus::Undeploying)).await;
 }
 
 #[tokio::test]
 async fn branch_deletion_undeploys_its_builds() {
-    let h = Harness::new();
-    let b = h.backend.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0);
-    let pr = h.backend.add("oca/web", "16.0", Some(3), &sha(2), BuildStatus::Stopped, 0);
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
+    let pr = h.add("oca/web", "16.0", Some(3), &sha(2), BuildStatus::Stopped, 0).await;
     let a = signed(&h, "push", push("oca/web", "16.0", &"0".repeat(40), true)).await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
-    let index = h.backend.index.read().expect("lock");
-    assert_eq!(index.get(&b.name).expect("b").status, BuildStatus::Undeploying);
-    assert_eq!(index.get(&pr.name).expect("pr").status, BuildStatus::Stopped, "PRs are kept");
+    h.wait_status(&b.name, Some(BuildStatus::Undeploying)).await;
+    let pr = h.handle.get(&pr.name).expect("pr");
+    assert_eq!(pr.status, BuildStatus::Stopped, "PRs are kept");
 }
 
 #[tokio::test]
 async fn ping_and_ignored_events_are_200() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let a = signed(&h, "ping", json!({"zen": "Keep it logically awesome."})).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.detail(), "pong");
     let a = signed(&h, "issues", json!({"action": "opened"})).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.detail().starts_with("ignored"), "{}", a.detail());
-    // Unsupported branch: ignored, not deployed.
+    // Unsupported branch (the controller says so): ignored, not deployed.
     let a = signed(&h, "push", push("oca/web", "main", &sha(1), false)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert!(h.backend.calls().is_empty(), "nothing reached the controller");
+    assert_eq!(a.detail(), "ignored: repo oca/web branch main is not supported by the settings");
+    assert!(h.sim.calls().is_empty(), "nothing reached the cluster");
+    assert_eq!(h.handle.with_index(|index| index.len()), 0);
 }
 
 #[tokio::test]
 async fn bad_signatures_are_401() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let body = serde_json::to_vec(&push("oca/web", "16.0", &sha(1), false)).expect("json");
     let a = h.send(delivery("push", &body, None)).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
@@ -132,12 +134,12 @@ async fn bad_signatures_are_401() {
     tampered[5] ^= 1;
     let a = h.send(delivery("push", &tampered, Some(sig))).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
-    assert!(h.backend.calls().is_empty());
+    assert!(h.sim.calls().is_empty());
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_deliveries() {
-    let h = Harness::new();
+    let h = Harness::new().await;
     let body = b"{not json";
     let sig = WebhookSecret::new("whsecret").sign(body);
     let a = h.send(delivery("push", body, Some(sig))).await;

@@ -1,0 +1,421 @@
+//! The wire types of runboat's REST API (`/api/v1`) and its server-sent
+//! events: what the server sends and the CLI reads, with their OpenAPI
+//! schemas (utoipa).
+//!
+//! One definition for both sides: the server serialises these, the CLI
+//! deserialises them, and the OpenAPI document is generated from them, so
+//! the three cannot drift apart. The JSON is SPEC's (the original runboat's):
+//! field names, order and `null`s are part of the contract.
+//!
+//! What this crate must not do: I/O, or depend on anything but serde and
+//! utoipa. Domain rules (what a valid repo or sha is, how a status is
+//! derived) live in runboat-core; these are plain data.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// The largest pull request number the API takes: the largest integer a
+/// JSON number holds exactly (GitHub's are far below).
+pub const MAX_PR: u64 = 9_007_199_254_740_991;
+
+/// A build's status, derived by the controller from its Deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    /// To initialize, or initializing.
+    Initializing,
+    /// Initialization failed.
+    Failed,
+    /// Initialized, not running.
+    Stopped,
+    /// Being stopped.
+    Stopping,
+    /// Being started.
+    Starting,
+    /// Running: the deploy link answers.
+    Started,
+    /// Being removed.
+    Undeploying,
+}
+
+impl BuildStatus {
+    /// Every status, in the order above.
+    pub const ALL: [BuildStatus; 7] = [
+        BuildStatus::Initializing,
+        BuildStatus::Failed,
+        BuildStatus::Stopped,
+        BuildStatus::Stopping,
+        BuildStatus::Starting,
+        BuildStatus::Started,
+        BuildStatus::Undeploying,
+    ];
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStatus::Initializing => "initializing",
+            BuildStatus::Failed => "failed",
+            BuildStatus::Stopped => "stopped",
+            BuildStatus::Stopping => "stopping",
+            BuildStatus::Starting => "starting",
+            BuildStatus::Started => "started",
+            BuildStatus::Undeploying => "undeploying",
+        }
+    }
+}
+
+impl fmt::Display for BuildStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown status name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStatus(pub String);
+
+impl fmt::Display for UnknownStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown status {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownStatus {}
+
+impl FromStr for BuildStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BuildStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// What a build is a build of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct CommitInfo {
+    /// `owner/name`, lower case.
+    #[schema(example = "oca/web")]
+    pub repo: String,
+    /// The branch, or the pull request's base branch.
+    #[schema(example = "16.0")]
+    pub target_branch: String,
+    /// The pull request number, null for a branch build.
+    #[schema(example = 1234, minimum = 1)]
+    pub pr: Option<u64>,
+    /// 40 lower-case hexadecimal digits.
+    #[schema(example = "0123456789abcdef0123456789abcdef01234567")]
+    pub git_commit: String,
+}
+
+/// A build as the REST API and the event stream show it: exactly SPEC's
+/// fields. Timestamps are RFC 3339 UTC (`2024-05-01T12:34:56Z`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Build {
+    /// Build name.
+    #[schema(example = "b1a2b3c4d5e6f7a8b9c0")]
+    pub name: String,
+    pub commit_info: CommitInfo,
+    pub status: BuildStatus,
+    /// Creation time.
+    #[schema(example = "2024-05-01T12:34:56Z")]
+    pub created: String,
+    /// Last time the build was started or stopped; its creation time when
+    /// it never was (never null).
+    #[schema(example = "2024-05-01T12:34:56Z")]
+    pub last_scaled: String,
+    /// `http://<slug>.<build_domain>`: the running instance.
+    pub deploy_link: String,
+    /// `http://<slug>.mail.<build_domain>`: the mail catcher.
+    pub deploy_link_mailhog: String,
+    /// The branch on GitHub.
+    pub repo_target_branch_link: String,
+    /// The pull request on GitHub, null for a branch build.
+    pub repo_pr_link: Option<String>,
+    /// The commit on GitHub.
+    pub repo_commit_link: String,
+    /// The build's page in the web UI.
+    pub webui_link: String,
+}
+
+/// The counters of `GET /status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusCounts {
+    /// Builds not undeploying.
+    pub deployed: u64,
+    /// The `max_deployed` limit.
+    pub max_deployed: u64,
+    /// Builds whose initialization failed.
+    pub failed: u64,
+    /// Stopped builds.
+    pub stopped: u64,
+    /// Started builds.
+    pub started: u64,
+    /// The `max_started` limit.
+    pub max_started: u64,
+    /// Builds waiting for initialization.
+    pub to_initialize: u64,
+    /// Builds whose initialization job runs.
+    pub initializing: u64,
+    /// The `max_initializing` limit.
+    pub max_initializing: u64,
+    /// Builds being undeployed.
+    pub undeploying: u64,
+}
+
+/// A repository having builds (`GET /repos`). Fields in the order the
+/// answer always had (`link` first): the bytes stay the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Repo {
+    /// The repository on GitHub.
+    #[schema(example = "https://github.com/oca/web")]
+    pub link: String,
+    /// `owner/name`, lower case.
+    #[schema(example = "oca/web")]
+    pub name: String,
+}
+
+/// The kind of a build event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The build is new or changed (or, first, is there).
+    Upd,
+    /// The build is gone, or stopped matching the filters.
+    Del,
+}
+
+impl EventKind {
+    /// The wire name (also the SSE event name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Upd => "upd",
+            EventKind::Del => "del",
+        }
+    }
+}
+
+/// The data of a build event of `GET /build-events`:
+/// `{"event": "upd"|"del", "build": {...}}`. Generic in the build so the
+/// server can serialise a borrowed one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BuildEvent<B = Build> {
+    pub event: EventKind,
+    pub build: B,
+}
+
+/// The data of a `resync` event: the client fell behind and changes were
+/// dropped; forget what you have, the whole matching set follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resync {
+    /// Always `resync`.
+    #[schema(example = "resync")]
+    pub event: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The body of every error answer, and of action answers: what was wrong,
+/// or what was asked of the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Detail {
+    #[schema(example = "build \"bnope\" not found")]
+    pub detail: String,
+}
+
+/// The answer of an action on one build, or of a deploy (`POST
+/// /builds/{name}/start`, `/trigger/branch`…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BuildAction {
+    /// What was done, or why nothing was.
+    #[schema(example = "start requested")]
+    pub detail: String,
+    /// The build.
+    pub name: String,
+}
+
+/// The answer of `DELETE /builds`. Fields in the order the answer always
+/// had (`count` first): the bytes stay the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Undeployed {
+    /// How many builds were asked to undeploy.
+    pub count: u64,
+    #[schema(example = "undeploying 2 build(s)")]
+    pub detail: String,
+}
+
+/// The build filters of `GET /builds` and `GET /build-events` (empty values
+/// mean "any").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct Filters {
+    /// Repository `owner/name` (case-insensitive).
+    pub repo: Option<String>,
+    /// Target branch, of branch and pull request builds alike.
+    pub target_branch: Option<String>,
+    /// Branch builds of this branch only.
+    pub branch: Option<String>,
+    /// Pull request number.
+    #[param(minimum = 1, maximum = 9007199254740991.0)]
+    pub pr: Option<u64>,
+    pub status: Option<BuildStatus>,
+    /// One build.
+    pub build_name: Option<String>,
+}
+
+impl Filters {
+    /// The query string (without `?`, values percent-encoded), empty
+    /// without filters.
+    pub fn query(&self) -> String {
+        let pr = self.pr.map(|p| p.to_string());
+        let pairs = [
+            ("repo", self.repo.as_deref()),
+            ("target_branch", self.target_branch.as_deref()),
+            ("branch", self.branch.as_deref()),
+            ("pr", pr.as_deref()),
+            ("status", self.status.map(BuildStatus::as_str)),
+            ("build_name", self.build_name.as_deref()),
+        ];
+        query_string(&pairs)
+    }
+
+    /// True when no filter is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Filters::default()
+    }
+}
+
+/// The query of `POST /builds/trigger/branch`: deploy the head of a branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TriggerBranch {
+    /// Repository `owner/name`.
+    #[param(
+        pattern = r"^\s*[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\s*$",
+        max_length = 200,
+        example = "oca/web"
+    )]
+    pub repo: String,
+    /// The branch.
+    #[param(pattern = r"\S", example = "16.0")]
+    pub branch: String,
+}
+
+/// The query of `POST /builds/trigger/pr`: deploy the head of a pull
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TriggerPr {
+    /// Repository `owner/name`.
+    #[param(
+        pattern = r"^\s*[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\s*$",
+        max_length = 200,
+        example = "oca/web"
+    )]
+    pub repo: String,
+    /// Pull request number.
+    #[param(minimum = 1, maximum = 9007199254740991.0, example = 1234)]
+    pub pr: u64,
+}
+
+/// The query of the log endpoints (`GET /builds/{name}/init-log`, `/log`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogOptions {
+    /// Present (any value but `0`, `false` or `no`): keep the answer open
+    /// and send what the log gains while the build runs.
+    pub follow: Option<String>,
+    /// With `Accept: text/plain`: keep the ANSI colour sequences unless
+    /// `0`, `false` or `no` (terminal clients such as `runboat logs`).
+    pub ansi: Option<String>,
+}
+
+/// The filters of `DELETE /builds`: those of [`Filters`], without empty
+/// values, and at least one of them (a rule OpenAPI cannot express: the
+/// server answers 400 without any, so that undeploying every build is
+/// never one forgotten parameter away).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UndeployFilters {
+    /// Repository `owner/name` (case-insensitive).
+    #[param(pattern = r"\S")]
+    pub repo: Option<String>,
+    /// Target branch, of branch and pull request builds alike.
+    #[param(pattern = r"\S")]
+    pub target_branch: Option<String>,
+    /// Branch builds of this branch only.
+    #[param(pattern = r"\S")]
+    pub branch: Option<String>,
+    /// Pull request number.
+    #[param(minimum = 1, maximum = 9007199254740991.0)]
+    pub pr: Option<u64>,
+    pub status: Option<BuildStatus>,
+    /// One build.
+    #[param(pattern = r"\S")]
+    pub build_name: Option<String>,
+}
+
+/// `k=v&…` of the pairs that have a value, values percent-encoded.
+pub fn query_string(pairs: &[(&str, Option<&str>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_by_name() {
+        for status in BuildStatus::ALL {
+            assert_eq!(status.as_str().parse::<BuildStatus>(), Ok(status));
+            let json = serde_json::to_string(&status).expect("json");
+            assert_eq!(json, format!("\"{status}\""));
+        }
+        assert_eq!("running".parse::<BuildStatus>(), Err(UnknownStatus("running".into())));
+    }
+
+    #[test]
+    fn filters_make_a_query_string() {
+        let f = Filters {
+            repo: Some("oca/web".into()),
+            pr: Some(12),
+            status: Some(BuildStatus::Started),
+            ..Filters::default()
+        };
+        assert_eq!(f.query(), "repo=oca%2Fweb&pr=12&status=started");
+        assert!(Filters::default().is_empty());
+        assert_eq!(Filters::default().query(), "");
+    }
+
+    #[test]
+    fn an_event_is_the_original_shape() {
+        let event = BuildEvent { event: EventKind::Del, build: serde_json::json!({"name": "b1"}) };
+        assert_eq!(
+            serde_json::to_string(&event).expect("json"),
+            r#"{"event":"del","build":{"name":"b1"}}"#
+        );
+    }
+}
