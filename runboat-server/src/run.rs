@@ -14,7 +14,7 @@ use clap::{Parser, ValueEnum};
 use runboat_core::forge::{Forge, NoForge};
 use runboat_core::{Cluster, Controller, ControllerConfig, Secret, Settings};
 use runboat_github::{ClientConfig, GitHubClient, GitHubForge, GitHubToken};
-use runboat_k8s::{Format, KubeCluster, Kubefiles};
+use runboat_k8s::KubeCluster;
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
@@ -240,8 +240,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let settings = load_settings(config.config_file.as_ref())?;
     tracing::info!(namespace = %settings.build_namespace, "settings loaded");
-    check_kubefiles(&settings).await?;
-    let cluster = kube_cluster(&settings).await?;
+    let cluster = KubeCluster::from_settings(Arc::new(settings.clone()))
+        .await
+        .context("cannot set up the KubeCluster")?;
     let listener = bind(config.listen).await?;
     log_listening(&listener);
     run_with_cluster(settings, Arc::new(cluster), options, listener, shutdown_signal()).await?;
@@ -258,151 +259,7 @@ pub fn log_listening(listener: &TcpListener) {
     }
 }
 
-/// The configured kubefiles directories, each with the setting naming it
-/// (for messages): the default one, then each repo rule's.
-pub fn configured_kubefiles(settings: &Settings) -> Vec<(String, PathBuf)> {
-    let mut dirs = Vec::new();
-    if let Some(path) = &settings.build_default_kubefiles_path {
-        dirs.push((
-            "build_default_kubefiles_path (RUNBOAT_BUILD_DEFAULT_KUBEFILES_PATH)".to_owned(),
-            path.clone(),
-        ));
-    }
-    for (i, rule) in settings.repos.iter().enumerate() {
-        if let Some(path) = &rule.build.kubefiles_path {
-            dirs.push((
-                format!(
-                    "repos[{i}].kubefiles_path (repo {:?}, branch {:?})",
-                    rule.repo_pattern, rule.branch_pattern
-                ),
-                path.clone(),
-            ));
-        }
-    }
-    dirs
-}
-
-/// Checks every configured kubefiles directory: it exists, is a directory,
-/// loads (templates compile), and when it is in the kustomize format,
-/// `kubectl` (for `kubectl kustomize`) can be run. The errors name the
-/// setting.
-pub async fn check_kubefiles(settings: &Settings) -> anyhow::Result<()> {
-    let mut kustomize: Option<String> = None;
-    for (setting, path) in configured_kubefiles(settings) {
-        let meta = std::fs::metadata(&path)
-            .with_context(|| format!("{setting}: cannot use {}", path.display()))?;
-        if !meta.is_dir() {
-            anyhow::bail!("{setting}: {} is not a directory", path.display());
-        }
-        let kubefiles = Kubefiles::load(&path)
-            .with_context(|| format!("{setting}: invalid kubefiles in {}", path.display()))?;
-        tracing::info!(
-            setting = %setting,
-            path = %path.display(),
-            format = ?kubefiles.format(),
-            "kubefiles loaded"
-        );
-        if kubefiles.format() == Format::Kustomize && kustomize.is_none() {
-            kustomize = Some(setting);
-        }
-    }
-    if let Some(setting) = kustomize {
-        let version = runboat_k8s::check_kustomize_available().await.with_context(|| {
-            format!("{setting} is a kustomize directory: it needs `kubectl` on PATH")
-        })?;
-        tracing::info!(%version, "kustomize available");
-    }
-    Ok(())
-}
-
-/// The [`KubeCluster`] for `settings.build_namespace`, with the client of
-/// kube's standard configuration inference. Makes no API call: the
-/// controller's first listing does (and `/readyz` waits for it).
-pub async fn kube_cluster(settings: &Settings) -> anyhow::Result<KubeCluster> {
-    let kube_config = kube::Config::infer().await.context(
-        "cannot set up the KubeCluster: Kubernetes client configuration not available \
-         (looked for KUBECONFIG, ~/.kube/config and the in-cluster service account)",
-    )?;
-    tracing::info!(
-        api_server = %kube_config.cluster_url,
-        namespace = %settings.build_namespace,
-        "Kubernetes configuration"
-    );
-    let client = kube::Client::try_from(kube_config)
-        .context("cannot set up the KubeCluster: cannot build the Kubernetes client")?;
-    KubeCluster::new(client, Arc::new(settings.clone()))
-        .await
-        .context("cannot set up the KubeCluster from the settings")
-}
-
 /// Binds `addr`.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Serve { addr: addr.to_string(), source })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    fn settings(extra: &str, rule_extra: &str) -> Settings {
-        let toml = format!(
-            r#"
-api_admin_user = "a"
-api_admin_passwd = "p"
-build_namespace = "ns"
-build_domain = "example.com"
-{extra}
-
-[[repos]]
-repo = "^oca/.*"
-branch = ".*"
-builds = [{{ image = "img:1" }}]
-
-[[repos]]
-repo = "^acme/.*"
-branch = ".*"
-builds = [{{ image = "img:2" {rule_extra} }}]
-"#
-        );
-        Settings::from_toml_str(&toml).expect("settings")
-    }
-
-    #[test]
-    fn configured_kubefiles_name_their_setting() {
-        assert!(configured_kubefiles(&settings("", "")).is_empty());
-        let s = settings(r#"build_default_kubefiles_path = "/a""#, r#", kubefiles_path = "/b""#);
-        let dirs = configured_kubefiles(&s);
-        assert_eq!(dirs.len(), 2);
-        assert!(dirs[0].0.starts_with("build_default_kubefiles_path"), "{}", dirs[0].0);
-        assert_eq!(dirs[0].1, PathBuf::from("/a"));
-        assert!(dirs[1].0.starts_with("repos[1].kubefiles_path"), "{}", dirs[1].0);
-        assert!(dirs[1].0.contains("^acme/.*"), "{}", dirs[1].0);
-        assert_eq!(dirs[1].1, PathBuf::from("/b"));
-    }
-
-    #[tokio::test]
-    async fn kubefiles_checks_fail_with_the_setting_and_the_path() {
-        let dir = std::env::temp_dir().join(format!("runboat-server-run-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let file = dir.join("not-a-dir");
-        std::fs::write(&file, "x").expect("write");
-        let empty = dir.join("empty");
-        std::fs::create_dir_all(&empty).expect("mkdir");
-
-        let rule = |p: &Path| format!(", kubefiles_path = {:?}", p.display().to_string());
-        let missing = dir.join("missing");
-        for (path, what) in
-            [(&missing, "cannot use"), (&file, "is not a directory"), (&empty, "invalid kubefiles")]
-        {
-            let err = check_kubefiles(&settings("", &rule(path))).await.expect_err("refused");
-            let text = format!("{err:#}");
-            assert!(text.contains("repos[1].kubefiles_path"), "{text}");
-            assert!(text.contains(&path.display().to_string()), "{text}");
-            assert!(text.contains(what), "{text}");
-        }
-        assert!(check_kubefiles(&settings("", "")).await.is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
