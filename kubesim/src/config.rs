@@ -21,6 +21,10 @@ pub struct Config {
     /// Namespaces that exist from the start.
     pub namespaces: Vec<String>,
     pub controllers: ControllerConfig,
+    /// Authenticate requests by bearer token and authorize them with RBAC
+    /// (Roles, ClusterRoles and their bindings); off: every request is
+    /// allowed. See `src/auth.rs`.
+    pub rbac: bool,
 }
 
 impl Default for Config {
@@ -31,6 +35,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
             controllers: ControllerConfig::default(),
+            rbac: false,
         }
     }
 }
@@ -43,6 +48,7 @@ impl std::fmt::Debug for Config {
             .field("bookmark_interval", &self.bookmark_interval)
             .field("namespaces", &self.namespaces)
             .field("controllers", &self.controllers)
+            .field("rbac", &self.rbac)
             .finish()
     }
 }
