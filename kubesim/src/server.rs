@@ -324,6 +324,36 @@ fn authorize(
     inner.auth.authorize(&state, &who, &attrs)
 }
 
+/// A server-side apply that would create the object needs `create` too:
+/// kube-apiserver's patch handler wraps its create validation in
+/// `withAuthorization(…, createAuthorizerAttributes)`, whose denial is
+/// `NewForbidden(groupResource, name, reason)` with the authorizer's
+/// reason (empty for RBAC), hence the bare `… is forbidden: `.
+fn authorize_create_on_apply(
+    inner: &Inner,
+    t: &Target,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let who = inner.auth.authenticate(authorization)?;
+    let attrs =
+        crate::auth::Attributes { verb: "create", res: t.res, subresource: "", namespace, name };
+    let state = inner.store.read();
+    inner.auth.authorize(&state, &who, &attrs).map_err(|_| {
+        let def = resources::def(t.res);
+        ApiError {
+            details: Some(json!({"name": name, "group": def.group, "kind": def.plural})),
+            ..ApiError::new(
+                403,
+                "Forbidden",
+                format!("{} \"{name}\" is forbidden: ", def.qualified()),
+            )
+        }
+    })
+}
+
 fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
         ("GET", _) if watch => "watch",
@@ -449,6 +479,13 @@ async fn dispatch_inner(
                 headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let ptype = PatchType::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            if inner.auth.enabled
+                && ptype == PatchType::Apply
+                && sub == Sub::Main
+                && inner.get(t.res, ns, name).is_err_and(|e| e.code == 404)
+            {
+                authorize_create_on_apply(&inner, &t, ns, name, &headers)?;
+            }
             let (code, body) =
                 inner.patch(t.res, ns, name, ptype, &body, sub, &write_opts(&q, &headers)?)?;
             Ok(json_response(code, body))

@@ -186,6 +186,32 @@ async fn cluster_roles_bound_by_role_and_cluster_role_bindings() {
 }
 
 #[tokio::test]
+async fn a_server_side_apply_that_creates_needs_create_too() {
+    let sim = rbac_sim().await;
+    grant(&sim, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}]));
+    let sa = client_from(&sim.service_account_kubeconfig("ctl", "sa", "ns")).await;
+    let cms: Api<ConfigMap> = Api::namespaced(sa, "ns");
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}});
+    let apply = PatchParams::apply("test").force();
+    // As kube-apiserver's patch handler: the create is authorized separately,
+    // and its denial carries RBAC's empty reason.
+    for pp in [apply.clone().dry_run(), apply.clone()] {
+        let s = status_of(cms.patch("c", &pp, &Patch::Apply(&applied)).await);
+        assert_eq!((s.code, s.message.as_str()), (403, "configmaps \"c\" is forbidden: "));
+    }
+    let admin: Api<ConfigMap> = Api::namespaced(sim.client(), "ns");
+    admin.patch("c", &apply, &Patch::Apply(&applied)).await.expect("the admin creates");
+    cms.patch("c", &apply, &Patch::Apply(&applied)).await.expect("patch suffices once it exists");
+    let verbs: Vec<(String, bool)> = sim
+        .access_log()
+        .into_iter()
+        .filter(|a| a.user.starts_with("system:serviceaccount:"))
+        .map(|a| (a.verb, a.allowed))
+        .collect();
+    assert_eq!(verbs, [("create".into(), false), ("patch".into(), true)]);
+}
+
+#[tokio::test]
 async fn rbac_is_off_by_default() {
     let sim = crate::sim().await;
     assert!(!sim.rbac_enabled());
