@@ -6,7 +6,12 @@
 //! and of the default kubeconfig) and service-account tokens
 //! (`system:serviceaccount:<ns>:<name>`, groups `system:serviceaccounts`,
 //! `system:serviceaccounts:<ns>`, `system:authenticated`). A request with an
-//! unknown token answers 401; one without a token is `system:anonymous`.
+//! unknown token answers 401; one without a token is `system:anonymous`,
+//! or, with [`crate::Config::unauthenticated_as_admin`], `system:unsecured`
+//! in `system:masters`: what kube-apiserver's former insecure port did with
+//! every request. kubectl needs it: client-go never sends credentials to a
+//! plain-HTTP server (clientcmd reads the user's auth only for TLS), and
+//! kubesim speaks plain HTTP. kube-rs does send them.
 //!
 //! Authorization follows kube-apiserver's RBAC authorizer
 //! (`plugin/pkg/auth/authorizer/rbac`): ClusterRoleBindings grant their
@@ -67,6 +72,7 @@ pub struct Access {
 /// Tokens, counters and the record of decisions.
 pub(crate) struct Auth {
     pub(crate) enabled: bool,
+    unauthenticated_as_admin: bool,
     pub(crate) admin_token: String,
     tokens: Mutex<HashMap<String, Identity>>,
     pub(crate) forbidden: AtomicU64,
@@ -84,7 +90,7 @@ pub(crate) struct Attributes<'a> {
 }
 
 impl Auth {
-    pub(crate) fn new(enabled: bool, seed: u64) -> Self {
+    pub(crate) fn new(enabled: bool, unauthenticated_as_admin: bool, seed: u64) -> Self {
         let admin_token = format!("kubesim-admin-{seed:016x}");
         let mut tokens = HashMap::new();
         tokens.insert(
@@ -96,6 +102,7 @@ impl Auth {
         );
         Auth {
             enabled,
+            unauthenticated_as_admin,
             admin_token,
             tokens: Mutex::new(tokens),
             forbidden: AtomicU64::new(0),
@@ -117,7 +124,15 @@ impl Auth {
     /// The caller of a request, from its `Authorization: Bearer` header;
     /// 401 for a token kubesim did not mint.
     pub(crate) fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, ApiError> {
-        let Some(value) = authorization else { return Ok(Identity::anonymous()) };
+        let Some(value) = authorization else {
+            if self.unauthenticated_as_admin {
+                return Ok(Identity {
+                    user: "system:unsecured".into(),
+                    groups: vec!["system:masters".into(), "system:authenticated".into()],
+                });
+            }
+            return Ok(Identity::anonymous());
+        };
         let token = value.strip_prefix("Bearer ").map(str::trim).unwrap_or_default();
         let found = self
             .tokens

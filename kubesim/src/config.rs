@@ -25,6 +25,11 @@ pub struct Config {
     /// (Roles, ClusterRoles and their bindings); off: every request is
     /// allowed. See `src/auth.rs`.
     pub rbac: bool,
+    /// With `rbac`: a request without credentials is an admin
+    /// (`system:unsecured`, as on kube-apiserver's former insecure port)
+    /// instead of `system:anonymous`. For kubectl, which never sends
+    /// credentials to a plain-HTTP server such as kubesim.
+    pub unauthenticated_as_admin: bool,
 }
 
 impl Default for Config {
@@ -36,6 +41,7 @@ impl Default for Config {
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
             controllers: ControllerConfig::default(),
             rbac: false,
+            unauthenticated_as_admin: false,
         }
     }
 }
@@ -49,6 +55,7 @@ impl std::fmt::Debug for Config {
             .field("namespaces", &self.namespaces)
             .field("controllers", &self.controllers)
             .field("rbac", &self.rbac)
+            .field("unauthenticated_as_admin", &self.unauthenticated_as_admin)
             .finish()
     }
 }

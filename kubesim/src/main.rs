@@ -54,6 +54,10 @@ enum Command {
         /// then the admin's.
         #[arg(long)]
         rbac: bool,
+        /// With --rbac, treat requests without credentials as the admin
+        /// (kubectl never sends credentials over plain HTTP).
+        #[arg(long, requires = "rbac")]
+        unauthenticated_as_admin: bool,
         /// Write a kubeconfig with a minted token of the service account
         /// NS/NAME to FILE (repeatable; useful with --rbac).
         #[arg(long = "service-account-kubeconfig", value_name = "NS/NAME=FILE")]
@@ -79,12 +83,14 @@ async fn main() -> anyhow::Result<()> {
             history,
             no_controllers,
             rbac,
+            unauthenticated_as_admin,
             service_accounts,
         } => {
             let mut config = Config {
                 addr: SocketAddr::new(bind, port),
                 history_window: history,
                 rbac,
+                unauthenticated_as_admin,
                 ..Config::default()
             };
             config.namespaces.extend(namespaces);

@@ -53,7 +53,7 @@ impl Inner {
             requests: AtomicU64::new(0),
             deployment_reconciles: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
-            auth: crate::auth::Auth::new(config.rbac, seed),
+            auth: crate::auth::Auth::new(config.rbac, config.unauthenticated_as_admin, seed),
         }
     }
 

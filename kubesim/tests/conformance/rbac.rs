@@ -212,6 +212,31 @@ async fn a_server_side_apply_that_creates_needs_create_too() {
 }
 
 #[tokio::test]
+async fn requests_without_credentials_are_anonymous_or_the_insecure_ports_admin() {
+    let sim = rbac_sim().await;
+    let anonymous = crate::no_retry_client(&sim);
+    let s =
+        status_of(Api::<ConfigMap>::namespaced(anonymous, "ns").list(&ListParams::default()).await);
+    assert_eq!(
+        s.message,
+        "configmaps is forbidden: User \"system:anonymous\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"ns\""
+    );
+    let config = Config {
+        namespaces: vec!["default".into(), "ns".into()],
+        rbac: true,
+        unauthenticated_as_admin: true,
+        ..Config::default()
+    };
+    let sim = KubeSim::start_with(config).await.expect("kubesim starts");
+    let unsecured = crate::no_retry_client(&sim);
+    Api::<ConfigMap>::namespaced(unsecured, "ns")
+        .list(&ListParams::default())
+        .await
+        .expect("admin");
+    assert_eq!(sim.access_log()[0].user, "system:unsecured");
+}
+
+#[tokio::test]
 async fn rbac_is_off_by_default() {
     let sim = crate::sim().await;
     assert!(!sim.rbac_enabled());
