@@ -1,9 +1,10 @@
 //! The install manifests (`deploy/`) against kubesim with RBAC on, and the
 //! real `runboat-server` binary running as their ServiceAccount.
 //!
-//! 1. `kubectl kustomize deploy/overlays/example` is applied to kubesim
-//!    (`kubectl apply --server-side`, as the admin): every object is
-//!    validated by kubesim, so a broken manifest fails here (and in CI).
+//! 1. `kubectl kustomize deploy/overlays/<example|single-namespace>` is
+//!    applied to kubesim (`kubectl apply --server-side`, as the admin):
+//!    every object is validated by kubesim, so a broken manifest fails
+//!    here (and in CI).
 //! 2. The server runs with a kubeconfig holding a token of the
 //!    ServiceAccount the RoleBinding names, and the settings and secrets of
 //!    the rendered ConfigMap and Secret; it drives a whole lifecycle:
@@ -294,10 +295,20 @@ fn one<'a>(objects: &'a [Value], prefix: &str) -> &'a Value {
 
 #[tokio::test]
 async fn the_example_install_runs_a_whole_lifecycle_with_least_privilege() {
+    install_and_run("deploy/overlays/example").await;
+}
+
+#[tokio::test]
+async fn the_single_namespace_install_runs_a_whole_lifecycle_with_least_privilege() {
+    install_and_run("deploy/overlays/single-namespace").await;
+}
+
+/// Renders and applies an overlay, then runs the lifecycle through it.
+async fn install_and_run(overlay: &str) {
     if kubectl_missing() {
         return;
     }
-    let overlay = repo_root().join("deploy/overlays/example");
+    let overlay = repo_root().join(overlay);
     let rendered = kubectl(&["kustomize", overlay.to_str().expect("utf-8 path")]).await;
 
     let config = kubesim::Config {
