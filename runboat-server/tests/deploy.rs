@@ -8,17 +8,20 @@
 //! 2. The server runs with a kubeconfig holding a token of the
 //!    ServiceAccount the RoleBinding names, and the settings and secrets of
 //!    the rendered ConfigMap and Secret; it drives a whole lifecycle:
-//!    webhook → initialize → stopped → start → started (run log) → stop →
-//!    reset while initializing (kills the init job) → stopped (init log) →
-//!    undeploy (cleanup job, resources deleted, finalizer removed).
+//!    webhook → initialize → stopped (init log) → start → started (run
+//!    log) → stop → reset → reset again while initializing (kills the init
+//!    job and its pods) → stopped → undeploy (cleanup job, resources
+//!    deleted by label, finalizer removed).
 //! 3. Least privilege, by recording: kubesim records every distinct
 //!    authorization decision. No request of the ServiceAccount was denied
 //!    (zero 403s), and the set of (verb, API group, resource/subresource)
-//!    it was granted equals exactly the set the Role's rules expand to. So
-//!    every rule's every verb × resource is used by the lifecycle (removing
-//!    it would make that request answer 403), and none is missing. This is
-//!    equivalent to re-running the lifecycle once per rule with that rule
-//!    removed, at the cost of one run.
+//!    it was granted equals exactly the set the Role's rules expand to: every
+//!    verb × resource of the Role is used by the lifecycle, and none is
+//!    missing.
+//! 4. Least privilege, by removal (`RUNBOAT_SLOW_TESTS=1`, ~35 s): for
+//!    each verb × resource of the Role, a fresh install without it runs the
+//!    lifecycle and must get a 403 somewhere. A cross-check of 3 that does
+//!    not rely on kubesim's record.
 //!
 //! Needs kubectl (with kustomize): without it the test prints a notice and
 //! passes, unless `CI` is set.
@@ -31,6 +34,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -259,7 +263,7 @@ impl Server {
 /// The (verb, group, resource[/subresource]) triples a Role's rules grant
 /// (no wildcards or resourceNames: the test rejects them, a least-privilege
 /// Role has none).
-fn granted(role: &Value) -> BTreeSet<(String, String, String)> {
+fn granted(role: &Value) -> BTreeSet<Grant> {
     let strings = |rule: &Value, key: &str| -> Vec<String> {
         rule[key]
             .as_array()
@@ -293,6 +297,9 @@ fn one<'a>(objects: &'a [Value], prefix: &str) -> &'a Value {
     found[0]
 }
 
+/// A (verb, API group, resource[/subresource]) a Role grants.
+type Grant = (String, String, String);
+
 #[tokio::test]
 async fn the_example_install_runs_a_whole_lifecycle_with_least_privilege() {
     install_and_run("deploy/overlays/example").await;
@@ -303,11 +310,65 @@ async fn the_single_namespace_install_runs_a_whole_lifecycle_with_least_privileg
     install_and_run("deploy/overlays/single-namespace").await;
 }
 
-/// Renders and applies an overlay, then runs the lifecycle through it.
-async fn install_and_run(overlay: &str) {
+/// The other method, as a cross-check of the recording: for each
+/// (verb, resource) of the Role, install with that one grant removed and
+/// run the lifecycle; it must be refused somewhere (a 403). One install and
+/// server per grant (about 30): slow, so only with `RUNBOAT_SLOW_TESTS=1`.
+#[tokio::test]
+async fn every_grant_of_the_role_is_needed_by_the_lifecycle() {
+    if std::env::var("RUNBOAT_SLOW_TESTS").as_deref() != Ok("1") {
+        eprintln!("NOTICE: per-grant removal test skipped: set RUNBOAT_SLOW_TESTS=1 to run it");
+        return;
+    }
     if kubectl_missing() {
         return;
     }
+    let overlay = "deploy/overlays/example";
+    let grants = {
+        let install = install(overlay, None).await;
+        granted(&install.role)
+    };
+    assert!(grants.len() > 10, "{grants:?}");
+    for grant in &grants {
+        let install = install(overlay, Some(grant)).await;
+        let h = install.sim.handle();
+        let run = std::panic::AssertUnwindSafe(lifecycle(&install.server, &h, &install.build_ns))
+            .catch_unwind();
+        let refused = async {
+            while h.forbidden_count() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        // Whichever comes first: the refusal, or the end of the lifecycle
+        // (finished, or failed on the refusal's consequence).
+        tokio::select! {
+            _ = run => {}
+            () = refused => {}
+        }
+        assert!(
+            h.forbidden_count() > 0,
+            "without {grant:?} the whole lifecycle ran with no 403: that grant is not needed"
+        );
+    }
+}
+
+/// An overlay installed in a fresh kubesim with RBAC on, and the server
+/// running as its ServiceAccount.
+struct Install {
+    sim: KubeSim,
+    server: Server,
+    build_ns: String,
+    /// `system:serviceaccount:<ns>:<name>`.
+    user: String,
+    role: Value,
+    /// The server's RUNBOAT_* environment, from the Secret.
+    env: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+/// Renders and applies an overlay (optionally with one grant removed from
+/// its Role), checks what it installed, and starts the server.
+async fn install(overlay: &str, without: Option<&Grant>) -> Install {
     let overlay = repo_root().join(overlay);
     let rendered = kubectl(&["kustomize", overlay.to_str().expect("utf-8 path")]).await;
 
@@ -344,8 +405,9 @@ async fn install_and_run(overlay: &str) {
     kubectl(&[&kc, "apply", "--server-side", "--dry-run=server", "-f", file]).await;
 
     // The objects of the install, as kubesim stores them.
-    let binding =
-        sim.list("rolebindings", None).expect("list").into_iter().next().expect("a RoleBinding");
+    let bindings = sim.list("rolebindings", None).expect("list");
+    assert_eq!(bindings.len(), 1, "one RoleBinding");
+    let binding = &bindings[0];
     let build_ns = binding["metadata"]["namespace"].as_str().expect("namespace").to_owned();
     let subject = &binding["subjects"][0];
     assert_eq!(subject["kind"], "ServiceAccount");
@@ -356,7 +418,13 @@ async fn install_and_run(overlay: &str) {
     assert!(sim.get("serviceaccounts", &sa_ns, &sa_name).expect("get").is_some());
     let role_name = binding["roleRef"]["name"].as_str().expect("role name");
     assert_eq!(binding["roleRef"]["kind"], "Role");
-    let role = sim.get("roles", &build_ns, role_name).expect("get").expect("the bound Role");
+    let mut role = sim.get("roles", &build_ns, role_name).expect("get").expect("the bound Role");
+    if let Some(grant) = without {
+        role["rules"] = Value::Array(rules_without(&role, grant));
+        let path = dir.path().join("role.json");
+        std::fs::write(&path, role.to_string()).expect("write role");
+        kubectl(&[&kc, "replace", "-f", path.to_str().expect("utf-8 path")]).await;
+    }
     let deployment = sim.get("deployments", &sa_ns, "runboat").expect("get").expect("Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], sa_name.as_str());
@@ -392,9 +460,49 @@ async fn install_and_run(overlay: &str) {
     std::fs::write(&sa_kubeconfig, sim.service_account_kubeconfig(&sa_ns, &sa_name, &build_ns))
         .expect("write kubeconfig");
     sim.clear_access_log();
-    let mut server = Server::start(dir.path(), &sa_kubeconfig, &settings, &env).await;
-    server.wait_ready().await;
+    let server = Server::start(dir.path(), &sa_kubeconfig, &settings, &env).await;
+    let user = format!("system:serviceaccount:{sa_ns}:{sa_name}");
+    Install { sim, server, build_ns, user, role, env, _dir: dir }
+}
 
+/// The Role's rules without one grant (a rule naming several verbs or
+/// resources is split).
+fn rules_without(role: &Value, grant: &Grant) -> Vec<Value> {
+    let (verb, group, resource) = grant;
+    let mut rules = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let has = |key: &str, v: &str| rule[key].as_array().is_some_and(|a| a.contains(&json!(v)));
+        if !(has("verbs", verb) && has("apiGroups", group) && has("resources", resource)) {
+            rules.push(rule.clone());
+            continue;
+        }
+        let others = |key: &str, v: &str| -> Vec<Value> {
+            rule[key]
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter(|x| *x != &json!(v))
+                .cloned()
+                .collect()
+        };
+        let mut rest = rule.clone();
+        rest["resources"] = Value::Array(others("resources", resource));
+        if !others("resources", resource).is_empty() {
+            rules.push(rest);
+        }
+        let mut same = rule.clone();
+        same["resources"] = json!([resource]);
+        same["verbs"] = Value::Array(others("verbs", verb));
+        if !others("verbs", verb).is_empty() {
+            rules.push(same);
+        }
+    }
+    rules
+}
+
+/// The whole lifecycle of one pushed commit, through the server's API.
+async fn lifecycle(server: &Server, h: &kubesim::Handle, build_ns: &str) {
+    server.wait_ready().await;
     let sha = "0123456789abcdef0123456789abcdef01234567";
     let push = json!({"ref": "refs/heads/16.0", "after": sha, "repository": {"full_name": REPO}});
     assert_eq!(server.webhook("push", &push).await, StatusCode::ACCEPTED);
@@ -416,15 +524,14 @@ async fn install_and_run(overlay: &str) {
     server.until_status(&name, "stopped").await;
 
     // Reset while the new initialization runs: its Job and pods are killed.
-    sim.add_job_rule(JobRule::by_label(
+    h.add_job_rule(JobRule::by_label(
         "runboat/job-kind",
         "initialize",
         JobScript::succeed().with_duration(Duration::from_secs(600)),
     ));
     assert_eq!(server.send(Method::POST, &action("reset"), false).await.0, StatusCode::OK);
-    let h = sim.handle();
     let running_init = |h: &kubesim::Handle| {
-        h.list("pods", Some(&build_ns)).expect("list").iter().any(|p| {
+        h.list("pods", Some(build_ns)).expect("list").iter().any(|p| {
             p.pointer("/metadata/labels/runboat~1job-kind") == Some(&json!("initialize"))
                 && p.pointer("/status/phase") == Some(&json!("Running"))
         })
@@ -450,11 +557,21 @@ async fn install_and_run(overlay: &str) {
             "jobs",
         ]
         .iter()
-        .flat_map(|r| h.list(r, Some(&build_ns)).expect("list"))
+        .flat_map(|r| h.list(r, Some(build_ns)).expect("list"))
         .filter(|o| o.pointer("/metadata/labels/runboat~1build") == Some(&json!(name)))
         .count()
     };
     assert!(h.wait_until(STEP, |h| leftovers(h) == 0).await, "the build left objects behind");
+}
+
+/// Installs an overlay, runs the lifecycle, and checks zero 403s and that
+/// the Role grants exactly what was used.
+async fn install_and_run(overlay: &str) {
+    if kubectl_missing() {
+        return;
+    }
+    let Install { sim, mut server, build_ns, user, role, env, _dir } = install(overlay, None).await;
+    lifecycle(&server, &sim.handle(), &build_ns).await;
 
     server.terminate();
     let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait()).await;
@@ -470,7 +587,6 @@ async fn install_and_run(overlay: &str) {
 
     // 3. Zero 403s, and the Role grants exactly what was used.
     assert_eq!(sim.forbidden_count(), 0, "403s answered: {:?}", sim.access_log());
-    let user = format!("system:serviceaccount:{sa_ns}:{sa_name}");
     let log = sim.access_log();
     let others: Vec<&kubesim::Access> = log.iter().filter(|a| a.user != user).collect();
     assert!(others.is_empty(), "requests as another user while the server ran: {others:?}");
@@ -478,7 +594,7 @@ async fn install_and_run(overlay: &str) {
     let denied: Vec<&kubesim::Access> = decisions.iter().filter(|a| !a.allowed).collect();
     assert!(denied.is_empty(), "denied: {denied:?}");
     assert!(decisions.iter().all(|a| a.namespace == build_ns), "only the build namespace");
-    let used: BTreeSet<(String, String, String)> = decisions
+    let used: BTreeSet<Grant> = decisions
         .iter()
         .map(|a| {
             let resource = if a.subresource.is_empty() {
