@@ -29,7 +29,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM docker.io/library/debian:bookworm-slim AS kubectl
 ARG KUBECTL_VERSION
-ARG TARGETARCH=amd64
+# Set by BuildKit to the platform being built (amd64, arm64).
+ARG TARGETARCH
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
