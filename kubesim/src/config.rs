@@ -21,6 +21,15 @@ pub struct Config {
     /// Namespaces that exist from the start.
     pub namespaces: Vec<String>,
     pub controllers: ControllerConfig,
+    /// Authenticate requests by bearer token and authorize them with RBAC
+    /// (Roles, ClusterRoles and their bindings); off: every request is
+    /// allowed. See `src/auth.rs`.
+    pub rbac: bool,
+    /// With `rbac`: a request without credentials is an admin
+    /// (`system:unsecured`, as on kube-apiserver's former insecure port)
+    /// instead of `system:anonymous`. For kubectl, which never sends
+    /// credentials to a plain-HTTP server such as kubesim.
+    pub unauthenticated_as_admin: bool,
 }
 
 impl Default for Config {
@@ -31,6 +40,8 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
             controllers: ControllerConfig::default(),
+            rbac: false,
+            unauthenticated_as_admin: false,
         }
     }
 }
@@ -43,6 +54,8 @@ impl std::fmt::Debug for Config {
             .field("bookmark_interval", &self.bookmark_interval)
             .field("namespaces", &self.namespaces)
             .field("controllers", &self.controllers)
+            .field("rbac", &self.rbac)
+            .field("unauthenticated_as_admin", &self.unauthenticated_as_admin)
             .finish()
     }
 }

@@ -18,6 +18,7 @@
 //! ```
 
 mod api;
+mod auth;
 mod config;
 mod controllers;
 mod error;
@@ -33,9 +34,10 @@ mod store;
 mod table;
 mod validate;
 
+pub use auth::Access;
 pub use config::{
     Config, ControlAction, ControllerConfig, FailRule, JobHook, JobOutcome, JobRule, JobScript,
 };
 pub use error::{Error, Result};
-pub use sim::{Handle, KubeSim, kubeconfig_yaml};
+pub use sim::{Handle, KubeSim, kubeconfig_yaml, kubeconfig_yaml_with_token};
 pub use status::ApiError;

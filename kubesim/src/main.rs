@@ -49,6 +49,19 @@ enum Command {
         /// Disable the simulated controllers.
         #[arg(long)]
         no_controllers: bool,
+        /// Authenticate by bearer token and authorize with RBAC (Roles,
+        /// ClusterRoles, bindings); the kubeconfig of --kubeconfig-out is
+        /// then the admin's.
+        #[arg(long)]
+        rbac: bool,
+        /// With --rbac, treat requests without credentials as the admin
+        /// (kubectl never sends credentials over plain HTTP).
+        #[arg(long, requires = "rbac")]
+        unauthenticated_as_admin: bool,
+        /// Write a kubeconfig with a minted token of the service account
+        /// NS/NAME to FILE (repeatable; useful with --rbac).
+        #[arg(long = "service-account-kubeconfig", value_name = "NS/NAME=FILE")]
+        service_accounts: Vec<String>,
     },
 }
 
@@ -69,10 +82,15 @@ async fn main() -> anyhow::Result<()> {
             job_duration_ms,
             history,
             no_controllers,
+            rbac,
+            unauthenticated_as_admin,
+            service_accounts,
         } => {
             let mut config = Config {
                 addr: SocketAddr::new(bind, port),
                 history_window: history,
+                rbac,
+                unauthenticated_as_admin,
                 ..Config::default()
             };
             config.namespaces.extend(namespaces);
@@ -84,6 +102,16 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = kubeconfig_out {
                 std::fs::write(&path, sim.kubeconfig("default"))
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            for spec in &service_accounts {
+                let parsed = spec
+                    .split_once('=')
+                    .and_then(|(sa, file)| sa.split_once('/').map(|(ns, name)| (ns, name, file)));
+                let Some((ns, name, file)) = parsed else {
+                    anyhow::bail!("--service-account-kubeconfig {spec:?}: expected NS/NAME=FILE");
+                };
+                std::fs::write(file, sim.service_account_kubeconfig(ns, name, ns))
+                    .with_context(|| format!("writing {file}"))?;
             }
             println!("kubesim listening on {}", sim.url());
             sim.serve_until(async {

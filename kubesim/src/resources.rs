@@ -232,6 +232,78 @@ pub(crate) static RESOURCES: &[ResourceDef] = &[
         has_generation: false,
         field_labels: NO,
     },
+    ResourceDef {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "networkpolicies",
+        singular: "networkpolicy",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        short_names: &["netpol"],
+        subresources: NO,
+        has_generation: true,
+        field_labels: NO,
+    },
+    ResourceDef {
+        group: "policy",
+        version: "v1",
+        plural: "poddisruptionbudgets",
+        singular: "poddisruptionbudget",
+        kind: "PodDisruptionBudget",
+        namespaced: true,
+        short_names: &["pdb"],
+        subresources: &["status"],
+        has_generation: true,
+        field_labels: NO,
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        short_names: NO,
+        subresources: NO,
+        has_generation: false,
+        field_labels: NO,
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: NO,
+        subresources: NO,
+        has_generation: false,
+        field_labels: NO,
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: NO,
+        subresources: NO,
+        has_generation: false,
+        field_labels: NO,
+    },
+    ResourceDef {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: NO,
+        subresources: NO,
+        has_generation: false,
+        field_labels: NO,
+    },
 ];
 
 /// Well-known resource ids, kept in sync with [`RESOURCES`] by a unit test.
@@ -241,10 +313,20 @@ pub(crate) const EVENTS: ResId = 6;
 pub(crate) const DEPLOYMENTS: ResId = 8;
 pub(crate) const REPLICASETS: ResId = 9;
 pub(crate) const JOBS: ResId = 10;
+pub(crate) const ROLES: ResId = 15;
+pub(crate) const ROLEBINDINGS: ResId = 16;
+pub(crate) const CLUSTERROLES: ResId = 17;
+pub(crate) const CLUSTERROLEBINDINGS: ResId = 18;
 
 /// The group/versions served, in discovery order.
-pub(crate) const GROUP_VERSIONS: &[(&str, &str)] =
-    &[("apps", "v1"), ("batch", "v1"), ("networking.k8s.io", "v1"), ("coordination.k8s.io", "v1")];
+pub(crate) const GROUP_VERSIONS: &[(&str, &str)] = &[
+    ("apps", "v1"),
+    ("batch", "v1"),
+    ("networking.k8s.io", "v1"),
+    ("coordination.k8s.io", "v1"),
+    ("policy", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
+];
 
 /// Finds a resource by group, version and plural name.
 pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<ResId> {
@@ -394,6 +476,10 @@ mod tests {
         assert_eq!(def(DEPLOYMENTS).plural, "deployments");
         assert_eq!(def(REPLICASETS).plural, "replicasets");
         assert_eq!(def(JOBS).plural, "jobs");
+        assert_eq!(def(ROLES).plural, "roles");
+        assert_eq!(def(ROLEBINDINGS).plural, "rolebindings");
+        assert_eq!(def(CLUSTERROLES).plural, "clusterroles");
+        assert_eq!(def(CLUSTERROLEBINDINGS).plural, "clusterrolebindings");
     }
 
     #[test]

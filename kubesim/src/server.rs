@@ -151,6 +151,9 @@ async fn stats(State(inner): State<AppState>) -> Response {
         "requests": inner.requests.load(Ordering::Relaxed),
         "deploymentReconciles": inner.deployment_reconciles.load(Ordering::Relaxed),
         "controllersPaused": *inner.paused.borrow(),
+        "rbac": inner.auth.enabled,
+        "forbidden": inner.auth.forbidden.load(Ordering::Relaxed),
+        "unauthorized": inner.auth.unauthorized.load(Ordering::Relaxed),
     }))
 }
 
@@ -292,9 +295,68 @@ fn body_json(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
+/// Authentication, then RBAC authorization of a resource request (with
+/// `Config::rbac`): 401 for an unknown token, 403 when no rule allows it.
+fn authorize(
+    inner: &Inner,
+    method: &Method,
+    t: &Target,
+    watch: bool,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let who = inner.auth.authenticate(authorization)?;
+    let name = t.name.as_deref().unwrap_or_default();
+    // As kube-apiserver's RequestInfo: a namespace's own path is in that namespace.
+    let namespace = match t.ns.as_deref() {
+        Some(ns) => ns,
+        None if t.res == resources::NAMESPACES => name,
+        None => "",
+    };
+    let attrs = crate::auth::Attributes {
+        verb: verb_of(method, t, watch),
+        res: t.res,
+        subresource: t.sub.as_deref().unwrap_or_default(),
+        namespace,
+        name,
+    };
+    let state = inner.store.read();
+    inner.auth.authorize(&state, &who, &attrs)
+}
+
+/// A server-side apply that would create the object needs `create` too:
+/// kube-apiserver's patch handler wraps its create validation in
+/// `withAuthorization(…, createAuthorizerAttributes)`, whose denial is
+/// `NewForbidden(groupResource, name, reason)` with the authorizer's
+/// reason (empty for RBAC), hence the bare `… is forbidden: `.
+fn authorize_create_on_apply(
+    inner: &Inner,
+    t: &Target,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let who = inner.auth.authenticate(authorization)?;
+    let attrs =
+        crate::auth::Attributes { verb: "create", res: t.res, subresource: "", namespace, name };
+    let state = inner.store.read();
+    inner.auth.authorize(&state, &who, &attrs).map_err(|_| {
+        let def = resources::def(t.res);
+        ApiError {
+            details: Some(json!({"name": name, "group": def.group, "kind": def.plural})),
+            ..ApiError::new(
+                403,
+                "Forbidden",
+                format!("{} \"{name}\" is forbidden: ", def.qualified()),
+            )
+        }
+    })
+}
+
 fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
-        ("GET", false) if watch => "watch",
+        ("GET", _) if watch => "watch",
         ("GET", false) => "list",
         ("GET", true) => "get",
         ("POST", _) => "create",
@@ -339,6 +401,9 @@ async fn dispatch_inner(
     let def = resources::def(t.res);
     let watch = flag(&q, "watch");
     inner.requests.fetch_add(1, Ordering::Relaxed);
+    if inner.auth.enabled {
+        authorize(&inner, &method, &t, watch, &headers)?;
+    }
     let latency = inner.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -414,6 +479,13 @@ async fn dispatch_inner(
                 headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let ptype = PatchType::from_content_type(ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            if inner.auth.enabled
+                && ptype == PatchType::Apply
+                && sub == Sub::Main
+                && inner.get(t.res, ns, name).is_err_and(|e| e.code == 404)
+            {
+                authorize_create_on_apply(&inner, &t, ns, name, &headers)?;
+            }
             let (code, body) =
                 inner.patch(t.res, ns, name, ptype, &body, sub, &write_opts(&q, &headers)?)?;
             Ok(json_response(code, body))

@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     /// Deployment reconciles run by the simulated controller.
     pub(crate) deployment_reconciles: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
+    /// Tokens and RBAC decisions (`Config::rbac`).
+    pub(crate) auth: crate::auth::Auth,
 }
 
 impl Inner {
@@ -51,6 +53,7 @@ impl Inner {
             requests: AtomicU64::new(0),
             deployment_reconciles: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            auth: crate::auth::Auth::new(config.rbac, config.unauthenticated_as_admin, seed),
         }
     }
 
@@ -168,9 +171,76 @@ impl Handle {
         &self.url
     }
 
-    /// A kube client for this server, with `default` as its namespace.
+    /// A kube client for this server, with `default` as its namespace
+    /// (with RBAC on, as the admin).
     pub fn client(&self) -> Result<kube::Client> {
-        client_for(&self.url)
+        client_for(&self.url, self.admin_token())
+    }
+
+    /// The admin's bearer token (group `system:masters`) when RBAC is on.
+    fn admin_token(&self) -> Option<&str> {
+        self.inner.auth.enabled.then_some(self.inner.auth.admin_token.as_str())
+    }
+
+    /// Whether requests are authenticated and authorized (`Config::rbac`).
+    pub fn rbac_enabled(&self) -> bool {
+        self.inner.auth.enabled
+    }
+
+    /// A kubeconfig for kubectl and kube's config inference: with RBAC
+    /// on, the admin's (every right).
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        match self.admin_token() {
+            Some(token) => kubeconfig_yaml_with_token(&self.url, namespace, token),
+            None => kubeconfig_yaml(&self.url, namespace),
+        }
+    }
+
+    /// Mints a bearer token for the service account `namespace/name`
+    /// (user `system:serviceaccount:<namespace>:<name>`, groups
+    /// `system:serviceaccounts`, `system:serviceaccounts:<namespace>`,
+    /// `system:authenticated`), as a projected service-account token would
+    /// authenticate. The account need not exist yet.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let identity = crate::auth::Identity {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+        };
+        self.inner.auth.mint(identity, self.inner.seed, self.inner.next_id())
+    }
+
+    /// A kubeconfig authenticating with the service account's token.
+    pub fn service_account_kubeconfig(
+        &self,
+        sa_namespace: &str,
+        name: &str,
+        namespace: &str,
+    ) -> String {
+        kubeconfig_yaml_with_token(
+            &self.url,
+            namespace,
+            &self.service_account_token(sa_namespace, name),
+        )
+    }
+
+    /// Number of requests answered 403 Forbidden by RBAC.
+    pub fn forbidden_count(&self) -> u64 {
+        self.inner.auth.forbidden.load(Ordering::Relaxed)
+    }
+
+    /// Every distinct authorization decision so far (who, verb, resource,
+    /// subresource, namespace, allowed), sorted. Empty with RBAC off.
+    pub fn access_log(&self) -> Vec<crate::auth::Access> {
+        self.inner.auth.decisions()
+    }
+
+    /// Forgets the recorded decisions (not the forbidden count).
+    pub fn clear_access_log(&self) {
+        self.inner.auth.clear_decisions();
     }
 
     /// Runs a control action (the same as `POST /kubesim/faults`).
@@ -327,10 +397,16 @@ fn find_plural(resource: &str) -> Result<usize> {
         .ok_or_else(|| Error::UnknownResource { resource: resource.to_string() })
 }
 
-fn client_for(url: &str) -> Result<kube::Client> {
+fn client_for(url: &str, token: Option<&str>) -> Result<kube::Client> {
     let uri: http::Uri =
         url.parse().map_err(|e: http::uri::InvalidUri| Error::Client { message: e.to_string() })?;
     let mut config = kube::Config::new(uri);
+    if let Some(token) = token {
+        // AuthInfo's token is a secrecy::SecretString: build it through
+        // serde rather than depending on secrecy.
+        config.auth_info = serde_json::from_value(serde_json::json!({"token": token}))
+            .map_err(|e| Error::Client { message: e.to_string() })?;
+    }
     config.default_namespace = "default".into();
     config.read_timeout = Some(Duration::from_secs(300));
     kube::Client::try_from(config).map_err(|e| Error::Client { message: e.to_string() })
@@ -408,11 +484,6 @@ impl KubeSim {
         self.handle.clone()
     }
 
-    /// A kubeconfig for kubectl and kube's config inference.
-    pub fn kubeconfig(&self, namespace: &str) -> String {
-        kubeconfig_yaml(&self.handle.url, namespace)
-    }
-
     /// Stops the server: open watches end, then the listener closes.
     pub async fn shutdown(mut self) {
         self.stop();
@@ -452,5 +523,12 @@ impl Drop for KubeSim {
 pub fn kubeconfig_yaml(url: &str, namespace: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: {namespace}\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user: {{}}\npreferences: {{}}\n"
+    )
+}
+
+/// A kubeconfig pointing at `url` that authenticates with a bearer token.
+pub fn kubeconfig_yaml_with_token(url: &str, namespace: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: {namespace}\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user:\n    token: {token}\npreferences: {{}}\n"
     )
 }

@@ -9,6 +9,7 @@ mod faults;
 mod kubectl;
 mod patch;
 pub(crate) mod python;
+mod rbac;
 mod watch;
 
 use std::time::Duration;
