@@ -144,6 +144,60 @@ pub struct Build {
     pub webui_link: String,
 }
 
+/// A [`Build`] as `GET /builds` lists it: the same fields in the same
+/// order, but those that are `null` (`commit_info.pr` and `repo_pr_link` of
+/// a branch build) are left out, as the original's list answer (FastAPI's
+/// `response_model_exclude_none`) does. `GET /builds/{name}` and the events
+/// keep them as `null`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ListedBuild<'a> {
+    name: &'a str,
+    commit_info: ListedCommitInfo<'a>,
+    status: BuildStatus,
+    created: &'a str,
+    last_scaled: &'a str,
+    deploy_link: &'a str,
+    deploy_link_mailhog: &'a str,
+    repo_target_branch_link: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repo_pr_link: Option<&'a str>,
+    repo_commit_link: &'a str,
+    webui_link: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct ListedCommitInfo<'a> {
+    repo: &'a str,
+    target_branch: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pr: Option<u64>,
+    git_commit: &'a str,
+}
+
+impl<'a> From<&'a Build> for ListedBuild<'a> {
+    fn from(b: &'a Build) -> Self {
+        let c = &b.commit_info;
+        ListedBuild {
+            name: &b.name,
+            commit_info: ListedCommitInfo {
+                repo: &c.repo,
+                target_branch: &c.target_branch,
+                pr: c.pr,
+                git_commit: &c.git_commit,
+            },
+            status: b.status,
+            created: &b.created,
+            last_scaled: &b.last_scaled,
+            deploy_link: &b.deploy_link,
+            deploy_link_mailhog: &b.deploy_link_mailhog,
+            repo_target_branch_link: &b.repo_target_branch_link,
+            repo_pr_link: b.repo_pr_link.as_deref(),
+            repo_commit_link: &b.repo_commit_link,
+            webui_link: &b.webui_link,
+        }
+    }
+}
+
 /// The counters of `GET /status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StatusCounts {
@@ -238,6 +292,11 @@ pub struct BuildAction {
     pub detail: String,
     /// The build.
     pub name: String,
+    /// True when the action does not apply to the build in its current
+    /// state and nothing was done (`detail` says why). The answer is still
+    /// 200, as the original runboat's; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignored: bool,
 }
 
 /// The answer of `DELETE /builds`. Fields in the order the answer always
@@ -408,6 +467,48 @@ mod tests {
         assert_eq!(f.query(), "repo=oca%2Fweb&pr=12&status=started");
         assert!(Filters::default().is_empty());
         assert_eq!(Filters::default().query(), "");
+    }
+
+    fn build(pr: Option<u64>) -> Build {
+        Build {
+            name: "b1".into(),
+            commit_info: CommitInfo {
+                repo: "oca/web".into(),
+                target_branch: "16.0".into(),
+                pr,
+                git_commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            },
+            status: BuildStatus::Started,
+            created: "2024-05-01T12:34:56Z".into(),
+            last_scaled: "2024-05-01T12:34:56Z".into(),
+            deploy_link: "d".into(),
+            deploy_link_mailhog: "m".into(),
+            repo_target_branch_link: "t".into(),
+            repo_pr_link: pr.map(|n| format!("p{n}")),
+            repo_commit_link: "c".into(),
+            webui_link: "w".into(),
+        }
+    }
+
+    /// A listed build is the build, field for field and in order, less its
+    /// nulls: a field added to `Build` and forgotten here fails this.
+    #[test]
+    fn a_listed_build_is_the_build_without_its_nulls() {
+        let pr = build(Some(7));
+        assert_eq!(
+            serde_json::to_string(&ListedBuild::from(&pr)).expect("json"),
+            serde_json::to_string(&pr).expect("json")
+        );
+        let branch = build(None);
+        let full = serde_json::to_string(&branch).expect("json");
+        assert!(full.contains(r#""pr":null"#) && full.contains(r#""repo_pr_link":null"#));
+        let listed = serde_json::to_string(&ListedBuild::from(&branch)).expect("json");
+        assert_eq!(
+            listed,
+            full.replace(r#""pr":null,"#, "").replace(r#""repo_pr_link":null,"#, "")
+        );
+        let back: Build = serde_json::from_str(&listed).expect("a client reads it back");
+        assert_eq!(back, branch);
     }
 
     #[test]

@@ -15,7 +15,7 @@ Exit codes:
   2  usage error, bad config file, or a parameter the server refused (HTTP 400)
   3  not found (HTTP 404)
   4  not allowed: missing/wrong admin credentials (HTTP 401/403), or the action
-     does not apply to the build's current state (HTTP 409)
+     does not apply to the build's current state (the server ignored it)
   5  server unreachable
   6  server error (HTTP 5xx, or an answer that is not understood)
   7  --wait: the build failed

@@ -223,14 +223,19 @@ impl ApiClient {
         self.json(Method::POST, &format!("/api/v1/builds/trigger/pr?{q}")).await
     }
 
-    /// `POST /builds/{name}/{action}` for `start`, `stop` or `reset`.
+    /// `POST /builds/{name}/{action}` for `start`, `stop` or `reset`. An
+    /// action the server ignored (it does not apply to the build's state;
+    /// the server answers 200, as the original did) is an error here, as a
+    /// 409 was: the admin asked for something that did not happen.
     pub async fn action(&self, name: &str, action: &str) -> Result<Value> {
-        self.json(Method::POST, &format!("/api/v1/builds/{}/{action}", encode(name))).await
+        not_ignored(
+            self.json(Method::POST, &format!("/api/v1/builds/{}/{action}", encode(name))).await?,
+        )
     }
 
-    /// `DELETE /builds/{name}` (admin).
+    /// `DELETE /builds/{name}` (admin); ignored as [`ApiClient::action`].
     pub async fn undeploy(&self, name: &str) -> Result<Value> {
-        self.json(Method::DELETE, &format!("/api/v1/builds/{}", encode(name))).await
+        not_ignored(self.json(Method::DELETE, &format!("/api/v1/builds/{}", encode(name))).await?)
     }
 
     /// `DELETE /builds` with `filters` (admin).
@@ -378,6 +383,16 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
         Some(cause) => cause,
         None => e.to_string(),
     }
+}
+
+/// An action answer with `ignored: true` as the error a 409 was (exit code
+/// "not allowed"), with the server's reason.
+fn not_ignored(answer: Value) -> Result<Value> {
+    if answer.get("ignored").and_then(Value::as_bool) == Some(true) {
+        let detail = answer.get("detail").and_then(Value::as_str).unwrap_or("ignored").to_owned();
+        return Err(Error::Http { status: 409, detail });
+    }
+    Ok(answer)
 }
 
 /// The `detail` of a JSON error body, else an excerpt of the body, else the

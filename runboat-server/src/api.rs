@@ -113,8 +113,9 @@ impl FilterParams {
 
     /// The filters of `DELETE /builds`: as [`FilterParams::into_filters`],
     /// but a parameter given must have a value (the OpenAPI document says
-    /// so; an empty one is a mistake when undeploying), and at least one
-    /// is required.
+    /// so; an empty one is a mistake when undeploying). No filter at all
+    /// means every build, as the original does (the route needs admin
+    /// credentials).
     pub fn into_undeploy_filters(self) -> Result<SearchFilters, ApiError> {
         let params = [
             ("repo", &self.repo),
@@ -131,15 +132,7 @@ impl FilterParams {
                 "empty {name}: give it a value or leave it out"
             )));
         }
-        let filters = self.into_filters()?;
-        if filters == SearchFilters::default() {
-            return Err(ApiError::BadRequest(
-                "refusing to undeploy every build: give at least one filter \
-                 (repo, target_branch, branch, pr, status, build_name)"
-                    .to_owned(),
-            ));
-        }
-        Ok(filters)
+        self.into_filters()
     }
 }
 
@@ -210,18 +203,18 @@ fn json_response(body: impl Into<axum::body::Body>) -> Response {
 }
 
 #[utoipa::path(delete, path = "/api/v1/builds", tag = "admin", params(runboat_api::UndeployFilters),
-    description = "Undeploys every build passing the filters. At least one filter is required: \
-        without any the answer is 400; so is an unknown parameter (a misspelt filter must not \
-        widen an undeploy).",
+    description = "Undeploys every build passing the filters; without any filter, every build, \
+        as the original runboat does (admin credentials are required). An unknown parameter is \
+        a 400, so that a misspelt filter cannot widen an undeploy to everything.",
     security(("basic" = [])),
     responses(
         (status = 200, description = "undeploy requested", body = Undeployed),
-        (status = 400, description = "no filter, or an invalid one", body = Detail),
+        (status = 400, description = "an invalid or unknown filter", body = Detail),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 503, description = "the controller is stopping", body = Detail),
     ))]
-/// `DELETE /builds` (admin): undeploy every build passing the filters. At
-/// least one filter is required.
+/// `DELETE /builds` (admin): undeploy every build passing the filters (all
+/// of them without a filter, as the original).
 pub(crate) async fn undeploy_builds(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -269,7 +262,7 @@ async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<BuildAction
         Accepted::Done => "deploying".to_owned(),
         Accepted::Ignored(reason) => reason.to_string(),
     };
-    Ok(Json(BuildAction { detail, name }))
+    Ok(Json(BuildAction { detail, name, ignored: false }))
 }
 
 #[utoipa::path(post, path = "/api/v1/builds/trigger/branch", tag = "admin",
@@ -433,8 +426,21 @@ fn action_answer(
     verb: &str,
     result: runboat_core::CommandResult,
 ) -> Result<Response, ApiError> {
-    command(result, Subject::Build(name))?.or_conflict()?;
-    let answer = BuildAction { detail: format!("{verb} requested"), name: name.to_owned() };
+    // An action that does not apply to the build's state is ignored with a
+    // 200, as the original answers: scripts using `curl -f` and its web UI
+    // rely on it. `ignored` says so, and `detail` why.
+    let answer = match command(result, Subject::Build(name))? {
+        Accepted::Done => BuildAction {
+            detail: format!("{verb} requested"),
+            name: name.to_owned(),
+            ignored: false,
+        },
+        Accepted::Ignored(reason) => BuildAction {
+            detail: format!("{verb} ignored: {reason}"),
+            name: name.to_owned(),
+            ignored: true,
+        },
+    };
     Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
@@ -468,10 +474,10 @@ async fn act(
     description = "Starts a stopped build. Open to anyone unless the server requires admin \
         credentials for actions.",
     responses(
-        (status = 200, description = "start requested", body = BuildAction),
+        (status = 200, description = "start requested; or ignored (`ignored: true`, the reason in \
+            `detail`) when the build is not stopped, as the original answers", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 409, description = "the build is not stopped", body = Detail),
         (status = 503, description = "the controller is stopping", body = Detail),
     ))]
 /// `POST /builds/{name}/start`.
@@ -487,10 +493,10 @@ pub(crate) async fn start(
     params(("name" = String, Path, description = "build name")),
     description = "Stops a started build.",
     responses(
-        (status = 200, description = "stop requested", body = BuildAction),
+        (status = 200, description = "stop requested; or ignored (`ignored: true`) when the build \
+            is not started", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 409, description = "the build is not started", body = Detail),
         (status = 503, description = "the controller is stopping", body = Detail),
     ))]
 /// `POST /builds/{name}/stop`.
@@ -506,10 +512,10 @@ pub(crate) async fn stop(
     params(("name" = String, Path, description = "build name")),
     description = "Initializes a build again.",
     responses(
-        (status = 200, description = "reset requested", body = BuildAction),
+        (status = 200, description = "reset requested; or ignored (`ignored: true`) when the \
+            build is undeploying", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 409, description = "the build is undeploying", body = Detail),
         (status = 503, description = "the controller is stopping", body = Detail),
     ))]
 /// `POST /builds/{name}/reset`.
@@ -525,10 +531,10 @@ pub(crate) async fn reset(
     params(("name" = String, Path, description = "build name")),
     security(("basic" = [])),
     responses(
-        (status = 200, description = "undeploy requested", body = BuildAction),
+        (status = 200, description = "undeploy requested; or ignored (`ignored: true`) when the \
+            build is undeploying already", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 409, description = "the build is undeploying already", body = Detail),
         (status = 503, description = "the controller is stopping", body = Detail),
     ))]
 /// `DELETE /builds/{name}` (admin).

@@ -35,9 +35,6 @@ pub enum ApiError {
     /// No such build (or no such log): 404.
     #[error("{0}")]
     NotFound(String),
-    /// The action does not apply to the build in its current state: 409.
-    #[error("{0}")]
-    Conflict(String),
     /// The request body is over the limit: 413.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -70,7 +67,6 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) | ApiError::NoGitHubClient => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,17 +106,6 @@ pub enum Accepted {
     /// Nothing to do, and why (each endpoint words it: 409 for an action,
     /// 200 for a deploy of a commit already deployed).
     Ignored(IgnoredReason),
-}
-
-impl Accepted {
-    /// `Ignored` as 409 Conflict: the action does not apply to the build in
-    /// its current state.
-    pub fn or_conflict(self) -> Result<(), ApiError> {
-        match self {
-            Accepted::Done => Ok(()),
-            Accepted::Ignored(reason) => Err(ApiError::Conflict(reason.to_string())),
-        }
-    }
 }
 
 /// The one mapping of a controller command's result to the API's answers:

@@ -74,7 +74,11 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     event_streams: AtomicUsize,
     event_cache: events::EventCache,
+    /// Each build's JSON as `GET /builds/{name}` and the events show it.
     views: views::ViewCache,
+    /// Each build's JSON as `GET /builds` shows it (no `null` fields), and
+    /// the whole list answers.
+    list_views: views::ViewCache,
 }
 
 impl AppState {
@@ -105,6 +109,7 @@ impl AppState {
                 event_streams: AtomicUsize::new(0),
                 event_cache: events::EventCache::default(),
                 views: views::ViewCache::default(),
+                list_views: views::ViewCache::default(),
             }),
         }
     }
@@ -181,12 +186,12 @@ impl AppState {
         index: &runboat_core::BuildIndex,
         filters: &runboat_core::SearchFilters,
     ) -> bytes::Bytes {
-        let views = &self.inner.views;
+        let views = &self.inner.list_views;
         // Debug prints every field, strings escaped: a complete key.
         let key = format!("{filters:?}");
         views.answer(index, &key, || {
             let found = index.search_with_revisions(filters, runboat_core::SortOrder::Desc);
-            views.json_array(index, &found, |b| self.build_json(b)).into()
+            views.json_array(index, &found, |b| self.build_list_json(b)).into()
         })
     }
 
@@ -203,6 +208,15 @@ impl AppState {
     fn build_json(&self, build: &Build) -> bytes::Bytes {
         // A view is plain strings and numbers: serialising cannot fail.
         serde_json::to_vec(&self.build_view(build)).unwrap_or_default().into()
+    }
+
+    /// A build as `GET /builds` shows it: the fields that are `null`
+    /// (`commit_info.pr`, `repo_pr_link` of a branch build) are left out,
+    /// as the original's list answer (FastAPI's `response_model_exclude_none`)
+    /// does. `GET /builds/{name}` and the events keep them as `null`.
+    fn build_list_json(&self, build: &Build) -> bytes::Bytes {
+        let view = self.build_view(build);
+        serde_json::to_vec(&runboat_api::ListedBuild::from(&view)).unwrap_or_default().into()
     }
 
     pub(crate) fn event_cache(&self) -> &events::EventCache {
@@ -248,6 +262,10 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(ui::index))
         .route("/builds", get(ui::builds_page))
         .route("/builds/{name}", get(ui::build_page))
+        .route("/webui/builds.html", get(ui::legacy_builds))
+        .route("/webui/build.html", get(ui::legacy_build))
+        .route("/webui/", get(ui::legacy_index))
+        .route("/webui/index.html", get(ui::legacy_index))
         .route("/static/{file}", get(ui::asset))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

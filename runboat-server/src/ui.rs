@@ -7,10 +7,14 @@
 //!   row per branch or pull request, newest first, a card per build;
 //! - `/builds/{name}` is one build; with `?live` it redirects to the
 //!   instance when the build is started (and the page does so as soon as it
-//!   becomes started).
+//!   becomes started);
+//! - the original's URLs, in users' bookmarks and in old commit statuses,
+//!   redirect (308) to these: `/webui/builds.html?…` → `/builds?…`,
+//!   `/webui/build.html?name=X&…` → `/builds/X?…`, `/webui/` → `/`.
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use runboat_core::BuildStatus;
@@ -33,6 +37,49 @@ fn page(state: &AppState, kind: &str, title: &str, build: &str) -> String {
         .replace("{{PAGE}}", kind)
         .replace("{{BUILD}}", &html_escape(build))
         .replace("{{FOOTER}}", &footer)
+}
+
+/// `GET /webui/builds.html?repo=…`: the original's board URL, to the board
+/// with the same query.
+pub(crate) async fn legacy_builds(RawQuery(query): RawQuery) -> Redirect {
+    Redirect::permanent(&match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("/builds?{q}"),
+        None => "/builds".to_owned(),
+    })
+}
+
+/// `GET /webui/build.html?name=X[&live]`: the original's build page URL, to
+/// `/builds/X` with the other parameters (`live` among them).
+pub(crate) async fn legacy_build(RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let mut name = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("name", value)) if name.is_none() => name = Some(value),
+            _ => rest.push(pair),
+        }
+    }
+    // A build name is a DNS label: anything else (an encoded slash, say)
+    // is no build, and must not shape the redirect.
+    let Some(name) = name.filter(|n| {
+        !n.is_empty() && n.len() <= 63 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }) else {
+        let detail = "/webui/build.html needs ?name=<build name>";
+        return (StatusCode::BAD_REQUEST, Json(runboat_api::Detail { detail: detail.into() }))
+            .into_response();
+    };
+    let target = if rest.is_empty() {
+        format!("/builds/{name}")
+    } else {
+        format!("/builds/{name}?{}", rest.join("&"))
+    };
+    Redirect::permanent(&target).into_response()
+}
+
+/// `GET /webui/` and `/webui/index.html`: the original's home page.
+pub(crate) async fn legacy_index() -> Redirect {
+    Redirect::permanent("/")
 }
 
 /// `GET /`.

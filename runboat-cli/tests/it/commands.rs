@@ -171,7 +171,8 @@ async fn trigger_wait_start_wait_logs_stop_undeploy() {
         tokio::time::timeout(PATIENCE, follow.wait()).await.expect("exits").expect("status");
     assert_eq!(status.code(), Some(0), "{rest}");
     assert!(rest.contains("build is stop"), "the server's end marker: {rest}");
-    // Stopping a stopped build does not apply: 409, exit 4, the server's reason.
+    // Stopping a stopped build does not apply: the server ignores it (200,
+    // as the original), the CLI exits 4 with the server's reason.
     let r = run(runboat(&s.url), &["stop", &name, "nope"]).await;
     r.expect_code(4);
     assert!(r.stderr.contains("build is stopped"), "{r:?}");

@@ -386,8 +386,15 @@ impl Loop {
         self.touched.insert(build);
     }
 
-    /// Decides (the pure step) and carries the decisions out.
+    /// Decides and carries the decisions out, again as long as a step
+    /// queued new requests (an undeploy-matching expanded into one undeploy
+    /// per build): they must not wait for the next input.
     fn reconcile(&mut self) {
+        while self.step() {}
+    }
+
+    /// One pure step and its effects; true when it queued new requests.
+    fn step(&mut self) -> bool {
         self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let touched = std::mem::take(&mut self.touched);
@@ -406,7 +413,7 @@ impl Loop {
             drop(idx);
             self.touched = touched;
             self.set_idle(now);
-            return;
+            return false;
         }
         let world = World {
             index: &idx,
@@ -422,6 +429,7 @@ impl Loop {
 
         // Requests: the step looked at the front of the queue, in order.
         let mut kept = Vec::new();
+        let mut expanded = false;
         for verdict in step.verdicts {
             let Some((request, answer)) = self.queue.pop_front() else { break };
             match verdict {
@@ -436,6 +444,7 @@ impl Loop {
                     if let Reply::Count(tx) = answer {
                         let _ = tx.send(names.len());
                     }
+                    expanded |= !names.is_empty();
                     self.queue
                         .extend(names.into_iter().map(|n| (Request::Undeploy(n), Reply::None)));
                 }
@@ -467,6 +476,7 @@ impl Loop {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = self.cleanup_failures.clone();
         }
         self.set_idle(now);
+        expanded
     }
 
     fn spawn(&mut self, task: Task, answer: Reply, now: Instant) {

@@ -278,6 +278,41 @@ fn expect_get(
     );
 }
 
+/// An undeploy of every matching build proceeds at once, without waiting
+/// for some other event to wake the loop up.
+#[tokio::test(start_paused = true)]
+async fn undeploy_matching_deletes_every_match_at_once() {
+    let (a, b, other) = (
+        commit(1),
+        commit(2),
+        CommitInfo::new("oca/crm", "16.0", None, &format!("{:040x}", 3)).expect("commit"),
+    );
+    let names = [a.build_name(), b.build_name()];
+    let h = with_mock(
+        |m, calls| {
+            let ok = counted(calls);
+            let expected = names.clone();
+            m.expect_delete_deployment()
+                .withf(move |n| expected.iter().any(|e| e == n))
+                .times(2)
+                .returning(move |_| ok());
+        },
+        vec![
+            facts(&a, InitStatus::Succeeded, 0, 0, false),
+            facts(&b, InitStatus::Failed, 0, 0, false),
+            facts(&other, InitStatus::Succeeded, 0, 0, false),
+        ],
+        vec![],
+        settings(false, false, 2),
+    )
+    .await;
+    let filters =
+        SearchFilters { repo: Some("oca/mis-builder".into()), ..SearchFilters::default() };
+    assert_eq!(h.handle.undeploy_matching(filters).await, Ok(2));
+    h.wait_calls(2).await;
+    h.finish().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn start_of_a_stopped_build_applies_start_then_scales_to_one() {
     let c = commit(1);

@@ -169,13 +169,16 @@ async fn start_stop_reset_follow_the_build_state() {
     assert_eq!(a.detail(), "start requested");
     h.wait_status(&b.name, Some(BuildStatus::Starting)).await;
 
-    // Starting again: the action does not apply.
+    // Starting again: the action does not apply, and is ignored with a 200
+    // as the original answers (scripts use `curl -f`).
     let a = h.send(req("POST", &url("start"))).await;
-    assert_eq!(a.status, StatusCode::CONFLICT);
-    assert_eq!(a.detail(), "build is starting");
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.detail(), "start ignored: build is starting");
+    assert_eq!(a.json()["ignored"], true);
 
     let a = h.send(req("POST", &url("stop"))).await;
-    assert_eq!(a.status, StatusCode::CONFLICT, "stop only from started");
+    assert_eq!(a.status, StatusCode::OK, "stop only from started");
+    assert_eq!(a.json()["ignored"], true);
     let started = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Started, 1).await;
     let a = h.send(req("POST", &format!("/api/v1/builds/{}/stop", started.name))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
@@ -244,19 +247,20 @@ async fn undeploy_one_build() {
     assert_eq!(a.detail(), "undeploy requested");
     h.wait_status(&b.name, Some(BuildStatus::Undeploying)).await;
     let a = h.send(admin("DELETE", &format!("/api/v1/builds/{}", b.name))).await;
-    assert_eq!(a.status, StatusCode::CONFLICT, "already undeploying");
+    assert_eq!(a.status, StatusCode::OK, "already undeploying");
+    assert_eq!(a.detail(), "undeploy ignored: build is undeploying");
+    assert_eq!(a.json()["ignored"], true);
     let a = h.send(admin("DELETE", "/api/v1/builds/bnope")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
-async fn undeploy_matching_requires_a_filter() {
+async fn undeploy_matching_takes_precise_filters() {
     let h = Harness::new().await;
     let b1 = h.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Stopped, 0).await;
     let b2 = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Stopped, 0).await;
-    let a = h.send(admin("DELETE", "/api/v1/builds")).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.detail().starts_with("refusing to undeploy every build"), "{}", a.detail());
+    let a = h.send(req("DELETE", "/api/v1/builds")).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "admin only");
     let a = h.send(admin("DELETE", "/api/v1/builds?repo=")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "empty filters are no filters");
     let a = h.send(admin("DELETE", "/api/v1/builds?status=bogus")).await;
@@ -271,6 +275,61 @@ async fn undeploy_matching_requires_a_filter() {
     assert_eq!(a.text(), r#"{"count":1,"detail":"undeploying 1 build(s)"}"#);
     h.wait_status(&b2.name, Some(BuildStatus::Undeploying)).await;
     assert_eq!(h.handle.get(&b1.name).expect("b1").status, BuildStatus::Stopped);
+}
+
+/// Without a filter, every build, as the original does (admin only).
+#[tokio::test]
+async fn undeploy_without_a_filter_undeploys_everything_as_the_original() {
+    let h = Harness::new().await;
+    let b1 = h.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Stopped, 0).await;
+    let b2 = h.add("oca/crm", "17.0", None, &sha(2), BuildStatus::Failed, 0).await;
+    let a = h.send(admin("DELETE", "/api/v1/builds")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(a.json()["count"], 2);
+    h.wait_status(&b1.name, Some(BuildStatus::Undeploying)).await;
+    h.wait_status(&b2.name, Some(BuildStatus::Undeploying)).await;
+}
+
+/// The original's answers: `GET /builds` leaves out what is null;
+/// `GET /builds/{name}` keeps it.
+#[tokio::test]
+async fn the_list_omits_nulls_and_the_single_build_keeps_them() {
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Stopped, 0).await;
+    let list = h.send(req("GET", "/api/v1/builds")).await;
+    let listed = &list.json()[0];
+    assert_eq!(listed["name"], b.name.as_str());
+    assert!(listed["commit_info"].get("pr").is_none(), "{listed}");
+    assert!(listed.get("repo_pr_link").is_none(), "{listed}");
+    assert!(!list.text().contains("null"), "{}", list.text());
+    let one = h.send(req("GET", &format!("/api/v1/builds/{}", b.name))).await;
+    assert_eq!(one.json()["commit_info"]["pr"], serde_json::Value::Null);
+    assert!(one.text().contains(r#""repo_pr_link":null"#), "{}", one.text());
+}
+
+/// The original's URLs (bookmarks, old commit statuses) redirect.
+#[tokio::test]
+async fn the_original_webui_urls_redirect() {
+    let h = Harness::new().await;
+    for (from, to) in [
+        (
+            "/webui/builds.html?repo=oca/web&target_branch=16.0",
+            "/builds?repo=oca/web&target_branch=16.0",
+        ),
+        ("/webui/builds.html", "/builds"),
+        ("/webui/build.html?name=b1a2b3", "/builds/b1a2b3"),
+        ("/webui/build.html?live&name=b1a2b3", "/builds/b1a2b3?live"),
+        ("/webui/", "/"),
+        ("/webui/index.html", "/"),
+    ] {
+        let a = h.send(req("GET", from)).await;
+        assert_eq!(a.status, StatusCode::PERMANENT_REDIRECT, "{from}");
+        assert_eq!(a.headers["location"], to, "{from}");
+    }
+    for bad in ["/webui/build.html", "/webui/build.html?name=", "/webui/build.html?name=..%2Fx"] {
+        let a = h.send(req("GET", bad)).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
 }
 
 #[tokio::test]

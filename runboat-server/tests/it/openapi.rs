@@ -72,7 +72,12 @@ async fn every_field_of_the_wire_types_is_in_its_schema() {
     assert_eq!(keys(&error), properties(&doc, "Detail"));
     let action = h.send(admin("POST", &format!("/api/v1/builds/{}/start", pr.name))).await;
     assert_eq!(action.status, StatusCode::OK, "{}", action.text());
-    assert_eq!(keys(&action.json()), properties(&doc, "BuildAction"));
+    assert!(keys(&action.json()).is_subset(&properties(&doc, "BuildAction")));
+    // An ignored action also has `ignored` (absent when false).
+    h.wait_status(&pr.name, Some(BuildStatus::Starting)).await;
+    let ignored = h.send(admin("POST", &format!("/api/v1/builds/{}/start", pr.name))).await;
+    assert_eq!(ignored.json()["ignored"], true, "{}", ignored.text());
+    assert_eq!(keys(&ignored.json()), properties(&doc, "BuildAction"));
     let undeployed = h.send(admin("DELETE", "/api/v1/builds?pr=3")).await.json();
     assert_eq!(keys(&undeployed), properties(&doc, "Undeployed"));
     let mut sse = SseReader::open(&h.state, "/api/v1/build-events").await;
