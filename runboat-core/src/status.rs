@@ -190,7 +190,8 @@ impl FromStr for BuildStatus {
 pub struct DeploymentFacts {
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.annotations`.
+    /// `metadata.annotations`: at least those of the contract
+    /// (`runboat/…`); runboat-k8s's watches keep only those.
     pub annotations: BTreeMap<String, String>,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,

@@ -122,13 +122,22 @@ pub enum Error {
     /// The Kubernetes client could not be configured (no kubeconfig, no in-cluster
     /// service account...).
     #[error(
-        "no Kubernetes client configuration (looked for KUBECONFIG, ~/.kube/config and the \
-         in-cluster service account)"
+        "could not load a Kubernetes client configuration (looked for KUBECONFIG, \
+         ~/.kube/config and the in-cluster service account)"
     )]
     KubeConfig {
         /// kube's error.
         #[source]
         source: kube::config::InferConfigError,
+    },
+
+    /// A `deployment_resource_types` entry cannot be resolved through API
+    /// discovery (the cluster does not serve it, or discovery failed).
+    #[error("deployment_resource_types cannot be resolved")]
+    ResourceTypes {
+        /// Why (names the entry).
+        #[source]
+        source: runboat_core::ClusterError,
     },
 
     /// The Kubernetes client could not be built from its configuration.

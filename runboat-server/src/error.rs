@@ -103,8 +103,9 @@ pub enum Subject<'a> {
 pub enum Accepted {
     /// It acts on it.
     Done,
-    /// Nothing to do, and why (each endpoint words it: 409 for an action,
-    /// 200 for a deploy of a commit already deployed).
+    /// Nothing to do, and why (each endpoint words it: 200 with
+    /// `ignored: true` for an action, 200 for a deploy of a commit already
+    /// deployed).
     Ignored(IgnoredReason),
 }
 

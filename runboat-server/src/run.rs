@@ -137,7 +137,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Builds the GitHub client from the settings' token. `None` (with a
-/// warning) when it cannot be built: triggers then answer 502 and no commit
+/// warning) when it cannot be built: triggers then answer 503 and no commit
 /// status is posted, but everything else works.
 pub fn github_client(settings: &Settings) -> Option<GitHubClient> {
     let token = GitHubToken::from_config(settings.github_token.as_ref().map(Secret::expose));

@@ -284,6 +284,21 @@ enum Reply {
     Count(oneshot::Sender<usize>),
 }
 
+impl Reply {
+    fn is_none(&self) -> bool {
+        matches!(self, Reply::None)
+    }
+
+    /// True when the caller stopped waiting for the answer.
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::None => false,
+            Reply::Outcome(tx) => tx.is_closed(),
+            Reply::Count(tx) => tx.is_closed(),
+        }
+    }
+}
+
 /// A message for the loop.
 enum Command {
     /// A request and where its answer goes.

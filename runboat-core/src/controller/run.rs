@@ -386,15 +386,8 @@ impl Loop {
         self.touched.insert(build);
     }
 
-    /// Decides and carries the decisions out, again as long as a step
-    /// queued new requests (an undeploy-matching expanded into one undeploy
-    /// per build): they must not wait for the next input.
+    /// Decides (the pure step) and carries the decisions out.
     fn reconcile(&mut self) {
-        while self.step() {}
-    }
-
-    /// One pure step and its effects; true when it queued new requests.
-    fn step(&mut self) -> bool {
         self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let touched = std::mem::take(&mut self.touched);
@@ -413,8 +406,13 @@ impl Loop {
             drop(idx);
             self.touched = touched;
             self.set_idle(now);
-            return false;
+            return;
         }
+        // A start, stop, reset or undeploy whose caller went away (the HTTP
+        // client hung up while the build was busy) is dropped: nobody can
+        // make the queue hold what nobody waits for. A deploy is kept (a
+        // webhook that stopped waiting still asked for the build).
+        self.queue.retain(|(request, r)| matches!(request, Request::Deploy(_)) || !r.is_closed());
         let world = World {
             index: &idx,
             jobs: &self.job_table,
@@ -429,7 +427,7 @@ impl Loop {
 
         // Requests: the step looked at the front of the queue, in order.
         let mut kept = Vec::new();
-        let mut expanded = false;
+        let mut undeploys = Vec::new();
         for verdict in step.verdicts {
             let Some((request, answer)) = self.queue.pop_front() else { break };
             match verdict {
@@ -438,32 +436,38 @@ impl Loop {
                 Verdict::Wait => kept.push((request, answer)),
                 Verdict::AcceptAndWait => {
                     reply(answer, Ok(CommandOutcome::Done));
-                    kept.push((request, Reply::None));
-                }
-                Verdict::Expand(names) => {
-                    if let Reply::Count(tx) = answer {
-                        let _ = tx.send(names.len());
+                    // One deferred deploy per commit is enough: repeated
+                    // webhooks must not grow the queue.
+                    let known = |q: &(Request, Reply)| q.0 == request && q.1.is_none();
+                    if !kept.iter().any(known) && !self.queue.iter().any(known) {
+                        kept.push((request, Reply::None));
                     }
-                    expanded |= !names.is_empty();
+                }
+                Verdict::Expand { count, run, later } => {
+                    if let Reply::Count(tx) = answer {
+                        let _ = tx.send(count);
+                    }
+                    undeploys.extend(run);
                     self.queue
-                        .extend(names.into_iter().map(|n| (Request::Undeploy(n), Reply::None)));
+                        .extend(later.into_iter().map(|n| (Request::Undeploy(n), Reply::None)));
                 }
             }
         }
         for entry in kept.into_iter().rev() {
             self.queue.push_front(entry);
         }
-        for task in step.tasks {
+        for task in undeploys.into_iter().chain(step.tasks) {
             self.spawn(task, Reply::None, now);
         }
         self.touched.extend(step.revisit);
         let failures_changed = !(step.cleanup_failed.is_empty() && step.cleanup_cleared.is_empty());
-        for name in step.cleanup_failed {
+        for target in step.cleanup_failed {
             tracing::error!(
-                build = name,
+                build = target.name,
+                commit = %target.commit,
                 "CLEANUP JOB FAILED: the build stays undeploying until someone looks"
             );
-            self.cleanup_failures.insert(name);
+            self.cleanup_failures.insert(target.name);
         }
         for name in step.cleanup_cleared {
             self.cleanup_failures.remove(&name);
@@ -476,7 +480,6 @@ impl Loop {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = self.cleanup_failures.clone();
         }
         self.set_idle(now);
-        expanded
     }
 
     fn spawn(&mut self, task: Task, answer: Reply, now: Instant) {

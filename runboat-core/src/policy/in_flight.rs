@@ -133,8 +133,14 @@ impl InFlight {
             {
                 self.initializing.remove(name);
             }
-            if self.backoff.get(name).is_some_and(|b| b.until <= now) && index.get(name).is_none() {
-                // Gone for good: nothing left to retry.
+            if self.backoff.get(name).is_some_and(|b| b.until <= now)
+                && index.get(name).is_none()
+                && jobs.all(name).next().is_none()
+            {
+                // Gone for good (no Deployment, no Job left to delete):
+                // nothing left to retry. While jobs are left, the failure
+                // count stays, so a failing orphan deletion backs off more
+                // each time.
                 self.backoff.remove(name);
             }
         }

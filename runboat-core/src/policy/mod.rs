@@ -110,9 +110,19 @@ pub enum Verdict {
     /// later step: a deploy of a commit whose previous build is still
     /// undeploying (a PR closed and reopened during its cleanup).
     AcceptAndWait,
-    /// Answer with the count, and queue an [`Request::Undeploy`] for each of
-    /// these builds at the back.
-    Expand(Vec<String>),
+    /// An undeploy of every matching build: answer with `count`; the
+    /// undeploys in `run` are tasks of this step (so no policy or
+    /// initialization of this step takes those builds first); queue an
+    /// [`Request::Undeploy`] at the back for each build of `later` (busy,
+    /// or no capacity left).
+    Expand {
+        /// How many builds match.
+        count: usize,
+        /// Undeploys to run now.
+        run: Vec<Task>,
+        /// Builds to undeploy in a later step.
+        later: Vec<String>,
+    },
 }
 
 /// What the controller knows, as the step reads it.
@@ -146,20 +156,21 @@ pub struct Step {
     /// Builds to look at again in the next step (no capacity this time).
     pub revisit: Vec<String>,
     /// Undeploying builds whose cleanup Job failed, newly seen: report them
-    /// loudly, once.
-    pub cleanup_failed: Vec<String>,
+    /// loudly, once (with their commit).
+    pub cleanup_failed: Vec<Target>,
     /// Builds no longer in a failed cleanup (the Job or the build went).
     pub cleanup_cleared: Vec<String>,
 }
 
 impl Step {
-    /// Every task of the step, those answering requests included.
+    /// Every task of the step, those of requests included.
     pub fn all_tasks(&self) -> impl Iterator<Item = &Task> {
         self.verdicts
             .iter()
-            .filter_map(|v| match v {
-                Verdict::Run(t) => Some(t),
-                _ => None,
+            .flat_map(|v| match v {
+                Verdict::Run(t) => std::slice::from_ref(t),
+                Verdict::Expand { run, .. } => run.as_slice(),
+                _ => &[],
             })
             .chain(&self.tasks)
     }
@@ -233,14 +244,26 @@ impl Decider<'_, '_> {
                 |t: Target| Task::Undeploy(t.name),
                 |s| s != BuildStatus::Undeploying,
             ),
-            Request::UndeployMatching(filters) => Verdict::Expand(
-                index
+            Request::UndeployMatching(filters) => {
+                let names: Vec<String> = index
                     .search(filters, SortOrder::Asc)
                     .into_iter()
                     .filter(|b| b.status != BuildStatus::Undeploying)
                     .map(|b| b.name.clone())
-                    .collect(),
-            ),
+                    .collect();
+                let count = names.len();
+                let (mut run, mut later) = (Vec::new(), Vec::new());
+                for name in names {
+                    if self.has_capacity() && !self.busy(&name) {
+                        let task = Task::Undeploy(name);
+                        self.claim(&task);
+                        run.push(task);
+                    } else {
+                        later.push(name);
+                    }
+                }
+                Verdict::Expand { count, run, later }
+            }
         }
     }
 
@@ -266,7 +289,7 @@ impl Decider<'_, '_> {
 
     fn fail_cleanup(&mut self, build: &Build) {
         if self.cleanup_failures.insert(build.name.clone()) {
-            self.step.cleanup_failed.push(build.name.clone());
+            self.step.cleanup_failed.push(Target::of(build));
         }
     }
 

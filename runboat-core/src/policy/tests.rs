@@ -220,7 +220,7 @@ fn job_handling_follows_spec_for_the_touched_builds() {
     let mut f = Fixture::new(settings(0, 9, 99));
     f.jobs.insert(job("c", "gone", JobKind::Cleanup, JobPhase::Failed));
     let step = f.decide(&idx, &["gone"], &[]);
-    assert_eq!(step.cleanup_failed, ["gone"]);
+    assert_eq!(step.cleanup_failed, [Target::of(idx.get("gone").expect("gone"))]);
     assert!(step.tasks.is_empty());
     f.failures.insert("gone".into());
     assert!(f.decide(&idx, &["gone"], &[]).cleanup_failed.is_empty());
@@ -269,7 +269,12 @@ fn requests_are_answered_in_order_and_wait_while_their_build_is_busy() {
                 build_name: "stopped".into()
             })),
             Verdict::AcceptAndWait,
-            Verdict::Expand(vec!["started".into(), "stopped".into()]),
+            // "stopped" got its start above: its undeploy waits.
+            Verdict::Expand {
+                count: 2,
+                run: vec![Task::Undeploy("started".into())],
+                later: vec!["stopped".into()],
+            },
         ]
     );
     // A busy build's request waits; the next ones are still looked at.
@@ -283,6 +288,52 @@ fn requests_are_answered_in_order_and_wait_while_their_build_is_busy() {
     let step =
         f.decide(&idx, &[], &[Request::Start("stopped".into()), Request::Stop("started".into())]);
     assert!(step.verdicts.is_empty());
+}
+
+/// A PR closed while one of its builds waits for initialization: the
+/// undeploy takes the build in this step, before initialization could.
+#[test]
+fn an_undeploy_of_matching_builds_comes_before_initialization() {
+    let mut pr = spec("todo", BuildStatus::Initializing, 0, 1);
+    pr.pr = Some(5);
+    let idx = index_of(&[pr, spec("other", BuildStatus::Initializing, 1, 2)]);
+    let f = Fixture::new(settings(5, 9, 99));
+    let filters = SearchFilters { pr: Some(5), ..SearchFilters::default() };
+    let step = f.decide(&idx, &[], &[Request::UndeployMatching(filters)]);
+    assert_eq!(
+        step.verdicts,
+        [Verdict::Expand { count: 1, run: vec![Task::Undeploy("todo".into())], later: vec![] }]
+    );
+    assert_eq!(names(&step.tasks), ["initialize other"]);
+}
+
+/// A failing deletion of an orphan's resources backs off more each time:
+/// its backoff is kept while its Jobs are there.
+#[test]
+fn a_failing_orphan_keeps_its_backoff_while_its_jobs_remain() {
+    let idx = BuildIndex::new();
+    let mut jobs = JobTable::new();
+    jobs.insert(job("j", "orphan", JobKind::Initialize, JobPhase::Failed));
+    let mut fl = InFlight::new();
+    let touched: BTreeSet<String> = ["orphan".to_owned()].into();
+    let (mut now, timeout) = (Instant::now(), Duration::from_secs(30));
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        fl.begin(&Task::DeleteOrphan("orphan".into()), now, timeout);
+        let ended = fl
+            .end("orphan", false, now, timeout, |n| Duration::from_secs(1 << n))
+            .expect("running");
+        failures.push(ended.failures);
+        now += Duration::from_secs(60);
+        fl.settle(&idx, &jobs, &touched, now, false);
+    }
+    assert_eq!(failures, [1, 2, 3]);
+    // Once the jobs are gone, so is the backoff.
+    jobs.remove("j");
+    fl.settle(&idx, &jobs, &touched, now, false);
+    fl.begin(&Task::DeleteOrphan("orphan".into()), now, timeout);
+    let ended = fl.end("orphan", false, now, timeout, |_| Duration::ZERO).expect("running");
+    assert_eq!(ended.failures, 1);
 }
 
 #[test]
@@ -541,8 +592,13 @@ proptest! {
                 remaining.push(request.clone());
             }
         }
+        for verdict in &step.verdicts {
+            if let Verdict::Expand { later, .. } = verdict {
+                remaining.extend(later.iter().map(|n| Request::Undeploy(n.clone())));
+            }
+        }
         remaining.extend(b.requests[step.verdicts.len()..].iter().cloned());
-        b.fixture.failures.extend(step.cleanup_failed.iter().cloned());
+        b.fixture.failures.extend(step.cleanup_failed.iter().map(|t| t.name.clone()));
         for n in &step.cleanup_cleared {
             b.fixture.failures.remove(n);
         }

@@ -82,6 +82,10 @@ struct Inner {
     /// The same, every type resolved (after discovery, when a configured
     /// type is not a built-in one): filled at the first undeploy.
     resolved_delete_types: tokio::sync::OnceCell<Vec<ApiResource>>,
+    /// A configured type the cluster does not serve, once discovery said
+    /// so: every later undeploy fails at once with it, without asking
+    /// again (a transient discovery error is not remembered).
+    unresolvable_delete_type: Mutex<Option<ClusterError>>,
     /// API resources by (apiVersion, kind), from discovery.
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
     /// Deployment name by build name (names never change for a build).
@@ -173,6 +177,7 @@ impl KubeCluster {
                 kubefiles_by_path,
                 delete_types,
                 resolved_delete_types: tokio::sync::OnceCell::new(),
+                unresolvable_delete_type: Mutex::new(None),
                 resources: Mutex::new(HashMap::new()),
                 deployment_names: Mutex::new(HashMap::new()),
             }),
@@ -186,7 +191,14 @@ impl KubeCluster {
     /// made: the controller's first listing does.
     pub async fn from_settings(settings: Arc<Settings>) -> Result<KubeCluster> {
         let config = kube::Config::infer().await.map_err(|source| Error::KubeConfig { source })?;
-        let cluster_url = config.cluster_url.to_string();
+        // Scheme, host and port only: a URL's user info is a credential.
+        let url = &config.cluster_url;
+        let cluster_url = format!(
+            "{}://{}{}",
+            url.scheme_str().unwrap_or("https"),
+            url.host().unwrap_or(""),
+            url.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
+        );
         tracing::info!(
             api_server = %cluster_url,
             namespace = %settings.build_namespace,
@@ -194,7 +206,19 @@ impl KubeCluster {
         );
         let client =
             Client::try_from(config).map_err(|source| Error::KubeClient { cluster_url, source })?;
-        KubeCluster::new(client, settings).await
+        let cluster = KubeCluster::new(client, settings).await?;
+        // Types that are not built-in are resolved now (one API discovery),
+        // so that a name the cluster does not serve stops the server with
+        // its name rather than failing every undeploy later.
+        if cluster
+            .inner
+            .delete_types
+            .iter()
+            .any(|t| matches!(t, resources::DeleteType::Discover(_)))
+        {
+            cluster.inner.delete_types().await.map_err(|source| Error::ResourceTypes { source })?;
+        }
+        Ok(cluster)
     }
 
     /// The build namespace.
@@ -209,6 +233,23 @@ impl KubeCluster {
 }
 
 impl Inner {
+    /// `deployment_resource_types` as API resources, resolved once.
+    async fn delete_types(&self) -> ClusterResult<&Vec<ApiResource>> {
+        if let Some(err) = lock(&self.unresolvable_delete_type).clone() {
+            return Err(err);
+        }
+        let resolved = self.resolved_delete_types.get_or_try_init(|| self.resolve_delete_types());
+        match resolved.await {
+            Ok(types) => Ok(types),
+            Err(err) => {
+                if matches!(err, ClusterError::Invalid(_)) {
+                    *lock(&self.unresolvable_delete_type) = Some(err.clone());
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// `deployment_resource_types` as API resources; the names that are not
     /// built-in types are looked up through API discovery (one discovery
     /// for all of them).
@@ -731,8 +772,7 @@ impl Cluster for KubeCluster {
         let inner = &self.inner;
         let lp = ListParams::default().labels(&build_selector(build_name));
         let dp = DeleteParams::background();
-        let types =
-            inner.resolved_delete_types.get_or_try_init(|| inner.resolve_delete_types()).await?;
+        let types = inner.delete_types().await?;
         for ar in types {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(inner.client.clone(), &inner.namespace, ar);

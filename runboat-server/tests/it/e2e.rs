@@ -459,6 +459,13 @@ async fn startup_errors_name_what_to_fix() {
     assert!(err.contains("/nonexistent/kubefiles"), "{err}");
     drop(settings);
 
+    // A resource type the cluster does not serve: named at startup.
+    let settings = env.settings(r#"deployment_resource_types = "deployment,widgets""#);
+    let (ok, err) = run_to_end(dir, &env.kubeconfig, &args, None).await;
+    assert!(!ok);
+    assert!(err.contains("deployment_resource_types") && err.contains("\"widgets\""), "{err}");
+    drop(settings);
+
     // Kustomize kubefiles without kubectl: the setting and kubectl are named.
     let kustomize = dir.join("kustomize-kubefiles");
     std::fs::create_dir(&kustomize).expect("mkdir");
