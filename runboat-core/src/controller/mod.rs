@@ -292,6 +292,15 @@ enum Command {
     Shutdown,
 }
 
+/// A command with a deadline that did not get its answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// The command queue stayed full until the deadline: not queued.
+    NotQueued,
+    /// Queued (the loop applies it later), not answered in time.
+    Queued,
+}
+
 /// Entry point: see the [module docs](self).
 #[derive(Debug)]
 pub struct Controller;
@@ -348,6 +357,52 @@ impl ControllerHandle {
             .await
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Sends the command `make` builds, and waits for its answer until
+    /// `deadline`: a webhook must be answered within GitHub's timeout
+    /// whatever the loop and the cluster are doing.
+    async fn ask_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> std::result::Result<std::result::Result<T, CommandError>, Late> {
+        let (tx, rx) = oneshot::channel();
+        match tokio::time::timeout_at(deadline, self.commands.send(make(tx))).await {
+            Err(_) => return Err(Late::NotQueued),
+            Ok(Err(_)) => return Ok(Err(CommandError::Stopped)),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(Late::Queued),
+            Ok(answer) => Ok(answer.map_err(|_| CommandError::Stopped)),
+        }
+    }
+
+    /// [`ControllerHandle::deploy_commit`] answered by `deadline`, else
+    /// whether the command is at least queued.
+    pub async fn deploy_commit_until(
+        &self,
+        commit: CommitInfo,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<CommandResult, Late> {
+        let answer = self
+            .ask_until(deadline, |tx| Command::Request(Request::Deploy(commit), Reply::Outcome(tx)))
+            .await?;
+        Ok(answer.and_then(|result| result))
+    }
+
+    /// [`ControllerHandle::undeploy_matching`] answered by `deadline`, else
+    /// whether the command is at least queued.
+    pub async fn undeploy_matching_until(
+        &self,
+        filters: SearchFilters,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<std::result::Result<usize, CommandError>, Late> {
+        self.ask_until(deadline, |tx| {
+            Command::Request(Request::UndeployMatching(filters), Reply::Count(tx))
+        })
+        .await
     }
 
     /// Deploys `commit` (kubefiles mode `deployment`, then `pending` status):
