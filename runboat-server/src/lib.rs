@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod github;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -27,7 +28,6 @@ pub mod views;
 pub mod webhook;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -50,11 +50,21 @@ pub struct ServerOptions {
     pub admin_for_actions: bool,
     /// Interval of the keep-alive comments of event streams.
     pub keep_alive: Duration,
+    /// Start even without a webhook secret, accepting unsigned deliveries
+    /// (never in production: anyone could deploy or undeploy builds).
+    pub allow_unsigned_webhooks: bool,
+    /// Timeouts and caps of the public surface.
+    pub limits: limits::Limits,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { admin_for_actions: false, keep_alive: Duration::from_secs(15) }
+        ServerOptions {
+            admin_for_actions: false,
+            keep_alive: Duration::from_secs(15),
+            allow_unsigned_webhooks: false,
+            limits: limits::Limits::default(),
+        }
     }
 }
 
@@ -72,7 +82,13 @@ struct Inner {
     options: ServerOptions,
     metrics: metrics::HttpMetrics,
     shutdown: watch::Sender<bool>,
-    event_streams: AtomicUsize,
+    /// Open event streams, globally and per client.
+    event_streams: Arc<limits::Slots>,
+    /// Build actions per client and per build.
+    actions_by_client: limits::RateLimiter,
+    actions_by_build: limits::RateLimiter,
+    /// Webhook delivery IDs seen.
+    deliveries: limits::Deliveries,
     event_cache: events::EventCache,
     /// Each build's JSON as `GET /builds/{name}` and the events show it.
     views: views::ViewCache,
@@ -97,6 +113,11 @@ impl AppState {
         let admin =
             AdminCredentials::new(&settings.api_admin_user, settings.api_admin_passwd.clone());
         let (shutdown, _) = watch::channel(false);
+        let l = &options.limits;
+        let event_streams = limits::Slots::new(l.max_event_streams, l.max_event_streams_per_client);
+        let actions_by_client = limits::RateLimiter::new(l.actions_per_client_per_minute);
+        let actions_by_build = limits::RateLimiter::new(l.actions_per_build_per_minute);
+        let deliveries = limits::Deliveries::new(l.remembered_deliveries);
         AppState {
             inner: Arc::new(Inner {
                 controller,
@@ -106,7 +127,10 @@ impl AppState {
                 options,
                 metrics: metrics::HttpMetrics::default(),
                 shutdown,
-                event_streams: AtomicUsize::new(0),
+                event_streams,
+                actions_by_client,
+                actions_by_build,
+                deliveries,
                 event_cache: events::EventCache::default(),
                 views: views::ViewCache::default(),
                 list_views: views::ViewCache::default(),
@@ -132,15 +156,23 @@ impl AppState {
 
     /// Number of open event streams.
     pub fn open_event_streams(&self) -> usize {
-        self.inner.event_streams.load(Ordering::Relaxed)
+        self.inner.event_streams.open()
     }
 
-    pub(crate) fn event_stream_opened(&self) {
-        self.inner.event_streams.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn event_streams(&self) -> &Arc<limits::Slots> {
+        &self.inner.event_streams
     }
 
-    pub(crate) fn event_stream_closed(&self) {
-        self.inner.event_streams.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn actions_by_client(&self) -> &limits::RateLimiter {
+        &self.inner.actions_by_client
+    }
+
+    pub(crate) fn actions_by_build(&self) -> &limits::RateLimiter {
+        &self.inner.actions_by_build
+    }
+
+    pub(crate) fn deliveries(&self) -> &limits::Deliveries {
+        &self.inner.deliveries
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -271,6 +303,11 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(api::not_found)
+        // Until the response head only: streams are not cut.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            state.options().limits.request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

@@ -293,8 +293,11 @@ mod tests {
         assert_eq!(m.series(), MAX_HTTP_SERIES);
         let mut out = String::new();
         m.write(&mut out);
-        assert!(out.contains(
-            "runboat_http_requests_total{method=\"other\",route=\"overflow\",status=\"0\"} 501"
-        ), "{out}");
+        assert!(
+            out.contains(
+                "runboat_http_requests_total{method=\"other\",route=\"overflow\",status=\"0\"} 501"
+            ),
+            "{out}"
+        );
     }
 }
