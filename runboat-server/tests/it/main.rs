@@ -6,6 +6,7 @@
 //! headless Chromium (with RUNBOAT_SLOW_TESTS=1); `binary` checks what the
 //! binary says when it cannot run.
 
+mod abuse;
 mod api;
 mod binary;
 mod browser;
