@@ -211,6 +211,9 @@ pub enum Error {
     /// The GitHub client could not be built.
     #[error("cannot set up the GitHub client")]
     GitHub(#[source] runboat_github::ClientError),
+    /// The controller loop ended by itself (the log says why).
+    #[error("the controller loop ended")]
+    ControllerStopped,
     /// The HTTP server task ended abnormally (it panicked or was cancelled).
     #[error("{0}")]
     ServerTask(String),

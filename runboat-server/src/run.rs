@@ -327,13 +327,46 @@ pub async fn run_with_cluster(
     let handle = Controller::spawn(cluster, forge, settings.clone(), ControllerConfig::default());
     let lookup = github.map(|c| Arc::new(c) as Arc<dyn GitHubLookup>);
     let state = AppState::new(handle.clone(), lookup, options);
-    let result = serve_until(listener, state, shutdown).await;
+    // The process ends with an error if the controller loop ends by itself:
+    // serving a board that no longer changes would hide it.
+    let (dead_tx, dead_rx) = tokio::sync::oneshot::channel::<()>();
+    let supervised = handle.clone();
+    let supervisor = tokio::spawn(async move {
+        controller_ended(&supervised).await;
+        let _ = dead_tx.send(());
+    });
+    let result = serve_until(listener, state, async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = dead_rx => {}
+        }
+    })
+    .await;
+    // The loop is only shut down below: not running now means it died.
+    let died = !handle.is_running();
+    supervisor.abort();
+    if died {
+        tracing::error!("the controller loop ended: exiting");
+        return Err(Error::ControllerStopped);
+    }
     tracing::info!("stopping the controller");
     if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
         tracing::warn!("the controller did not stop in time; abandoning it");
     }
     result
 }
+
+/// Completes when the controller loop has ended (checked every
+/// [`SUPERVISION_INTERVAL`]).
+pub async fn controller_ended(handle: &runboat_core::ControllerHandle) {
+    let mut tick = tokio::time::interval(SUPERVISION_INTERVAL);
+    while handle.is_running() {
+        tick.tick().await;
+    }
+}
+
+/// How often the controller loop is checked.
+pub const SUPERVISION_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Time given to in-flight requests after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

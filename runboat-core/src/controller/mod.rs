@@ -494,6 +494,16 @@ impl ControllerHandle {
         self.with_index(|idx| idx.status_counts(&self.shared.settings.limits()))
     }
 
+    /// True while the controller loop runs (false once it ended: shut
+    /// down, or, against its design, panicked).
+    pub fn is_running(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+    }
+
     /// True once both streams delivered their first full listing.
     pub fn is_ready(&self) -> bool {
         *self.shared.ready.borrow()
