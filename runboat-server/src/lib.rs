@@ -89,6 +89,8 @@ struct Inner {
     actions_by_build: limits::RateLimiter,
     /// Webhook delivery IDs seen.
     deliveries: limits::Deliveries,
+    /// The poll loops of followed logs.
+    log_feeds: logs::LogFeeds,
     event_cache: events::EventCache,
     /// Each build's JSON as `GET /builds/{name}` and the events show it.
     views: views::ViewCache,
@@ -131,6 +133,7 @@ impl AppState {
                 actions_by_client,
                 actions_by_build,
                 deliveries,
+                log_feeds: logs::LogFeeds::default(),
                 event_cache: events::EventCache::default(),
                 views: views::ViewCache::default(),
                 list_views: views::ViewCache::default(),
@@ -169,6 +172,11 @@ impl AppState {
 
     pub(crate) fn actions_by_build(&self) -> &limits::RateLimiter {
         &self.inner.actions_by_build
+    }
+
+    /// The poll loops of followed logs.
+    pub fn log_feeds(&self) -> &logs::LogFeeds {
+        &self.inner.log_feeds
     }
 
     pub(crate) fn deliveries(&self) -> &limits::Deliveries {
