@@ -315,7 +315,9 @@ pub async fn run_with_cluster(
             Arc::new(NoForge)
         }
     };
-    if settings.github_webhook_secret.is_none() {
+    // Unset and empty both mean "no secret".
+    let secret = settings.github_webhook_secret.as_ref().map(Secret::expose);
+    if runboat_github::WebhookSecret::from_config(secret).is_none() {
         if !options.allow_unsigned_webhooks {
             return Err(Error::NoWebhookSecret);
         }
