@@ -313,6 +313,14 @@ async fn a_replayed_delivery_is_a_no_op() {
     // Another delivery of the same event is processed.
     let (status, _) = server.request(at(&server, signed("pull_request", "d-2", &closed))).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    report(&Row {
+        attack: "a replayed signed `closed` delivery",
+        tried: 3,
+        errors_5xx: 0,
+        peak_rss_mib: rss_kib(&server) as f64 / 1024.0,
+        fds: fds(&server),
+        answering: healthz_ok(&server, client(1)).await,
+    });
 }
 
 #[tokio::test]
@@ -335,6 +343,14 @@ async fn anonymous_actions_are_rate_limited() {
     // Another client is not either.
     let answer = raw(&server, client(9), "POST /api/v1/builds/nope/stop HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    report(&Row {
+        attack: "anonymous actions over the rate limit (3 per client per minute)",
+        tried: 8,
+        errors_5xx: 0,
+        peak_rss_mib: rss_kib(&server) as f64 / 1024.0,
+        fds: fds(&server),
+        answering: healthz_ok(&server, client(1)).await,
+    });
 }
 
 #[tokio::test]
@@ -375,6 +391,14 @@ async fn with_the_api_server_down_webhooks_answer_503_within_the_budget() {
     let (status, _) = server.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(healthz_ok(&server, client(1)).await);
+    report(&Row {
+        attack: "a webhook with the API server down (answered 503 within the budget)",
+        tried: 3,
+        errors_5xx: 3,
+        peak_rss_mib: rss_kib(&server) as f64 / 1024.0,
+        fds: fds(&server),
+        answering: true,
+    });
 }
 
 #[tokio::test]
@@ -392,6 +416,14 @@ async fn without_a_webhook_secret_the_server_refuses_to_start() {
     assert!(!ok);
     assert!(err.contains("no webhook secret"), "{err}");
     assert!(err.contains("--allow-unsigned-webhooks"), "{err}");
+    // An empty secret is no secret.
+    let empty = settings_toml("").replace(&format!("\"{SECRET}\""), "\"\"");
+    let empty_path = env.dir.path().join("empty-secret.toml");
+    std::fs::write(&empty_path, empty).expect("write settings");
+    let args = ["--config", empty_path.to_str().expect("utf-8"), "--listen", "127.0.0.1:0"];
+    let (ok, err) = run_to_end(env.dir.path(), &env.kubeconfig, &args, None).await;
+    assert!(!ok);
+    assert!(err.contains("no webhook secret"), "{err}");
     // Explicitly allowed: it starts, and says loudly that it is insecure.
     let server =
         Server::start_with(env.dir.path(), &env.kubeconfig, &path, &["--allow-unsigned-webhooks"])
