@@ -32,10 +32,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use runboat_core::{Build, BuildIndex, ControllerHandle, Settings};
 use runboat_github::WebhookSecret;
 use tokio::sync::watch;
+use tower_http::timeout::TimeoutLayer;
 
 pub use auth::AdminCredentials;
 pub use error::{ApiError, Error, Result};
@@ -264,20 +265,23 @@ impl AppState {
     }
 }
 
-/// The handlers of an `/api/v1` path of [`openapi::API_PATHS`].
-fn api_route(path: &str) -> MethodRouter<AppState> {
+/// The handlers of an `/api/v1` path of [`openapi::API_PATHS`]. Those
+/// that wait on the controller, the cluster or GitHub are cut after the
+/// request timeout (503); the reads of the index never wait, and get no
+/// per-request timer.
+fn api_route(path: &str, t: TimeoutLayer) -> MethodRouter<AppState> {
     match path {
         "/status" => get(api::status),
         "/repos" => get(api::repos),
-        "/builds" => get(api::list_builds).delete(api::undeploy_builds),
-        "/builds/trigger/branch" => post(api::trigger_branch),
-        "/builds/trigger/pr" => post(api::trigger_pr),
-        "/builds/{name}" => get(api::get_build).delete(api::undeploy_build),
-        "/builds/{name}/init-log" => get(logs::init_log),
-        "/builds/{name}/log" => get(logs::log),
-        "/builds/{name}/start" => post(api::start),
-        "/builds/{name}/stop" => post(api::stop),
-        "/builds/{name}/reset" => post(api::reset),
+        "/builds" => get(api::list_builds).merge(delete(api::undeploy_builds).layer(t)),
+        "/builds/trigger/branch" => post(api::trigger_branch).layer(t),
+        "/builds/trigger/pr" => post(api::trigger_pr).layer(t),
+        "/builds/{name}" => get(api::get_build).merge(delete(api::undeploy_build).layer(t)),
+        "/builds/{name}/init-log" => get(logs::init_log).layer(t),
+        "/builds/{name}/log" => get(logs::log).layer(t),
+        "/builds/{name}/start" => post(api::start).layer(t),
+        "/builds/{name}/stop" => post(api::stop).layer(t),
+        "/builds/{name}/reset" => post(api::reset).layer(t),
         "/build-events" => get(events::build_events),
         "/openapi.json" => get(ops::openapi),
         // A listed path without handlers answers 405 (and fails the
@@ -288,16 +292,24 @@ fn api_route(path: &str) -> MethodRouter<AppState> {
 
 /// The whole HTTP interface over `state`.
 pub fn app(state: AppState) -> Router {
+    // Until the response head only: a followed log is not cut.
+    let timeout = TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        state.options().limits.request_timeout,
+    );
     let api = openapi::API_PATHS
         .iter()
-        .fold(Router::new(), |router, path| router.route(path, api_route(path)))
+        .fold(Router::new(), |router, path| router.route(path, api_route(path, timeout)))
         .fallback(api::not_found);
     Router::new()
         .nest("/api/v1", api)
         .route(
             "/webhooks/github",
             post(webhook::github)
-                .layer(DefaultBodyLimit::max(runboat_github::webhook::MAX_BODY_BYTES)),
+                .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(
+                    runboat_github::webhook::MAX_BODY_BYTES,
+                ))
+                .layer(timeout),
         )
         .route("/", get(ui::index))
         .route("/builds", get(ui::builds_page))
@@ -311,11 +323,6 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(api::not_found)
-        // Until the response head only: streams are not cut.
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            state.options().limits.request_timeout,
-        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

@@ -745,3 +745,16 @@ async fn a_log_answer_is_bounded_and_more_can_be_asked() {
     let a = h.send(get(&format!("/api/v1/builds/{}/log?tail_bytes=x", b.name))).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_waits_too_long_answers_503() {
+    let h = Harness::new().await;
+    h.github.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The paused clock jumped to the timeout, not beyond.
+    let waited = started.elapsed();
+    let timeout = runboat_server::limits::Limits::default().request_timeout;
+    assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
+}
