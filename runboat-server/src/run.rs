@@ -447,3 +447,35 @@ pub fn log_listening(listener: &TcpListener) {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Serve { addr: addr.to_string(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_flags_set_the_limits() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+        let config = Config::try_parse_from([
+            "runboat-server",
+            "--header-read-timeout",
+            "3",
+            "--max-connections-per-client",
+            "7",
+            "--client-ip-header",
+            "X-Forwarded-For",
+            "--actions-per-build-per-minute",
+            "0",
+        ])
+        .expect("valid flags");
+        let limits = config.limits.limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(limits.max_connections_per_client, 7);
+        assert_eq!(limits.client_ip_header.as_ref().map(|h| h.as_str()), Some("x-forwarded-for"));
+        assert_eq!(limits.actions_per_build_per_minute, 0);
+        assert_eq!(limits.webhook_budget, Duration::from_secs(8));
+        assert!(!config.allow_unsigned_webhooks);
+        let zero = Config::try_parse_from(["runboat-server", "--header-read-timeout", "0"]);
+        assert!(zero.is_err());
+    }
+}
