@@ -396,7 +396,7 @@ pub struct LogOptions {
     /// Without `follow`: how many bytes of the log's end to send (default
     /// 1 MiB, at most 16 MiB); a first line says what was left out.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[param(pattern = "^[0-9]*$")]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 16777216)]
     pub tail_bytes: Option<String>,
 }
 
