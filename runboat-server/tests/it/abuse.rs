@@ -431,3 +431,42 @@ async fn without_a_webhook_secret_the_server_refuses_to_start() {
     server.wait_ready().await;
     assert!(server.log().contains("INSECURE"), "{}", server.log());
 }
+
+#[tokio::test]
+async fn a_body_that_never_comes_is_not_waited_for() {
+    let env = env().await;
+    let server = start(&env, &["--body-timeout", "1"]).await;
+    let tried = 20;
+    let mut conns = Vec::new();
+    for i in 0..tried {
+        let mut c = connect(&server, client(1)).await;
+        // 100 MiB announced (over the webhook's limit: refused at once),
+        // or 1 MB (under it: the body deadline ends it); 10 bytes sent.
+        let length = if i % 2 == 0 { 104_857_600 } else { 1_000_000 };
+        let head = format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: t\r\nX-GitHub-Event: push\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"ref\": 1"
+        );
+        c.write_all(head.as_bytes()).await.expect("write");
+        conns.push(c);
+    }
+    let mut errors = 0;
+    for c in &mut conns {
+        // The deadline firing is the subject: answered (or closed) within
+        // 10 s of a 1 s body timeout.
+        let (answer, ended) = read_all(c, Duration::from_secs(10)).await;
+        assert!(ended, "a connection with a missing body is still open");
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
+        if answer.starts_with("HTTP/1.1 5") {
+            errors += 1;
+        }
+    }
+    report(&Row {
+        attack: "webhooks announcing 100 MiB or 1 MB and sending 10 bytes (1 s body timeout)",
+        tried,
+        errors_5xx: errors,
+        peak_rss_mib: rss_kib(&server) as f64 / 1024.0,
+        fds: fds(&server),
+        answering: healthz_ok(&server, client(1)).await,
+    });
+}
