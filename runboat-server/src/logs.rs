@@ -274,8 +274,10 @@ async fn serve_log(
     let plain = wants_plain_text(headers);
     let keep_ansi = keep_ansi(&params);
     let title = format!("{name} {}", kind.label());
+    // Checked even when following (where it is unused): a bad value is
+    // always a 400.
+    let tail = tail_bytes(params.tail_bytes.as_deref())?;
     if !flag(params.follow.as_deref()) {
-        let tail = tail_bytes(params.tail_bytes.as_deref())?;
         let log = kind
             .read(&state, &name)
             .await?
@@ -323,7 +325,7 @@ async fn serve_log(
 /// The `tail_bytes` parameter: how much of the log's end to send.
 fn tail_bytes(param: Option<&str>) -> Result<usize, ApiError> {
     match param {
-        None | Some("") => Ok(DEFAULT_TAIL_BYTES),
+        None => Ok(DEFAULT_TAIL_BYTES),
         Some(v) => match v.parse::<usize>() {
             Ok(n) if (1..=MAX_TAIL_BYTES).contains(&n) => Ok(n),
             _ => Err(ApiError::BadRequest(format!(

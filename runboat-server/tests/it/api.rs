@@ -742,8 +742,11 @@ async fn a_log_answer_is_bounded_and_more_can_be_asked() {
     r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
     let a = h.send(r).await;
     assert_eq!(a.text(), format!("odoo serving {}\n", b.name));
-    let a = h.send(get(&format!("/api/v1/builds/{}/log?tail_bytes=x", b.name))).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    for bad in ["x", "", "0", "16777217"] {
+        let a =
+            h.send(get(&format!("/api/v1/builds/{}/log?follow=1&tail_bytes={bad}", b.name))).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
