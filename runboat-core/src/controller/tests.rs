@@ -800,3 +800,39 @@ async fn a_build_initializing_without_init_job_goes_back_to_todo() {
     assert_eq!(h.forge.states(), [CommitState::Pending]);
     h.finish().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_command_past_its_deadline_is_still_applied_once_queued() {
+    let (a, b) = (commit(1), commit(2));
+    let names = [a.build_name(), b.build_name()];
+    let h = with_mock(
+        |m, calls| {
+            let ok = counted(calls);
+            let expected = names.clone();
+            m.expect_delete_deployment()
+                .withf(move |n| expected.iter().any(|e| e == n))
+                .times(2)
+                .returning(move |_| ok());
+        },
+        vec![
+            facts(&a, InitStatus::Succeeded, 0, 0, false),
+            facts(&b, InitStatus::Succeeded, 0, 0, false),
+        ],
+        vec![],
+        settings(false, false, 2),
+    )
+    .await;
+    let filters =
+        SearchFilters { repo: Some("oca/mis-builder".into()), ..SearchFilters::default() };
+    // A deadline that has passed: the command is queued (the channel has
+    // room), its answer cannot come in time.
+    let now = tokio::time::Instant::now();
+    assert_eq!(h.handle.undeploy_matching_until(filters, now).await, Err(Late::Queued));
+    // The loop applies it all the same.
+    h.wait_calls(2).await;
+    // With time to answer, the answer comes (nothing matches this one).
+    let later = tokio::time::Instant::now() + Duration::from_secs(5);
+    let none = SearchFilters { repo: Some("oca/none".into()), ..SearchFilters::default() };
+    assert_eq!(h.handle.undeploy_matching_until(none, later).await, Ok(Ok(0)));
+    h.finish().await;
+}
