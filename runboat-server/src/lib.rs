@@ -309,7 +309,8 @@ pub fn app(state: AppState) -> Router {
                 .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(
                     runboat_github::webhook::MAX_BODY_BYTES,
                 ))
-                .layer(timeout),
+                .layer(timeout)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), webhook::budget)),
         )
         .route("/", get(ui::index))
         .route("/builds", get(ui::builds_page))

@@ -7,15 +7,15 @@
 //! 200 when the delivery was a ping, needed nothing, or is a replay of a
 //! delivery ID already processed, 503 with `Retry-After` when it cannot be
 //! accepted (not ready, command queue full). Every answer comes within the
-//! webhook budget (default 8 s, under GitHub's 10 s) from when the body is
-//! in.
+//! webhook budget (default 8 s, under GitHub's 10 s) from when the request
+//! head arrived: a body still not in by then is a 400.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use runboat_core::{Late, SearchFilters};
 use runboat_github::webhook::{EVENT_HEADER, MAX_BODY_BYTES};
 use runboat_github::{PayloadError, WebhookAction};
@@ -29,13 +29,33 @@ const SIGNATURE_HEADER: &str = runboat_github::signature::SIGNATURE_HEADER;
 /// GitHub's unique ID of a delivery (the same on a redelivery).
 const DELIVERY_HEADER: &str = "X-GitHub-Delivery";
 
+/// When a delivery's head arrived: its budget counts from then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrived(Instant);
+
+/// Notes when the delivery arrived and gives its body the rest of the
+/// budget (a body sent slowly is cut, answered 400, within the budget).
+pub(crate) async fn budget(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let budget = state.options().limits.webhook_budget;
+    request.extensions_mut().insert(Arrived(Instant::now()));
+    let request = request
+        .map(|body| axum::body::Body::new(tower_http::timeout::DeadlineBody::new(budget, body)));
+    next.run(request).await
+}
+
 /// The handler.
 pub(crate) async fn github(
     State(state): State<AppState>,
+    arrived: Option<Extension<Arrived>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let deadline = Instant::now() + state.options().limits.webhook_budget;
+    let budget = state.options().limits.webhook_budget;
+    let deadline = arrived.map_or_else(Instant::now, |a| a.0.0) + budget;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(

@@ -470,3 +470,22 @@ async fn a_body_that_never_comes_is_not_waited_for() {
         answering: healthz_ok(&server, client(1)).await,
     });
 }
+
+#[tokio::test]
+async fn a_slow_webhook_body_is_answered_within_the_budget() {
+    let env = env().await;
+    // The general body timeout is long; the webhook's budget is 1 s.
+    let server = start(&env, &["--body-timeout", "60", "--webhook-budget", "1"]).await;
+    let mut c = connect(&server, client(1)).await;
+    c.write_all(
+        b"POST /webhooks/github HTTP/1.1\r\nHost: t\r\nX-GitHub-Event: push\r\n\
+          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"ref\": 1",
+    )
+    .await
+    .expect("write");
+    let started = Instant::now();
+    // The budget firing is the subject: an answer well within 10 s.
+    let (answer, _) = read_all(&mut c, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
