@@ -257,6 +257,9 @@ struct Shared {
     settings: Arc<Settings>,
     cluster: Arc<dyn Cluster>,
     ready: watch::Sender<bool>,
+    /// Both watch streams are subscribed and listed (false while one is
+    /// being resubscribed).
+    watching: AtomicBool,
     idle: AtomicBool,
     cleanup_failures: Mutex<BTreeSet<String>>,
     counters: Counters,
@@ -322,6 +325,7 @@ impl Controller {
             settings,
             cluster,
             ready,
+            watching: AtomicBool::new(false),
             idle: AtomicBool::new(false),
             cleanup_failures: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
@@ -502,6 +506,12 @@ impl ControllerHandle {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .is_some_and(|task| !task.is_finished())
+    }
+
+    /// True while both watch streams are subscribed and listed (false
+    /// before the first listing and while an ended stream is resubscribed).
+    pub fn watches_current(&self) -> bool {
+        self.shared.watching.load(Ordering::Acquire)
     }
 
     /// True once both streams delivered their first full listing.

@@ -836,3 +836,36 @@ async fn a_command_past_its_deadline_is_still_applied_once_queued() {
     assert_eq!(h.handle.undeploy_matching_until(none, later).await, Ok(Ok(0)));
     h.finish().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn watches_are_not_current_while_a_stream_is_resubscribed() {
+    let mut mock = MockCluster::new();
+    let (dtx, drx) = mpsc::unbounded_channel();
+    let (jtx, jrx) = mpsc::unbounded_channel();
+    dtx.send(ClusterEvent::Relisted(vec![])).expect("send");
+    jtx.send(ClusterEvent::Relisted(vec![])).expect("send");
+    mock.expect_deployment_events().times(1).return_once(move || stream(drx));
+    // The resubscription never delivers its listing.
+    mock.expect_deployment_events().returning(|| futures::stream::pending().boxed());
+    mock.expect_job_events().times(1).return_once(move || stream(jrx));
+    let handle = Controller::spawn(
+        Arc::new(mock),
+        Arc::new(crate::forge::NoForge),
+        Arc::new(settings(false, false, 2)),
+        ControllerConfig::default(),
+    );
+    handle.ready().await;
+    assert!(handle.watches_current());
+    drop(dtx);
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    while handle.watches_current() {
+        assert!(tokio::time::Instant::now() < end, "still current");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Ready means "had its first listing": it does not reset.
+    assert!(handle.is_ready());
+    assert!(handle.is_running());
+    drop(jtx);
+    handle.shutdown().await;
+    assert!(!handle.is_running());
+}
