@@ -393,6 +393,11 @@ pub struct LogOptions {
     /// With `Accept: text/plain`: keep the ANSI colour sequences unless
     /// `0`, `false` or `no` (terminal clients such as `runboat logs`).
     pub ansi: Option<String>,
+    /// Without `follow`: how many bytes of the log's end to send (default
+    /// 1 MiB, at most 16 MiB); a first line says what was left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 16777216)]
+    pub tail_bytes: Option<String>,
 }
 
 /// The filters of `DELETE /builds`: those of [`Filters`], without empty

@@ -34,7 +34,7 @@ pub use cluster::{
 pub use commit::CommitInfo;
 pub use controller::{
     ActionCount, CommandError, CommandOutcome, CommandResult, Controller, ControllerConfig,
-    ControllerHandle, ControllerStats, IgnoredReason, RetryPolicy,
+    ControllerHandle, ControllerStats, IgnoredReason, Late, RetryPolicy,
 };
 pub use error::{Error, Result};
 pub use index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};

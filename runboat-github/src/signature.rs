@@ -28,8 +28,8 @@ impl WebhookSecret {
     }
 
     /// The secret from configuration, where unset and empty both mean "no
-    /// secret" (the server then accepts unsigned webhooks and warns at
-    /// startup).
+    /// secret" (the server then refuses to start unless unsigned webhooks
+    /// are explicitly allowed).
     pub fn from_config(secret: Option<&str>) -> Option<Self> {
         secret.filter(|s| !s.is_empty()).map(Self::new)
     }

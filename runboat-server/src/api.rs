@@ -11,11 +11,11 @@
 //!   build of the namespace must not be one forgotten parameter away;
 //! - errors are `{"detail": "..."}` with the status of [`ApiError`].
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
 use runboat_api::{Build, BuildAction, Detail, Filters, Repo, StatusCounts, Undeployed};
 use runboat_core::{BuildStatus, CommitInfo, SearchFilters};
 use runboat_github::ClientError;
@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::{Accepted, ApiError, Subject, chain, command};
+use crate::limits::{PeerAddr, client_ip, rate_key};
 
 /// The build filters of the query string, as received.
 #[derive(Debug, Default, Deserialize)]
@@ -147,13 +148,15 @@ pub(crate) async fn not_found() -> ApiError {
 }
 
 #[utoipa::path(get, path = "/api/v1/status", tag = "builds",
-    responses((status = 200, description = "counters and limits", body = StatusCounts)))]
+    responses((status = 200, description = "counters and limits", body = StatusCounts),
+        (status = 503, description = "not ready: waiting for the first cluster listing (see `Retry-After`)", body = Detail)))]
 /// `GET /status`: the counters of the original (from the index, in O(1)).
-pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusCounts> {
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusCounts>, ApiError> {
+    ready(&state)?;
     let limits = state.settings().limits();
     let c = state.read(|index| index.status_counts(&limits));
     let n = |v: usize| v as u64;
-    Json(StatusCounts {
+    Ok(Json(StatusCounts {
         deployed: n(c.deployed),
         max_deployed: n(c.max_deployed),
         failed: n(c.failed),
@@ -164,20 +167,28 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<StatusCounts> 
         initializing: n(c.initializing),
         max_initializing: n(c.max_initializing),
         undeploying: n(c.undeploying),
-    })
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/repos", tag = "builds",
-    responses((status = 200, description = "the repositories having builds", body = Vec<Repo>)))]
+    responses((status = 200, description = "the repositories having builds", body = Vec<Repo>),
+        (status = 503, description = "not ready: waiting for the first cluster listing (see `Retry-After`)", body = Detail)))]
 /// `GET /repos`: the repos having builds, `{name, link}` as the original.
-pub(crate) async fn repos(State(state): State<AppState>) -> Json<Vec<Repo>> {
-    Json(state.read(|index| {
+pub(crate) async fn repos(State(state): State<AppState>) -> Result<Json<Vec<Repo>>, ApiError> {
+    ready(&state)?;
+    Ok(Json(state.read(|index| {
         index
             .repos()
             .into_iter()
             .map(|name| Repo { link: format!("https://github.com/{name}"), name: name.to_owned() })
             .collect()
-    }))
+    })))
+}
+
+/// 503 until the controller has its first full cluster listing: an empty
+/// index then means "not known yet", not "no builds".
+pub(crate) fn ready(state: &AppState) -> Result<(), ApiError> {
+    if state.controller().is_ready() { Ok(()) } else { Err(ApiError::not_ready()) }
 }
 
 #[utoipa::path(get, path = "/api/v1/builds", tag = "builds", params(Filters),
@@ -185,6 +196,7 @@ pub(crate) async fn repos(State(state): State<AppState>) -> Json<Vec<Repo>> {
     responses(
         (status = 200, description = "the builds", body = Vec<Build>),
         (status = 400, description = "a parameter is invalid", body = Detail),
+        (status = 503, description = "not ready: waiting for the first cluster listing (see `Retry-After`)", body = Detail),
     ))]
 /// `GET /builds`: the builds passing the filters, newest first (the
 /// original's order).
@@ -192,6 +204,7 @@ pub(crate) async fn list_builds(
     State(state): State<AppState>,
     q: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    ready(&state)?;
     let filters = query(q)?.into_filters()?;
     let body = state.read(|index| state.builds_answer(index, &filters));
     Ok(json_response(body))
@@ -336,12 +349,14 @@ pub(crate) async fn trigger_pr(
     responses(
         (status = 200, description = "the build", body = Build),
         (status = 404, description = "no such build", body = Detail),
+        (status = 503, description = "not ready: waiting for the first cluster listing (see `Retry-After`)", body = Detail),
     ))]
 /// `GET /builds/{name}`.
 pub(crate) async fn get_build(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    ready(&state)?;
     let body = state.read(|index| {
         let rev = index.revision(&name)?;
         Some(state.build_json_cached(index, index.get(&name)?, rev))
@@ -455,10 +470,22 @@ async fn act(
     state: AppState,
     name: String,
     headers: HeaderMap,
+    peer: Option<PeerAddr>,
     action: Action,
 ) -> Result<Response, ApiError> {
     if state.options().admin_for_actions {
         state.admin().check(&headers)?;
+    } else if state.admin().check(&headers).is_err() {
+        // Anonymous actions are rate-limited per client, then per build
+        // (an admin is not).
+        let client = client_ip(&state.options().limits, &headers, peer.as_ref());
+        let key = client.map_or_else(|| "local".to_owned(), |ip| rate_key(ip).to_string());
+        let too_many = |retry_after: u64, whom: &str| ApiError::TooManyRequests {
+            detail: format!("too many start/stop/reset requests {whom}: retry later"),
+            retry_after,
+        };
+        state.actions_by_client().hit(&key).map_err(|r| too_many(r, "from this client"))?;
+        state.actions_by_build().hit(&name).map_err(|r| too_many(r, "for this build"))?;
     }
     let controller = state.controller();
     let (verb, result) = match action {
@@ -478,15 +505,18 @@ async fn act(
             `detail`) when the build is not stopped, as the original answers", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 503, description = "the controller is stopping", body = Detail),
+        (status = 429, description = "too many actions from this client or on this build \
+            (anonymous requests are rate-limited; see `Retry-After`)", body = Detail),
+        (status = 503, description = "the controller is stopping, or not ready (see `Retry-After`)", body = Detail),
     ))]
 /// `POST /builds/{name}/start`.
 pub(crate) async fn start(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    act(state, name, headers, Action::Start).await
+    act(state, name, headers, peer.map(|p| p.0), Action::Start).await
 }
 
 #[utoipa::path(post, path = "/api/v1/builds/{name}/stop", tag = "builds",
@@ -497,15 +527,18 @@ pub(crate) async fn start(
             is not started", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 503, description = "the controller is stopping", body = Detail),
+        (status = 429, description = "too many actions from this client or on this build \
+            (anonymous requests are rate-limited; see `Retry-After`)", body = Detail),
+        (status = 503, description = "the controller is stopping, or not ready (see `Retry-After`)", body = Detail),
     ))]
 /// `POST /builds/{name}/stop`.
 pub(crate) async fn stop(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    act(state, name, headers, Action::Stop).await
+    act(state, name, headers, peer.map(|p| p.0), Action::Stop).await
 }
 
 #[utoipa::path(post, path = "/api/v1/builds/{name}/reset", tag = "builds",
@@ -516,15 +549,18 @@ pub(crate) async fn stop(
             build is undeploying", body = BuildAction),
         (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
         (status = 404, description = "no such build", body = Detail),
-        (status = 503, description = "the controller is stopping", body = Detail),
+        (status = 429, description = "too many actions from this client or on this build \
+            (anonymous requests are rate-limited; see `Retry-After`)", body = Detail),
+        (status = 503, description = "the controller is stopping, or not ready (see `Retry-After`)", body = Detail),
     ))]
 /// `POST /builds/{name}/reset`.
 pub(crate) async fn reset(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    act(state, name, headers, Action::Reset).await
+    act(state, name, headers, peer.map(|p| p.0), Action::Reset).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/builds/{name}", tag = "admin",

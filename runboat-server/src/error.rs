@@ -49,6 +49,15 @@ pub enum ApiError {
          (check its github_token setting and startup log)"
     )]
     NoGitHubClient,
+    /// A client is over a rate limit or a per-client cap: 429 with
+    /// `Retry-After` (seconds).
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
+    /// The server is at a global cap, or cannot accept the request now
+    /// (not ready, the controller is busy or the cluster unreachable): 503
+    /// with `Retry-After` (seconds).
+    #[error("{detail}")]
+    Busy { detail: String, retry_after: u64 },
     /// The controller is not available (shutting down): 503.
     #[error("service unavailable")]
     Unavailable(#[source] Cause),
@@ -69,8 +78,19 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) | ApiError::NoGitHubClient => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) | ApiError::NoGitHubClient | ApiError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The 503 of a read before the first full cluster listing.
+    pub fn not_ready() -> Self {
+        ApiError::Busy {
+            detail: "not ready: waiting for the first cluster listing".to_owned(),
+            retry_after: 1,
         }
     }
 
@@ -153,6 +173,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
         }
+        if let ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after, .. } =
+            self
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         response
     }
 }
@@ -177,9 +202,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// No webhook secret, and unsigned webhooks were not explicitly allowed.
+    #[error(
+        "no webhook secret: set github_webhook_secret (RUNBOAT_GITHUB_WEBHOOK_SECRET), or \
+         --allow-unsigned-webhooks (RUNBOAT_SERVER_ALLOW_UNSIGNED_WEBHOOKS) to accept unsigned \
+         deliveries (insecure)"
+    )]
+    NoWebhookSecret,
     /// The GitHub client could not be built.
     #[error("cannot set up the GitHub client")]
     GitHub(#[source] runboat_github::ClientError),
+    /// The controller loop ended by itself (the log says why).
+    #[error("the controller loop ended")]
+    ControllerStopped,
     /// The HTTP server task ended abnormally (it panicked or was cancelled).
     #[error("{0}")]
     ServerTask(String),

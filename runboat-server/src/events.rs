@@ -22,8 +22,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use runboat_api::{BuildEvent, Detail, EventKind, Filters, Resync};
@@ -33,6 +35,7 @@ use tokio::sync::{broadcast, watch};
 use crate::AppState;
 use crate::api::{FilterParams, query};
 use crate::error::ApiError;
+use crate::limits::{PeerAddr, Refusal, SlotGuard, client_ip};
 
 #[utoipa::path(get, path = "/api/v1/build-events", tag = "builds", params(Filters),
     description = "Server-sent events of the builds passing the filters (empty values mean \
@@ -45,15 +48,31 @@ use crate::error::ApiError;
     responses(
         (status = 200, description = "the event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "a parameter is invalid", body = Detail),
+        (status = 429, description = "this client has too many open event streams (see `Retry-After`)", body = Detail),
+        (status = 503, description = "too many open event streams, or not ready (see `Retry-After`)", body = Detail),
     ))]
 /// The handler.
 pub(crate) async fn build_events(
     State(state): State<AppState>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
     q: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    crate::api::ready(&state)?;
     let filters = query(q)?.into_filters()?;
+    let client = client_ip(&state.options().limits, &headers, peer.as_deref());
+    let slot = state.event_streams().acquire(client).map_err(|refusal| match refusal {
+        Refusal::Full => ApiError::Busy {
+            detail: "too many open event streams: retry later".to_owned(),
+            retry_after: 5,
+        },
+        Refusal::ClientFull => ApiError::TooManyRequests {
+            detail: "too many open event streams from this client".to_owned(),
+            retry_after: 5,
+        },
+    })?;
     let keep_alive = state.options().keep_alive;
-    Ok(Sse::new(subscribe(state, filters)?).keep_alive(KeepAlive::new().interval(keep_alive)))
+    Ok(Sse::new(subscribe(state, filters, slot)?).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
 /// The data of the last event of each build, serialised once for all the
@@ -94,7 +113,14 @@ struct Subscription {
     filters: SearchFilters,
     rx: broadcast::Receiver<IndexEvent>,
     shutdown: watch::Receiver<bool>,
+    /// Events to send before the snapshot (a `resync`) or live ones.
     pending: VecDeque<Event>,
+    /// The builds of the snapshot not sent yet: serialised one at a time as
+    /// the client reads, so a slow subscriber holds builds, not a copy of
+    /// every event's text.
+    snapshot: VecDeque<Build>,
+    /// This stream's place under the caps, released on drop.
+    _slot: SlotGuard,
     /// Names sent and not deleted since, tracked only with a status filter
     /// (the only filter a build can stop matching).
     shown: Option<HashSet<String>>,
@@ -105,10 +131,10 @@ struct Subscription {
 pub fn subscribe(
     state: AppState,
     filters: SearchFilters,
+    slot: SlotGuard,
 ) -> Result<impl Stream<Item = Result<Event, Infallible>> + Send + 'static, ApiError> {
     let shutdown = state.shutdown_signal();
     let (rx, snapshot) = snapshot(&state, &filters);
-    state.event_stream_opened();
     let mut sub = Subscription {
         shown: filters.status.map(|_| HashSet::new()),
         state,
@@ -116,8 +142,10 @@ pub fn subscribe(
         rx,
         shutdown,
         pending: VecDeque::new(),
+        snapshot: VecDeque::new(),
+        _slot: slot,
     };
-    sub.queue_snapshot(&snapshot);
+    sub.queue_snapshot(snapshot);
     Ok(futures::stream::unfold(sub, |mut sub| async move {
         let event = sub.next().await?;
         Some((Ok(event), sub))
@@ -137,12 +165,6 @@ fn snapshot(
     })
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.state.event_stream_closed();
-    }
-}
-
 enum Next {
     Shutdown,
     Received(Result<IndexEvent, broadcast::error::RecvError>),
@@ -153,14 +175,11 @@ impl Subscription {
         Event::default().data(self.state.event_cache().data(&self.state, kind, build).as_ref())
     }
 
-    fn queue_snapshot(&mut self, builds: &[Build]) {
-        for b in builds {
-            let event = self.message(EventKind::Upd, b);
-            self.pending.push_back(event);
-            if let Some(shown) = &mut self.shown {
-                shown.insert(b.name.clone());
-            }
+    fn queue_snapshot(&mut self, builds: Vec<Build>) {
+        if let Some(shown) = &mut self.shown {
+            shown.extend(builds.iter().map(|b| b.name.clone()));
         }
+        self.snapshot = builds.into();
     }
 
     fn handle(&mut self, event: IndexEvent) {
@@ -191,6 +210,7 @@ impl Subscription {
         let (rx, snapshot) = snapshot(&self.state, &self.filters);
         self.rx = rx;
         self.pending.clear();
+        self.snapshot.clear();
         if let Some(shown) = &mut self.shown {
             shown.clear();
         }
@@ -198,7 +218,7 @@ impl Subscription {
         let data = Resync { event: "resync".to_owned(), reason };
         let data = serde_json::to_string(&data).unwrap_or_default();
         self.pending.push_back(Event::default().event("resync").data(data));
-        self.queue_snapshot(&snapshot);
+        self.queue_snapshot(snapshot);
     }
 
     async fn next(&mut self) -> Option<Event> {
@@ -208,6 +228,9 @@ impl Subscription {
             }
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
+            }
+            if let Some(build) = self.snapshot.pop_front() {
+                return Some(self.message(EventKind::Upd, &build));
             }
             let next = tokio::select! {
                 _ = self.shutdown.changed() => Next::Shutdown,

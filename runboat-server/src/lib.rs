@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod github;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -27,15 +28,15 @@ pub mod views;
 pub mod webhook;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use runboat_core::{Build, BuildIndex, ControllerHandle, Settings};
 use runboat_github::WebhookSecret;
 use tokio::sync::watch;
+use tower_http::timeout::TimeoutLayer;
 
 pub use auth::AdminCredentials;
 pub use error::{ApiError, Error, Result};
@@ -50,11 +51,21 @@ pub struct ServerOptions {
     pub admin_for_actions: bool,
     /// Interval of the keep-alive comments of event streams.
     pub keep_alive: Duration,
+    /// Start even without a webhook secret, accepting unsigned deliveries
+    /// (never in production: anyone could deploy or undeploy builds).
+    pub allow_unsigned_webhooks: bool,
+    /// Timeouts and caps of the public surface.
+    pub limits: limits::Limits,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { admin_for_actions: false, keep_alive: Duration::from_secs(15) }
+        ServerOptions {
+            admin_for_actions: false,
+            keep_alive: Duration::from_secs(15),
+            allow_unsigned_webhooks: false,
+            limits: limits::Limits::default(),
+        }
     }
 }
 
@@ -72,7 +83,15 @@ struct Inner {
     options: ServerOptions,
     metrics: metrics::HttpMetrics,
     shutdown: watch::Sender<bool>,
-    event_streams: AtomicUsize,
+    /// Open event streams, globally and per client.
+    event_streams: Arc<limits::Slots>,
+    /// Build actions per client and per build.
+    actions_by_client: limits::RateLimiter,
+    actions_by_build: limits::RateLimiter,
+    /// Webhook delivery IDs seen.
+    deliveries: limits::Deliveries,
+    /// The poll loops of followed logs.
+    log_feeds: logs::LogFeeds,
     event_cache: events::EventCache,
     /// Each build's JSON as `GET /builds/{name}` and the events show it.
     views: views::ViewCache,
@@ -97,6 +116,11 @@ impl AppState {
         let admin =
             AdminCredentials::new(&settings.api_admin_user, settings.api_admin_passwd.clone());
         let (shutdown, _) = watch::channel(false);
+        let l = &options.limits;
+        let event_streams = limits::Slots::new(l.max_event_streams, l.max_event_streams_per_client);
+        let actions_by_client = limits::RateLimiter::new(l.actions_per_client_per_minute);
+        let actions_by_build = limits::RateLimiter::new(l.actions_per_build_per_minute);
+        let deliveries = limits::Deliveries::new(l.remembered_deliveries);
         AppState {
             inner: Arc::new(Inner {
                 controller,
@@ -106,7 +130,11 @@ impl AppState {
                 options,
                 metrics: metrics::HttpMetrics::default(),
                 shutdown,
-                event_streams: AtomicUsize::new(0),
+                event_streams,
+                actions_by_client,
+                actions_by_build,
+                deliveries,
+                log_feeds: logs::LogFeeds::default(),
                 event_cache: events::EventCache::default(),
                 views: views::ViewCache::default(),
                 list_views: views::ViewCache::default(),
@@ -132,15 +160,28 @@ impl AppState {
 
     /// Number of open event streams.
     pub fn open_event_streams(&self) -> usize {
-        self.inner.event_streams.load(Ordering::Relaxed)
+        self.inner.event_streams.open()
     }
 
-    pub(crate) fn event_stream_opened(&self) {
-        self.inner.event_streams.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn event_streams(&self) -> &Arc<limits::Slots> {
+        &self.inner.event_streams
     }
 
-    pub(crate) fn event_stream_closed(&self) {
-        self.inner.event_streams.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn actions_by_client(&self) -> &limits::RateLimiter {
+        &self.inner.actions_by_client
+    }
+
+    pub(crate) fn actions_by_build(&self) -> &limits::RateLimiter {
+        &self.inner.actions_by_build
+    }
+
+    /// The poll loops of followed logs.
+    pub fn log_feeds(&self) -> &logs::LogFeeds {
+        &self.inner.log_feeds
+    }
+
+    pub(crate) fn deliveries(&self) -> &limits::Deliveries {
+        &self.inner.deliveries
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -224,20 +265,23 @@ impl AppState {
     }
 }
 
-/// The handlers of an `/api/v1` path of [`openapi::API_PATHS`].
-fn api_route(path: &str) -> MethodRouter<AppState> {
+/// The handlers of an `/api/v1` path of [`openapi::API_PATHS`]. Those
+/// that wait on the controller, the cluster or GitHub are cut after the
+/// request timeout (503); the reads of the index never wait, and get no
+/// per-request timer.
+fn api_route(path: &str, t: TimeoutLayer) -> MethodRouter<AppState> {
     match path {
         "/status" => get(api::status),
         "/repos" => get(api::repos),
-        "/builds" => get(api::list_builds).delete(api::undeploy_builds),
-        "/builds/trigger/branch" => post(api::trigger_branch),
-        "/builds/trigger/pr" => post(api::trigger_pr),
-        "/builds/{name}" => get(api::get_build).delete(api::undeploy_build),
-        "/builds/{name}/init-log" => get(logs::init_log),
-        "/builds/{name}/log" => get(logs::log),
-        "/builds/{name}/start" => post(api::start),
-        "/builds/{name}/stop" => post(api::stop),
-        "/builds/{name}/reset" => post(api::reset),
+        "/builds" => get(api::list_builds).merge(delete(api::undeploy_builds).layer(t)),
+        "/builds/trigger/branch" => post(api::trigger_branch).layer(t),
+        "/builds/trigger/pr" => post(api::trigger_pr).layer(t),
+        "/builds/{name}" => get(api::get_build).merge(delete(api::undeploy_build).layer(t)),
+        "/builds/{name}/init-log" => get(logs::init_log).layer(t),
+        "/builds/{name}/log" => get(logs::log).layer(t),
+        "/builds/{name}/start" => post(api::start).layer(t),
+        "/builds/{name}/stop" => post(api::stop).layer(t),
+        "/builds/{name}/reset" => post(api::reset).layer(t),
         "/build-events" => get(events::build_events),
         "/openapi.json" => get(ops::openapi),
         // A listed path without handlers answers 405 (and fails the
@@ -248,16 +292,25 @@ fn api_route(path: &str) -> MethodRouter<AppState> {
 
 /// The whole HTTP interface over `state`.
 pub fn app(state: AppState) -> Router {
+    // Until the response head only: a followed log is not cut.
+    let timeout = TimeoutLayer::with_status_code(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        state.options().limits.request_timeout,
+    );
     let api = openapi::API_PATHS
         .iter()
-        .fold(Router::new(), |router, path| router.route(path, api_route(path)))
+        .fold(Router::new(), |router, path| router.route(path, api_route(path, timeout)))
         .fallback(api::not_found);
     Router::new()
         .nest("/api/v1", api)
         .route(
             "/webhooks/github",
             post(webhook::github)
-                .layer(DefaultBodyLimit::max(runboat_github::webhook::MAX_BODY_BYTES)),
+                .layer::<_, std::convert::Infallible>(DefaultBodyLimit::max(
+                    runboat_github::webhook::MAX_BODY_BYTES,
+                ))
+                .layer(timeout)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), webhook::budget)),
         )
         .route("/", get(ui::index))
         .route("/builds", get(ui::builds_page))

@@ -6,6 +6,13 @@
 //! route and status. And the controller's, from its counters
 //! ([`ControllerHandle::stats`], [`ControllerHandle::action_counts`],
 //! [`ControllerHandle::cleanup_failures`]).
+//!
+//! The HTTP series are bounded by construction: the method label is one of
+//! the nine standard methods or `other`, the route label a route template
+//! of the router (or `unmatched`), the status a number the server itself
+//! answers. Whatever a client sends, there are at most [`MAX_HTTP_SERIES`]
+//! (method, route, status) series; a request that would make one more is
+//! counted under `method="other",route="overflow",status="0"`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,17 +49,57 @@ impl Histogram {
     }
 }
 
+/// The most (method, route, status) series kept: the routes (about 25)
+/// times the methods each answers, times the statuses they give, is far
+/// below; the cap only guards against a future unbounded label.
+pub const MAX_HTTP_SERIES: usize = 1024;
+
+/// The method label: a standard method, else `other` (a client may send
+/// any token of any length as a method).
+pub fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [(http::Method, &str); 9] = [
+        (http::Method::GET, "GET"),
+        (http::Method::HEAD, "HEAD"),
+        (http::Method::POST, "POST"),
+        (http::Method::PUT, "PUT"),
+        (http::Method::DELETE, "DELETE"),
+        (http::Method::PATCH, "PATCH"),
+        (http::Method::OPTIONS, "OPTIONS"),
+        (http::Method::CONNECT, "CONNECT"),
+        (http::Method::TRACE, "TRACE"),
+    ];
+    KNOWN.iter().find(|(m, _)| m == method).map_or("other", |(_, label)| label)
+}
+
+type SeriesKey = (&'static str, String, u16);
+
 /// HTTP request durations by (method, route, status).
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    histograms: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    histograms: Mutex<BTreeMap<SeriesKey, Histogram>>,
 }
 
 impl HttpMetrics {
-    /// Records one request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Records one request. `method` is a [`method_label`], `route` a
+    /// route template.
+    pub fn observe(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
         let mut map = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((method.to_owned(), route.to_owned(), status)).or_default().observe(seconds);
+        // No allocation for a known series (the common case).
+        if let Some(h) = map.get_mut(&(method, route.to_owned(), status)) {
+            h.observe(seconds);
+            return;
+        }
+        let key = if map.len() < MAX_HTTP_SERIES - 1 {
+            (method, route.to_owned(), status)
+        } else {
+            ("other", "overflow".to_owned(), 0)
+        };
+        map.entry(key).or_default().observe(seconds);
+    }
+
+    /// Number of series.
+    pub fn series(&self) -> usize {
+        self.histograms.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn write(&self, out: &mut String) {
@@ -106,14 +153,14 @@ fn escape_label(value: &str) -> String {
 /// (never the raw path, so build names do not explode the label set).
 pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     state.http_metrics().observe(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -226,5 +273,31 @@ mod tests {
         assert!(out.contains(
             "runboat_http_requests_total{method=\"GET\",route=\"/api/v1/status\",status=\"200\"} 2"
         ));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let long = http::Method::from_bytes(&[b'X'; 30_000]).expect("a token");
+        assert_eq!(method_label(&long), "other");
+        assert_eq!(method_label(&http::Method::from_bytes(b"PURGE").expect("a token")), "other");
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+    }
+
+    #[test]
+    fn series_are_capped() {
+        let m = HttpMetrics::default();
+        for i in 0..(MAX_HTTP_SERIES as u16 + 500) {
+            m.observe("GET", "/r", i, 0.001);
+        }
+        assert_eq!(m.series(), MAX_HTTP_SERIES);
+        let mut out = String::new();
+        m.write(&mut out);
+        assert!(
+            out.contains(
+                "runboat_http_requests_total{method=\"other\",route=\"overflow\",status=\"0\"} 501"
+            ),
+            "{out}"
+        );
     }
 }

@@ -12,12 +12,19 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 once the first cluster listing is in, 503 before.
+/// `GET /readyz`: 200 while the controller loop runs, has had its first
+/// cluster listing and both watches are current; 503 saying which is
+/// missing otherwise.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    if state.controller().is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
+    let controller = state.controller();
+    if !controller.is_running() {
+        (StatusCode::SERVICE_UNAVAILABLE, "the controller loop is not running").into_response()
+    } else if !controller.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first cluster listing").into_response()
+    } else if !controller.watches_current() {
+        (StatusCode::SERVICE_UNAVAILABLE, "a cluster watch is being resubscribed").into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
     }
 }
 

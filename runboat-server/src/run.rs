@@ -11,6 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use clap::{Parser, ValueEnum};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use runboat_core::forge::{Forge, NoForge};
 use runboat_core::{Cluster, Controller, ControllerConfig, Secret, Settings};
 use runboat_github::{ClientConfig, GitHubClient, GitHubForge, GitHubToken};
@@ -18,6 +21,7 @@ use runboat_k8s::KubeCluster;
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
+use crate::limits::{Limits, PeerAddr, Refusal, Slots};
 use crate::{AppState, GitHubLookup, ServerOptions, app};
 
 /// Log output format.
@@ -54,11 +58,84 @@ pub struct Config {
     /// Also require the admin credentials for start, stop and reset.
     #[arg(long, env = "RUNBOAT_SERVER_ADMIN_FOR_ACTIONS")]
     pub admin_for_actions: bool,
+    /// INSECURE: start without a webhook secret, accepting unsigned
+    /// deliveries (anyone who reaches the server can deploy and undeploy).
+    /// For local experiments only.
+    #[arg(long, env = "RUNBOAT_SERVER_ALLOW_UNSIGNED_WEBHOOKS")]
+    pub allow_unsigned_webhooks: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Run a self-contained demo: an in-process simulated Kubernetes API
     /// server (kubesim) and a generator of signed webhooks (needs the
     /// `demo` feature). Ignores the settings.
     #[arg(long)]
     pub demo: bool,
+}
+
+/// Timeouts and caps of the public surface (see SECURITY.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Seconds a client has to send a request head; also the idle
+    /// keep-alive time of a connection.
+    #[arg(long, env = "RUNBOAT_SERVER_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Seconds a client has to send a request body.
+    #[arg(long, env = "RUNBOAT_SERVER_BODY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// Seconds a handler has to start its answer (503 after).
+    #[arg(long, env = "RUNBOAT_SERVER_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Open connections at most (more are answered 503 and closed).
+    #[arg(long, env = "RUNBOAT_SERVER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Open connections at most from one client address (429 beyond).
+    #[arg(long, env = "RUNBOAT_SERVER_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128)]
+    pub max_connections_per_client: usize,
+    /// Open build event streams at most (503 beyond).
+    #[arg(long, env = "RUNBOAT_SERVER_MAX_EVENT_STREAMS", default_value_t = 512)]
+    pub max_event_streams: usize,
+    /// Open build event streams at most per client (429 beyond).
+    #[arg(long, env = "RUNBOAT_SERVER_MAX_EVENT_STREAMS_PER_CLIENT", default_value_t = 16)]
+    pub max_event_streams_per_client: usize,
+    /// A header set by a trusted reverse proxy whose last address is the
+    /// client's (e.g. `X-Forwarded-For`), for the per-client event stream
+    /// caps and rate limits. Off by default: only set it behind a proxy
+    /// that overwrites or appends to it.
+    #[arg(long, env = "RUNBOAT_SERVER_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<axum::http::HeaderName>,
+    /// Seconds within which a webhook is always answered (GitHub gives up
+    /// after 10).
+    #[arg(long, env = "RUNBOAT_SERVER_WEBHOOK_BUDGET", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_budget: u64,
+    /// Start, stop and reset requests per client per minute (0: no limit).
+    #[arg(long, env = "RUNBOAT_SERVER_ACTIONS_PER_CLIENT_PER_MINUTE", default_value_t = 30)]
+    pub actions_per_client_per_minute: u32,
+    /// Start, stop and reset requests per build per minute (0: no limit).
+    #[arg(long, env = "RUNBOAT_SERVER_ACTIONS_PER_BUILD_PER_MINUTE", default_value_t = 10)]
+    pub actions_per_build_per_minute: u32,
+    /// Webhook delivery IDs remembered, to answer a replay with a no-op.
+    #[arg(long, env = "RUNBOAT_SERVER_REMEMBERED_DELIVERIES", default_value_t = 10_000)]
+    pub remembered_deliveries: usize,
+}
+
+impl LimitArgs {
+    /// The limits these options say.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            max_event_streams: self.max_event_streams,
+            max_event_streams_per_client: self.max_event_streams_per_client,
+            client_ip_header: self.client_ip_header.clone(),
+            webhook_budget: Duration::from_secs(self.webhook_budget),
+            actions_per_client_per_minute: self.actions_per_client_per_minute,
+            actions_per_build_per_minute: self.actions_per_build_per_minute,
+            remembered_deliveries: self.remembered_deliveries,
+        }
+    }
 }
 
 /// Installs the global tracing subscriber.
@@ -94,22 +171,86 @@ pub fn load_settings(config_file: Option<&PathBuf>) -> Result<Settings> {
 
 /// Serves `state` on `listener` until `shutdown` completes, then ends the
 /// event streams and waits for in-flight requests.
+///
+/// An own accept loop over hyper's HTTP/1 connection builder, for what
+/// `axum::serve` does not bound: the time to send a request head (also the
+/// idle keep-alive time), the time to send a body, and the number of open
+/// connections, globally and per client address. A connection over a cap is
+/// answered at once with a fixed 503 (global) or 429 (per client) and
+/// closed, without reading it.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let addr = listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let limits = state.options().limits.clone();
     let router: Router = app(state.clone());
-    let streams = state.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing event streams");
-            streams.shutdown();
-        })
-        .await
-        .map_err(|source| Error::Serve { addr, source })
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(limits.body_timeout))
+        .service(router);
+    let connections = Slots::new(limits.max_connections, limits.max_connections_per_client);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors (or a connection reset before it was
+                // accepted): wait a little rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let slot = match connections.acquire(Some(peer.ip())) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refuse(&stream, refusal);
+                continue;
+            }
+        };
+        let service = service.clone();
+        let handler = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            tower::ServiceExt::oneshot(service.clone(), request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), handler));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: closing event streams");
+    state.shutdown();
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Answers a connection over a cap without reading it: one non-blocking
+/// write of a fixed answer (a fresh socket's send buffer always has room),
+/// then the socket is closed.
+fn refuse(stream: &tokio::net::TcpStream, refusal: Refusal) {
+    let answer: &[u8] = match refusal {
+        Refusal::Full => {
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 38\r\nConnection: close\r\n\r\n{\"detail\":\"too many open connections\"}"
+        }
+        Refusal::ClientFull => {
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: 47\r\nConnection: close\r\n\r\n{\"detail\":\"too many open connections from you\"}"
+        }
+    };
+    let _ = stream.try_write(answer);
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -174,21 +315,60 @@ pub async fn run_with_cluster(
             Arc::new(NoForge)
         }
     };
-    if settings.github_webhook_secret.is_none() {
+    // Unset and empty both mean "no secret".
+    let secret = settings.github_webhook_secret.as_ref().map(Secret::expose);
+    if runboat_github::WebhookSecret::from_config(secret).is_none() {
+        if !options.allow_unsigned_webhooks {
+            return Err(Error::NoWebhookSecret);
+        }
         tracing::warn!(
-            "no webhook secret configured: webhook deliveries are accepted without signature"
+            "INSECURE: no webhook secret configured and unsigned webhooks allowed: anyone who \
+             reaches this server can deploy and undeploy builds"
         );
     }
     let handle = Controller::spawn(cluster, forge, settings.clone(), ControllerConfig::default());
     let lookup = github.map(|c| Arc::new(c) as Arc<dyn GitHubLookup>);
     let state = AppState::new(handle.clone(), lookup, options);
-    let result = serve_until(listener, state, shutdown).await;
+    // The process ends with an error if the controller loop ends by itself:
+    // serving a board that no longer changes would hide it.
+    let (dead_tx, dead_rx) = tokio::sync::oneshot::channel::<()>();
+    let supervised = handle.clone();
+    let supervisor = tokio::spawn(async move {
+        controller_ended(&supervised).await;
+        let _ = dead_tx.send(());
+    });
+    let result = serve_until(listener, state, async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = dead_rx => {}
+        }
+    })
+    .await;
+    // The loop is only shut down below: not running now means it died.
+    let died = !handle.is_running();
+    supervisor.abort();
+    if died {
+        tracing::error!("the controller loop ended: exiting");
+        return Err(Error::ControllerStopped);
+    }
     tracing::info!("stopping the controller");
     if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
         tracing::warn!("the controller did not stop in time; abandoning it");
     }
     result
 }
+
+/// Completes when the controller loop has ended (checked every
+/// [`SUPERVISION_INTERVAL`]).
+pub async fn controller_ended(handle: &runboat_core::ControllerHandle) {
+    let mut tick = tokio::time::interval(SUPERVISION_INTERVAL);
+    while handle.is_running() {
+        tick.tick().await;
+    }
+}
+
+/// How often the controller loop is checked.
+pub const SUPERVISION_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Time given to in-flight requests after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -233,8 +413,12 @@ fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<
 /// file, the missing program), never a panic.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(config.log_format, &config.log_level);
-    let options =
-        ServerOptions { admin_for_actions: config.admin_for_actions, ..Default::default() };
+    let options = ServerOptions {
+        admin_for_actions: config.admin_for_actions,
+        allow_unsigned_webhooks: config.allow_unsigned_webhooks,
+        limits: config.limits.limits(),
+        ..Default::default()
+    };
     if config.demo {
         return crate::demo::run(config.listen, options).await;
     }
@@ -262,4 +446,36 @@ pub fn log_listening(listener: &TcpListener) {
 /// Binds `addr`.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|source| Error::Serve { addr: addr.to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_flags_set_the_limits() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+        let config = Config::try_parse_from([
+            "runboat-server",
+            "--header-read-timeout",
+            "3",
+            "--max-connections-per-client",
+            "7",
+            "--client-ip-header",
+            "X-Forwarded-For",
+            "--actions-per-build-per-minute",
+            "0",
+        ])
+        .expect("valid flags");
+        let limits = config.limits.limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(limits.max_connections_per_client, 7);
+        assert_eq!(limits.client_ip_header.as_ref().map(|h| h.as_str()), Some("x-forwarded-for"));
+        assert_eq!(limits.actions_per_build_per_minute, 0);
+        assert_eq!(limits.webhook_budget, Duration::from_secs(8));
+        assert!(!config.allow_unsigned_webhooks);
+        let zero = Config::try_parse_from(["runboat-server", "--header-read-timeout", "0"]);
+        assert!(zero.is_err());
+    }
 }

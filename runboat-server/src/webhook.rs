@@ -2,31 +2,60 @@
 //!
 //! Answers: 401 for a missing or wrong signature (when a secret is
 //! configured), 400 for a malformed delivery, 413 for an oversized body,
-//! 202 with `{"detail": ...}` when a command was given to the controller,
-//! 200 when the delivery was a ping or needed nothing.
+//! 202 with `{"detail": ...}` when a command was given to the controller
+//! (`"queued: ..."` when it is queued but not applied within the budget),
+//! 200 when the delivery was a ping, needed nothing, or is a replay of a
+//! delivery ID already processed, 503 with `Retry-After` when it cannot be
+//! accepted (not ready, command queue full). Every answer comes within the
+//! webhook budget (default 8 s, under GitHub's 10 s) from when the request
+//! head arrived: a body still not in by then is a 400.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use runboat_core::SearchFilters;
+use axum::{Extension, Json};
+use runboat_core::{Late, SearchFilters};
 use runboat_github::webhook::{EVENT_HEADER, MAX_BODY_BYTES};
 use runboat_github::{PayloadError, WebhookAction};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::{Accepted, ApiError, Subject, chain, command};
 
 const SIGNATURE_HEADER: &str = runboat_github::signature::SIGNATURE_HEADER;
+/// GitHub's unique ID of a delivery (the same on a redelivery).
+const DELIVERY_HEADER: &str = "X-GitHub-Delivery";
+
+/// When a delivery's head arrived: its budget counts from then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrived(Instant);
+
+/// Notes when the delivery arrived and gives its body the rest of the
+/// budget (a body sent slowly is cut, answered 400, within the budget).
+pub(crate) async fn budget(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let budget = state.options().limits.webhook_budget;
+    request.extensions_mut().insert(Arrived(Instant::now()));
+    let request = request
+        .map(|body| axum::body::Body::new(tower_http::timeout::DeadlineBody::new(budget, body)));
+    next.run(request).await
+}
 
 /// The handler.
 pub(crate) async fn github(
     State(state): State<AppState>,
+    arrived: Option<Extension<Arrived>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let budget = state.options().limits.webhook_budget;
+    let deadline = arrived.map_or_else(Instant::now, |a| a.0.0) + budget;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
@@ -55,17 +84,73 @@ pub(crate) async fn github(
                 runboat_github::Error::Client(e) => ApiError::BadRequest(chain(&e)),
             }
         })?;
+    let delivery = headers.get(DELIVERY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let needs_controller = matches!(
+        action,
+        WebhookAction::Deploy(_)
+            | WebhookAction::UndeployBranch { .. }
+            | WebhookAction::UndeployPr { .. }
+    );
+    if !needs_controller {
+        return Ok(answer(&action));
+    }
+    // Only a verified delivery is remembered: an unsigned one cannot make a
+    // later genuine delivery look like a replay.
+    if !delivery.is_empty() && state.deliveries().seen_before(delivery) {
+        tracing::info!(delivery, event, "webhook: delivery already processed, ignored");
+        return Ok(ok(format!("delivery {delivery} already processed")));
+    }
+    let result = apply(&state, action, deadline).await;
+    if result.as_ref().is_err_and(|e| e.status_code().is_server_error()) && !delivery.is_empty() {
+        // Not accepted: GitHub's redelivery must be processed.
+        state.deliveries().forget(delivery);
+    }
+    result
+}
+
+fn accepted(detail: String) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({"detail": detail}))).into_response()
+}
+
+fn ok(detail: String) -> Response {
+    (StatusCode::OK, Json(json!({"detail": detail}))).into_response()
+}
+
+/// The answer of an action that needs no controller.
+fn answer(action: &WebhookAction) -> Response {
+    match action {
+        WebhookAction::Ignored { reason } => ok(format!("ignored: {reason}")),
+        _ => ok("pong".to_owned()),
+    }
+}
+
+/// The 503 of a command not taken in time.
+fn busy(detail: &str) -> ApiError {
+    ApiError::Busy { detail: detail.to_owned(), retry_after: 10 }
+}
+
+/// Gives `action` to the controller, answering by `deadline`.
+async fn apply(
+    state: &AppState,
+    action: WebhookAction,
+    deadline: Instant,
+) -> Result<Response, ApiError> {
     let controller = state.controller();
-    let accepted = |detail: String| -> Response {
-        (StatusCode::ACCEPTED, Json(json!({"detail": detail}))).into_response()
-    };
-    let ok = |detail: String| -> Response {
-        (StatusCode::OK, Json(json!({"detail": detail}))).into_response()
-    };
+    if !controller.is_ready() {
+        return Err(busy("not ready: waiting for the first cluster listing"));
+    }
+    let full = "the controller is busy: its command queue is full";
     match action {
         WebhookAction::Deploy(commit) => {
             let name = commit.build_name();
-            let result = controller.deploy_commit(commit.clone()).await;
+            let result = match controller.deploy_commit_until(commit.clone(), deadline).await {
+                Ok(result) => result,
+                Err(Late::NotQueued) => return Err(busy(full)),
+                Err(Late::Queued) => {
+                    tracing::info!(%commit, build = %name, "webhook: deploy queued");
+                    return Ok(accepted(format!("queued: deploying build {name}")));
+                }
+            };
             match command(result, Subject::Commit(&commit)) {
                 Ok(Accepted::Done) => {
                     tracing::info!(%commit, build = %name, "webhook: deploy");
@@ -85,8 +170,16 @@ pub(crate) async fn github(
                 branch: Some(branch.clone()),
                 ..SearchFilters::default()
             };
-            let count = controller.undeploy_matching(filters).await?;
-            Ok(accepted(format!("undeploying {count} build(s) of {repo} branch {branch}")))
+            match controller.undeploy_matching_until(filters, deadline).await {
+                Ok(count) => Ok(accepted(format!(
+                    "undeploying {} build(s) of {repo} branch {branch}",
+                    count?
+                ))),
+                Err(Late::NotQueued) => Err(busy(full)),
+                Err(Late::Queued) => Ok(accepted(format!(
+                    "queued: undeploying the builds of {repo} branch {branch}"
+                ))),
+            }
         }
         WebhookAction::UndeployPr { repo, pr } => {
             tracing::info!(%repo, pr, "webhook: pull request closed, undeploying its builds");
@@ -95,10 +188,16 @@ pub(crate) async fn github(
                 pr: Some(pr),
                 ..SearchFilters::default()
             };
-            let count = controller.undeploy_matching(filters).await?;
-            Ok(accepted(format!("undeploying {count} build(s) of {repo} PR {pr}")))
+            match controller.undeploy_matching_until(filters, deadline).await {
+                Ok(count) => {
+                    Ok(accepted(format!("undeploying {} build(s) of {repo} PR {pr}", count?)))
+                }
+                Err(Late::NotQueued) => Err(busy(full)),
+                Err(Late::Queued) => {
+                    Ok(accepted(format!("queued: undeploying the builds of {repo} PR {pr}")))
+                }
+            }
         }
-        WebhookAction::Ping => Ok(ok("pong".to_owned())),
-        WebhookAction::Ignored { reason } => Ok(ok(format!("ignored: {reason}"))),
+        WebhookAction::Ping | WebhookAction::Ignored { .. } => Ok(answer(&action)),
     }
 }

@@ -492,6 +492,11 @@ impl Env {
             .arg("--config")
             .arg(&self.settings)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "warn"])
+            // Every benchmark client is 127.0.0.1: the per-client caps
+            // would refuse the 1,000 subscribers (the global ones are the
+            // defaults' order of magnitude, raised for 1,000 streams).
+            .args(["--max-connections", "4096", "--max-connections-per-client", "4096"])
+            .args(["--max-event-streams", "2048", "--max-event-streams-per-client", "2048"])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", &self.dir)
             .current_dir(&self.dir)

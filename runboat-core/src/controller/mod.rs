@@ -257,6 +257,9 @@ struct Shared {
     settings: Arc<Settings>,
     cluster: Arc<dyn Cluster>,
     ready: watch::Sender<bool>,
+    /// Both watch streams are subscribed and listed (false while one is
+    /// being resubscribed).
+    watching: AtomicBool,
     idle: AtomicBool,
     cleanup_failures: Mutex<BTreeSet<String>>,
     counters: Counters,
@@ -307,6 +310,15 @@ enum Command {
     Shutdown,
 }
 
+/// A command with a deadline that did not get its answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// The command queue stayed full until the deadline: not queued.
+    NotQueued,
+    /// Queued (the loop applies it later), not answered in time.
+    Queued,
+}
+
 /// Entry point: see the [module docs](self).
 #[derive(Debug)]
 pub struct Controller;
@@ -328,6 +340,7 @@ impl Controller {
             settings,
             cluster,
             ready,
+            watching: AtomicBool::new(false),
             idle: AtomicBool::new(false),
             cleanup_failures: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
@@ -363,6 +376,52 @@ impl ControllerHandle {
             .await
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Sends the command `make` builds, and waits for its answer until
+    /// `deadline`: a webhook must be answered within GitHub's timeout
+    /// whatever the loop and the cluster are doing.
+    async fn ask_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> std::result::Result<std::result::Result<T, CommandError>, Late> {
+        let (tx, rx) = oneshot::channel();
+        match tokio::time::timeout_at(deadline, self.commands.send(make(tx))).await {
+            Err(_) => return Err(Late::NotQueued),
+            Ok(Err(_)) => return Ok(Err(CommandError::Stopped)),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(Late::Queued),
+            Ok(answer) => Ok(answer.map_err(|_| CommandError::Stopped)),
+        }
+    }
+
+    /// [`ControllerHandle::deploy_commit`] answered by `deadline`, else
+    /// whether the command is at least queued.
+    pub async fn deploy_commit_until(
+        &self,
+        commit: CommitInfo,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<CommandResult, Late> {
+        let answer = self
+            .ask_until(deadline, |tx| Command::Request(Request::Deploy(commit), Reply::Outcome(tx)))
+            .await?;
+        Ok(answer.and_then(|result| result))
+    }
+
+    /// [`ControllerHandle::undeploy_matching`] answered by `deadline`, else
+    /// whether the command is at least queued.
+    pub async fn undeploy_matching_until(
+        &self,
+        filters: SearchFilters,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<std::result::Result<usize, CommandError>, Late> {
+        self.ask_until(deadline, |tx| {
+            Command::Request(Request::UndeployMatching(filters), Reply::Count(tx))
+        })
+        .await
     }
 
     /// Deploys `commit` (kubefiles mode `deployment`, then `pending` status):
@@ -452,6 +511,22 @@ impl ControllerHandle {
     /// The counts of `GET /status`.
     pub fn status_counts(&self) -> StatusCounts {
         self.with_index(|idx| idx.status_counts(&self.shared.settings.limits()))
+    }
+
+    /// True while the controller loop runs (false once it ended: shut
+    /// down, or, against its design, panicked).
+    pub fn is_running(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+    }
+
+    /// True while both watch streams are subscribed and listed (false
+    /// before the first listing and while an ended stream is resubscribed).
+    pub fn watches_current(&self) -> bool {
+        self.shared.watching.load(Ordering::Acquire)
     }
 
     /// True once both streams delivered their first full listing.

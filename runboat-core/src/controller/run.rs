@@ -224,9 +224,13 @@ impl Loop {
             Input::Deployments(Some(e)) => self.on_deployment_event(e),
             Input::Deployments(None) => {
                 self.deployments.ended("deployment", self.config.resubscribe_delay);
+                self.update_ready();
             }
             Input::Jobs(Some(e)) => self.on_job_event(e),
-            Input::Jobs(None) => self.jobs.ended("job", self.config.resubscribe_delay),
+            Input::Jobs(None) => {
+                self.jobs.ended("job", self.config.resubscribe_delay);
+                self.update_ready();
+            }
             Input::TaskDone(r) => self.on_task_done(r),
             Input::Timer => self.on_timer(),
         }
@@ -312,6 +316,8 @@ impl Loop {
     }
 
     fn update_ready(&mut self) {
+        let watching = self.deployments.listed && self.jobs.listed;
+        self.shared.watching.store(watching, Ordering::Release);
         if self.deployments.listed && self.jobs.listed && !*self.shared.ready.borrow() {
             tracing::info!("controller ready: deployments and jobs listed");
             self.shared.ready.send_replace(true);

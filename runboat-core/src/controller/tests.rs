@@ -800,3 +800,72 @@ async fn a_build_initializing_without_init_job_goes_back_to_todo() {
     assert_eq!(h.forge.states(), [CommitState::Pending]);
     h.finish().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_command_past_its_deadline_is_still_applied_once_queued() {
+    let (a, b) = (commit(1), commit(2));
+    let names = [a.build_name(), b.build_name()];
+    let h = with_mock(
+        |m, calls| {
+            let ok = counted(calls);
+            let expected = names.clone();
+            m.expect_delete_deployment()
+                .withf(move |n| expected.iter().any(|e| e == n))
+                .times(2)
+                .returning(move |_| ok());
+        },
+        vec![
+            facts(&a, InitStatus::Succeeded, 0, 0, false),
+            facts(&b, InitStatus::Succeeded, 0, 0, false),
+        ],
+        vec![],
+        settings(false, false, 2),
+    )
+    .await;
+    let filters =
+        SearchFilters { repo: Some("oca/mis-builder".into()), ..SearchFilters::default() };
+    // A deadline that has passed: the command is queued (the channel has
+    // room), its answer cannot come in time.
+    let now = tokio::time::Instant::now();
+    assert_eq!(h.handle.undeploy_matching_until(filters, now).await, Err(Late::Queued));
+    // The loop applies it all the same.
+    h.wait_calls(2).await;
+    // With time to answer, the answer comes (nothing matches this one).
+    let later = tokio::time::Instant::now() + Duration::from_secs(5);
+    let none = SearchFilters { repo: Some("oca/none".into()), ..SearchFilters::default() };
+    assert_eq!(h.handle.undeploy_matching_until(none, later).await, Ok(Ok(0)));
+    h.finish().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn watches_are_not_current_while_a_stream_is_resubscribed() {
+    let mut mock = MockCluster::new();
+    let (dtx, drx) = mpsc::unbounded_channel();
+    let (jtx, jrx) = mpsc::unbounded_channel();
+    dtx.send(ClusterEvent::Relisted(vec![])).expect("send");
+    jtx.send(ClusterEvent::Relisted(vec![])).expect("send");
+    mock.expect_deployment_events().times(1).return_once(move || stream(drx));
+    // The resubscription never delivers its listing.
+    mock.expect_deployment_events().returning(|| futures::stream::pending().boxed());
+    mock.expect_job_events().times(1).return_once(move || stream(jrx));
+    let handle = Controller::spawn(
+        Arc::new(mock),
+        Arc::new(crate::forge::NoForge),
+        Arc::new(settings(false, false, 2)),
+        ControllerConfig::default(),
+    );
+    handle.ready().await;
+    assert!(handle.watches_current());
+    drop(dtx);
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    while handle.watches_current() {
+        assert!(tokio::time::Instant::now() < end, "still current");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Ready means "had its first listing": it does not reset.
+    assert!(handle.is_ready());
+    assert!(handle.is_running());
+    drop(jtx);
+    handle.shutdown().await;
+    assert!(!handle.is_running());
+}

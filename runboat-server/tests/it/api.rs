@@ -661,6 +661,19 @@ async fn not_ready_before_the_first_cluster_listing() {
     let a = crate::support::send(app.clone(), get("/readyz")).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.text(), "waiting for the first cluster listing");
+    // Reads say "not ready" rather than an empty list.
+    for uri in [
+        "/api/v1/builds",
+        "/api/v1/status",
+        "/api/v1/repos",
+        "/api/v1/builds/x",
+        "/api/v1/build-events",
+    ] {
+        let a = crate::support::send(app.clone(), get(uri)).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert!(a.detail().starts_with("not ready"), "{uri}: {}", a.detail());
+        assert_eq!(a.headers[header::RETRY_AFTER], "1", "{uri}");
+    }
     let m = crate::support::send(app, get("/metrics")).await.text();
     assert!(m.contains("runboat_ready 0\n"), "{m}");
     handle.shutdown().await;
@@ -678,4 +691,73 @@ async fn triggers_without_a_github_client_say_what_is_missing() {
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
         assert!(a.detail().contains("no GitHub client"), "{}", a.detail());
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_of_a_log_share_one_poll_loop() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let h = Harness::moving().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
+    let uri = format!("/api/v1/builds/{}/log?follow", b.name);
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let mut r = get(&uri);
+        r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+        let resp = h.app().oneshot(r).await.expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        bodies.push(resp.into_body());
+    }
+    assert_eq!(h.state.log_feeds().running(), 1);
+    for body in &mut bodies {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(60), body.frame())
+            .await
+            .expect("a chunk within 60 s")
+            .expect("a frame")
+            .expect("ok");
+        let text = String::from_utf8(frame.into_data().expect("data").to_vec()).expect("utf-8");
+        assert_eq!(text, format!("odoo serving {}\n", b.name));
+    }
+    // The last follower gone, the loop ends at its next poll.
+    drop(bodies);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.state.log_feeds().running() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the poll loop never ended");
+        tokio::time::sleep(runboat_server::logs::FOLLOW_POLL).await;
+    }
+}
+
+#[tokio::test]
+async fn a_log_answer_is_bounded_and_more_can_be_asked() {
+    let h = Harness::new().await;
+    let b = h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
+    let mut r = get(&format!("/api/v1/builds/{}/log?tail_bytes=4", b.name));
+    r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+    let a = h.send(r).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.text().starts_with("--- "), "{}", a.text());
+    assert!(a.text().contains("earlier bytes left out"), "{}", a.text());
+    let mut r = get(&format!("/api/v1/builds/{}/log?tail_bytes=100000", b.name));
+    r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
+    let a = h.send(r).await;
+    assert_eq!(a.text(), format!("odoo serving {}\n", b.name));
+    for bad in ["x", "", "0", "16777217"] {
+        let a =
+            h.send(get(&format!("/api/v1/builds/{}/log?follow=1&tail_bytes={bad}", b.name))).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_waits_too_long_answers_503() {
+    let h = Harness::new().await;
+    h.github.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let a = h.send(admin("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0")).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The paused clock jumped to the timeout, not beyond.
+    let waited = started.elapsed();
+    let timeout = runboat_server::limits::Limits::default().request_timeout;
+    assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
 }

@@ -29,12 +29,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const NS: &str = "runboat-e2e";
-const SECRET: &str = "e2e-webhook-secret";
+pub(crate) const SECRET: &str = "e2e-webhook-secret";
 const REPO: &str = "oca/e2e-addons";
 /// Deadline of one lifecycle step (a loaded CI machine is slow).
-const STEP: Duration = Duration::from_secs(60);
+pub(crate) const STEP: Duration = Duration::from_secs(60);
 
-fn settings_toml(extra: &str) -> String {
+pub(crate) fn settings_toml(extra: &str) -> String {
     format!(
         r#"
 api_admin_user = "admin"
@@ -56,7 +56,7 @@ builds = [{{ image = "ghcr.io/oca/oca-ci/py3.10-odoo16.0:latest" }}]
 
 /// The binary, with a clean environment: no `RUNBOAT_*` or in-cluster
 /// variables of the caller leak in.
-fn command(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
+pub(crate) fn command(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runboat-server"));
     for (key, _) in std::env::vars() {
         if key.starts_with("RUNBOAT_") || key.starts_with("KUBERNETES_") {
@@ -75,7 +75,7 @@ fn command(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
 }
 
 /// Runs the binary to its end (it must end by itself): success and stderr.
-async fn run_to_end(
+pub(crate) async fn run_to_end(
     dir: &Path,
     kubeconfig: &Path,
     args: &[&str],
@@ -93,18 +93,30 @@ async fn run_to_end(
 }
 
 /// A running server process.
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     /// Everything it logged (JSON lines), shown when a test fails.
     log: Arc<Mutex<String>>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    pub(crate) http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Server {
     async fn start(dir: &Path, kubeconfig: &Path, settings: &Path) -> Server {
+        Server::start_with(dir, kubeconfig, settings, &[]).await
+    }
+
+    /// [`Server::start`] with more command line options.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        kubeconfig: &Path,
+        settings: &Path,
+        extra: &[&str],
+    ) -> Server {
         let settings = settings.to_str().expect("utf-8 path");
-        let args = ["--config", settings, "--listen", "127.0.0.1:0", "--log-format", "json"];
+        let mut args =
+            vec!["--config", settings, "--listen", "127.0.0.1:0", "--log-format", "json"];
+        args.extend_from_slice(extra);
         let mut child = command(dir, kubeconfig, &args).spawn().expect("spawn runboat-server");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
@@ -133,24 +145,29 @@ impl Server {
         Server { child, base: format!("http://{addr}"), log, http }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
 
-    async fn request(&self, req: Request<Full<Bytes>>) -> (StatusCode, Value) {
+    pub(crate) async fn request(&self, req: Request<Full<Bytes>>) -> (StatusCode, Value) {
         let resp = self.http.request(req).await.expect("HTTP request");
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let req =
             Request::get(format!("{}{path}", self.base)).body(Full::default()).expect("request");
         self.request(req).await
     }
 
-    async fn send(&self, method: Method, path: &str, admin: bool) -> (StatusCode, Value) {
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        admin: bool,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
         if admin {
             // base64("admin:e2e-pw")
@@ -159,7 +176,7 @@ impl Server {
         self.request(req.body(Full::default()).expect("request")).await
     }
 
-    async fn webhook(&self, event: &str, payload: &Value) -> StatusCode {
+    pub(crate) async fn webhook(&self, event: &str, payload: &Value) -> StatusCode {
         let body = payload.to_string().into_bytes();
         let signature = WebhookSecret::new(SECRET).sign(&body);
         let req = Request::post(format!("{}/webhooks/github", self.base))
@@ -172,7 +189,7 @@ impl Server {
     }
 
     /// Polls `/readyz` until 200 (the controller has its first listing).
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let deadline = Instant::now() + STEP;
         loop {
             if self.get("/readyz").await.0 == StatusCode::OK {
@@ -184,7 +201,10 @@ impl Server {
     }
 
     /// Opens a build-event stream: the events, then `None` when it ends.
-    async fn events(&self, query: &str) -> mpsc::UnboundedReceiver<(Option<String>, Value)> {
+    pub(crate) async fn events(
+        &self,
+        query: &str,
+    ) -> mpsc::UnboundedReceiver<(Option<String>, Value)> {
         let req = Request::get(format!("{}/api/v1/build-events?{query}", self.base))
             .header("accept", "text/event-stream")
             .body(Full::default())
@@ -306,13 +326,13 @@ fn labelled_count(sim: &kubesim::Handle, build: &str) -> usize {
     leftovers(sim, build).len()
 }
 
-struct Env {
-    sim: KubeSim,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+pub(crate) struct Env {
+    pub(crate) sim: KubeSim,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) kubeconfig: PathBuf,
 }
 
-async fn env() -> Env {
+pub(crate) async fn env() -> Env {
     let config = kubesim::Config {
         namespaces: vec!["default".into(), NS.into()],
         controllers: ControllerConfig {
@@ -331,7 +351,7 @@ async fn env() -> Env {
 }
 
 impl Env {
-    fn settings(&self, extra: &str) -> PathBuf {
+    pub(crate) fn settings(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("runboat.toml");
         std::fs::write(&path, settings_toml(extra)).expect("write settings");
         path

@@ -10,12 +10,16 @@ use runboat_github::{ClientError, PullRequestInfo};
 use runboat_server::GitHubLookup;
 
 /// GitHub answers by (repo, branch) and (repo, pr); anything else is
-/// not found; `down` makes every call fail like an outage.
+/// not found; `down` makes every call fail like an outage, `hang` never
+/// answer.
 #[derive(Default)]
 pub(crate) struct FakeGitHub {
     pub(crate) branches: Mutex<HashMap<(String, String), String>>,
     pub(crate) prs: Mutex<HashMap<(String, u64), PullRequestInfo>>,
     pub(crate) down: AtomicBool,
+    /// Every call waits forever (GitHub accepts the connection and never
+    /// answers).
+    pub(crate) hang: AtomicBool,
 }
 
 fn outage(path: String) -> ClientError {
@@ -30,6 +34,9 @@ fn outage(path: String) -> ClientError {
 #[async_trait]
 impl GitHubLookup for FakeGitHub {
     async fn branch_head(&self, repo: &str, branch: &str) -> Result<String, ClientError> {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(outage(format!("/repos/{repo}/branches/{branch}")));
         }

@@ -4,8 +4,10 @@
 //! fake GitHub); `controller` follows whole lifecycles. `e2e` runs the real
 //! binary against kubesim through KubeCluster; `browser` drives the web UI in
 //! headless Chromium (with RUNBOAT_SLOW_TESTS=1); `binary` checks what the
-//! binary says when it cannot run.
+//! binary says when it cannot run; `abuse` attacks the real binary (issue
+//! 15's cheap attacks, bounded) and reports for RELIABILITY.md.
 
+mod abuse;
 mod api;
 mod binary;
 mod browser;

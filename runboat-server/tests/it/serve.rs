@@ -100,3 +100,20 @@ async fn run_with_cluster_serves_the_controller_and_stops() {
         .expect("join");
     assert!(result.is_ok(), "{result:?}");
 }
+
+#[tokio::test]
+async fn a_dead_controller_loop_is_noticed() {
+    let h = Harness::new().await;
+    assert_eq!(h.send(crate::support::get("/readyz")).await.status, http::StatusCode::OK);
+    let handle = h.handle.clone();
+    let ended = tokio::spawn(async move { runboat_server::run::controller_ended(&handle).await });
+    assert!(!ended.is_finished());
+    h.handle.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("noticed within 5 s")
+        .expect("join");
+    let answer = h.send(crate::support::get("/readyz")).await;
+    assert_eq!(answer.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.text().contains("controller loop is not running"), "{}", answer.text());
+}
