@@ -280,7 +280,10 @@ async fn deploy(state: &AppState, commit: CommitInfo) -> Result<Json<BuildAction
 
 #[utoipa::path(post, path = "/api/v1/builds/trigger/branch", tag = "admin",
     params(runboat_api::TriggerBranch),
-    description = "Deploys the head commit of a branch, looked up on GitHub.",
+    description = "Deploys the head commit of a branch, looked up on GitHub. The branch must \
+        be a valid git ref name (no whitespace or control characters, none of ~ ^ : ? * [ \\, \
+        no '..', '@{' or '//', not starting or ending with '/', not ending with '.' or '.lock'): \
+        otherwise the answer is 400, naming the rule.",
     security(("basic" = [])),
     responses(
         (status = 200, description = "deploying, or already deployed", body = BuildAction),
