@@ -34,8 +34,8 @@ enum Input {
     Deployments(Option<ClusterEvent<DeploymentFacts>>),
     Jobs(Option<ClusterEvent<JobFacts>>),
     TaskDone(Result<(tokio::task::Id, TaskOutput), tokio::task::JoinError>),
-    /// The leadership signal changed (or its sender went away: `false`).
-    Leadership(bool),
+    /// The leadership signal changed (`None`: its sender went away).
+    Leadership(Option<bool>),
     Timer,
 }
 
@@ -86,8 +86,9 @@ pub(super) struct Loop {
     /// I/O bookkeeping: the spawned actions and whom to answer.
     tasks: JoinSet<TaskOutput>,
     task_ids: HashMap<tokio::task::Id, Spawned>,
-    /// The leadership signal, when leader election is used (`None`: always
-    /// the leader).
+    /// The leadership signal to follow (`None`: none, either without leader
+    /// election, always the leader, or because its sender went away, never
+    /// the leader again).
     leadership: Option<watch::Receiver<bool>>,
     leader: bool,
     replies: HashMap<String, Reply>,
@@ -206,8 +207,8 @@ impl Loop {
         let leadership = async {
             match self.leadership.as_mut() {
                 Some(rx) => match rx.changed().await {
-                    Ok(()) => *rx.borrow_and_update(),
-                    Err(_) => false,
+                    Ok(()) => Some(*rx.borrow_and_update()),
+                    Err(_) => None,
                 },
                 None => std::future::pending().await,
             }
@@ -228,13 +229,8 @@ impl Loop {
 
     /// An input that is available right now, if any.
     fn ready_input(&mut self) -> Option<Input> {
-        if let Some(rx) = self.leadership.as_mut() {
-            match rx.has_changed() {
-                Ok(true) => return Some(Input::Leadership(*rx.borrow_and_update())),
-                Ok(false) => {}
-                Err(_) if self.leader => return Some(Input::Leadership(false)),
-                Err(_) => {}
-            }
+        if let Some(change) = self.leadership_change() {
+            return Some(Input::Leadership(change));
         }
         if let Some(e) = self.deployments.events.next().now_or_never() {
             return Some(Input::Deployments(e));
@@ -265,7 +261,14 @@ impl Loop {
             Input::Jobs(Some(e)) => self.on_job_event(e),
             Input::Jobs(None) => self.jobs.ended("job", self.config.resubscribe_delay),
             Input::TaskDone(r) => self.on_task_done(r),
-            Input::Leadership(leader) => self.on_leadership(leader),
+            Input::Leadership(Some(leader)) => self.on_leadership(leader),
+            Input::Leadership(None) => {
+                // Stop following a closed channel (it would be ready
+                // forever) and never lead again: nothing says we do.
+                tracing::warn!("leadership signal gone: not leading");
+                self.leadership = None;
+                self.on_leadership(false);
+            }
             Input::Timer => self.on_timer(),
         }
     }
@@ -287,6 +290,17 @@ impl Loop {
         if self.jobs.resubscribe_at.is_some_and(|at| at <= now) {
             self.jobs.resubscribe_at = None;
             self.jobs.events = self.shared.cluster.job_events();
+        }
+    }
+
+    /// A change of the leadership signal not handled yet, if any (`Some(None)`:
+    /// its sender went away).
+    fn leadership_change(&mut self) -> Option<Option<bool>> {
+        let rx = self.leadership.as_mut()?;
+        match rx.has_changed() {
+            Ok(true) => Some(Some(*rx.borrow_and_update())),
+            Ok(false) => None,
+            Err(_) => Some(None),
         }
     }
 
@@ -465,12 +479,8 @@ impl Loop {
         self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
         // The leadership is read right before deciding, so no step decides
         // on a leadership already lost.
-        if let Some(input) = self.leadership.as_mut().and_then(|rx| match rx.has_changed() {
-            Ok(true) => Some(*rx.borrow_and_update()),
-            Ok(false) => None,
-            Err(_) => Some(false),
-        }) {
-            self.on_leadership(input);
+        if let Some(change) = self.leadership_change() {
+            self.handle(Input::Leadership(change));
         }
         let now = Instant::now();
         let touched = std::mem::take(&mut self.touched);

@@ -208,3 +208,22 @@ async fn a_replica_without_the_leadership_never_schedules() {
     assert!(scheduled.is_empty(), "a follower scheduled: {scheduled:?}");
     h.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_signal_goes_away_stops_scheduling_and_does_not_spin() {
+    let sim = SimCluster::new(SimConfig::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (leads, rx) = watch::channel(true);
+    let h = replica("l", &sim, &log, 4, rx);
+    h.ready().await;
+    drop(leads);
+    let c = commit(3, "17.0", None, 9);
+    assert_eq!(h.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    let batches = h.stats().batches;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.get(&c.build_name()).map(|b| b.init_status), Some(InitStatus::Todo));
+    assert!(log.lock().expect("log").iter().all(|w| w.of_request));
+    // A closed channel is not followed forever: the loop stays quiet.
+    assert!(h.stats().batches - batches < 20, "{} batches", h.stats().batches - batches);
+    h.shutdown().await;
+}
