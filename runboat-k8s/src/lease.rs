@@ -555,4 +555,152 @@ mod tests {
         let c = config();
         assert!(c.renew_deadline < c.lease_duration);
     }
+
+    /// One Lease in memory with resourceVersions, as seen by one replica:
+    /// its calls can fail or hang (a partition), and its clock can be off
+    /// (the times it writes are shifted by `skew`).
+    #[derive(Default)]
+    struct Memory {
+        lease: std::sync::Mutex<Option<Lease>>,
+        version: AtomicU64,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Link {
+        Up,
+        Failing,
+        Hanging,
+    }
+
+    struct Replica {
+        memory: Arc<Memory>,
+        link: Arc<std::sync::Mutex<Link>>,
+        skew: jiff::SignedDuration,
+    }
+
+    impl Replica {
+        async fn link(&self) -> Result<(), LeaseError> {
+            let link = *self.link.lock().expect("link");
+            match link {
+                Link::Up => Ok(()),
+                Link::Failing => Err(LeaseError::Api(kube::Error::ReadEvents(
+                    std::io::Error::other("partitioned"),
+                ))),
+                Link::Hanging => std::future::pending().await,
+            }
+        }
+
+        fn stamp(&self, lease: &Lease) -> Lease {
+            let mut lease = lease.clone();
+            let version = self.memory.version.fetch_add(1, Ordering::SeqCst) + 1;
+            lease.metadata.resource_version = Some(version.to_string());
+            if let Some(spec) = lease.spec.as_mut() {
+                let shift = |t: &mut Option<MicroTime>| {
+                    if let Some(t) = t {
+                        t.0 = t.0.checked_add(self.skew).expect("in range");
+                    }
+                };
+                shift(&mut spec.renew_time);
+                shift(&mut spec.acquire_time);
+            }
+            lease
+        }
+    }
+
+    #[async_trait]
+    impl LeaseStore for Replica {
+        async fn get(&self) -> Result<Option<Lease>, LeaseError> {
+            self.link().await?;
+            Ok(self.memory.lease.lock().expect("lease").clone())
+        }
+        async fn create(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+            self.link().await?;
+            let mut stored = self.memory.lease.lock().expect("lease");
+            if stored.is_some() {
+                return Err(LeaseError::Conflict);
+            }
+            let lease = self.stamp(lease);
+            *stored = Some(lease.clone());
+            Ok(lease)
+        }
+        async fn replace(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+            self.link().await?;
+            let mut stored = self.memory.lease.lock().expect("lease");
+            let current = stored.as_ref().and_then(|l| l.metadata.resource_version.clone());
+            if current != lease.metadata.resource_version {
+                return Err(LeaseError::Conflict);
+            }
+            let lease = self.stamp(lease);
+            *stored = Some(lease.clone());
+            Ok(lease)
+        }
+    }
+
+    fn replica(
+        memory: &Arc<Memory>,
+        name: &str,
+        skew_hours: i64,
+    ) -> (LeaderElector, Arc<std::sync::Mutex<Link>>) {
+        let link = Arc::new(std::sync::Mutex::new(Link::Up));
+        let store = Replica {
+            memory: memory.clone(),
+            link: link.clone(),
+            skew: jiff::SignedDuration::from_hours(skew_hours),
+        };
+        (LeaderElector::spawn_on(Arc::new(store), LeaseConfig::new(name)), link)
+    }
+
+    async fn leads(e: &LeaderElector, leading: bool, within: Duration) -> Option<Instant> {
+        let mut rx = e.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|l| *l == leading)).await.ok()?.ok()?;
+        Some(Instant::now())
+    }
+
+    /// On tokio's paused clock, so the timings are exact: with clocks a
+    /// year apart, a leader whose lease calls fail or hang steps down
+    /// within the renew deadline, and the other takes over only a full
+    /// lease duration after it last saw the lease change, so at least
+    /// `lease_duration - renew_deadline` after the step-down.
+    #[tokio::test(start_paused = true)]
+    async fn a_partitioned_leader_is_fenced_by_time_whatever_the_clocks_say() {
+        let c = LeaseConfig::new("any");
+        for partition in [Link::Failing, Link::Hanging] {
+            let memory = Arc::new(Memory::default());
+            let (a, a_link) = replica(&memory, "a", 24 * 365);
+            assert!(leads(&a, true, c.retry_period).await.is_some());
+            let (b, _) = replica(&memory, "b", -24 * 365);
+            assert!(
+                leads(&b, true, Duration::from_secs(120)).await.is_none(),
+                "b took a live lease"
+            );
+
+            let cut_at = Instant::now();
+            *a_link.lock().expect("link") = partition;
+            let (a_down, b_up) = tokio::join!(
+                leads(&a, false, Duration::from_secs(60)),
+                leads(&b, true, Duration::from_secs(60))
+            );
+            let (a_down, b_up) = (a_down.expect("a steps down"), b_up.expect("b takes over"));
+            assert!(a_down - cut_at <= c.renew_deadline, "a led {:?} on", a_down - cut_at);
+            assert!(
+                b_up - a_down >= c.lease_duration - c.renew_deadline,
+                "b took over {:?} after a stepped down",
+                b_up - a_down
+            );
+            assert!(b_up - cut_at <= c.lease_duration + c.retry_period * 2);
+            assert!(a.stats().renew_failures > 0 || partition == Link::Hanging);
+            assert_eq!(a.stats().transitions, 2);
+
+            // Healed, a sees b renewing and stays a follower.
+            *a_link.lock().expect("link") = Link::Up;
+            assert!(leads(&a, true, Duration::from_secs(120)).await.is_none());
+            // b releases: a takes over at the next retry.
+            let released_at = Instant::now();
+            b.release().await;
+            let a_up = leads(&a, true, Duration::from_secs(60)).await.expect("a takes over");
+            assert!(a_up - released_at <= c.retry_period);
+            let lease = memory.lease.lock().expect("lease").clone().expect("lease");
+            assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(2));
+        }
+    }
 }
