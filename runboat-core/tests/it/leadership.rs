@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use runboat_core::forge::NoForge;
-use runboat_core::sim::{JobScript, SimCluster, SimConfig};
+use runboat_core::sim::{Faults, JobScript, SimCluster, SimConfig};
 use runboat_core::{
     BuildStatus, Cluster, ClusterEvent, ClusterResult, CommandOutcome, CommitInfo, Controller,
     ControllerHandle, DeploymentFacts, InitStatus, JobFacts, JobKind, KubefilesMode,
@@ -27,6 +27,8 @@ struct Write {
     at: Instant,
     what: String,
     of_request: bool,
+    /// The call returned (an aborted action's call never does).
+    done: bool,
 }
 
 /// A [`Cluster`] that forwards to the shared simulated cluster and logs
@@ -38,10 +40,22 @@ struct Counting {
 }
 
 impl Counting {
-    fn write(&self, what: String, of_request: bool) {
+    async fn write<T>(
+        &self,
+        what: String,
+        of_request: bool,
+        call: impl Future<Output = ClusterResult<T>>,
+    ) -> ClusterResult<T> {
         let at = Instant::now();
         let replica = self.replica;
-        self.log.lock().expect("log").push(Write { replica, at, what, of_request });
+        let i = {
+            let mut log = self.log.lock().expect("log");
+            log.push(Write { replica, at, what, of_request, done: false });
+            log.len() - 1
+        };
+        let r = call.await;
+        self.log.lock().expect("log")[i].done = true;
+        r
     }
 }
 
@@ -59,32 +73,56 @@ impl Cluster for Counting {
         commit: &CommitInfo,
         mode: KubefilesMode,
     ) -> ClusterResult<()> {
-        self.write(format!("apply {mode} {build_name}"), mode == KubefilesMode::Deployment);
-        self.sim.apply_kubefiles(build_name, commit, mode).await
+        self.write(
+            format!("apply {mode} {build_name}"),
+            mode == KubefilesMode::Deployment,
+            self.sim.apply_kubefiles(build_name, commit, mode),
+        )
+        .await
     }
     async fn scale(&self, build_name: &str, replicas: i32) -> ClusterResult<()> {
-        self.write(format!("scale {build_name} {replicas}"), false);
-        self.sim.scale(build_name, replicas).await
+        self.write(
+            format!("scale {build_name} {replicas}"),
+            false,
+            self.sim.scale(build_name, replicas),
+        )
+        .await
     }
     async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()> {
-        self.write(format!("init status {build_name} {status:?}"), false);
-        self.sim.set_init_status(build_name, status).await
+        self.write(
+            format!("init status {build_name} {status:?}"),
+            false,
+            self.sim.set_init_status(build_name, status),
+        )
+        .await
     }
     async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()> {
-        self.write(format!("delete {build_name}"), false);
-        self.sim.delete_deployment(build_name).await
+        self.write(format!("delete {build_name}"), false, self.sim.delete_deployment(build_name))
+            .await
     }
     async fn remove_finalizer(&self, build_name: &str) -> ClusterResult<()> {
-        self.write(format!("remove finalizer {build_name}"), false);
-        self.sim.remove_finalizer(build_name).await
+        self.write(
+            format!("remove finalizer {build_name}"),
+            false,
+            self.sim.remove_finalizer(build_name),
+        )
+        .await
     }
     async fn kill_jobs(&self, build_name: &str, kind: JobKind) -> ClusterResult<()> {
-        self.write(format!("kill {kind} jobs {build_name}"), false);
-        self.sim.kill_jobs(build_name, kind).await
+        self.write(
+            format!("kill {kind} jobs {build_name}"),
+            false,
+            self.sim.kill_jobs(build_name, kind),
+        )
+        .await
     }
     async fn delete_build_resources(&self, build_name: &str) -> ClusterResult<()> {
-        self.write(format!("delete resources {build_name}"), false);
-        self.sim.delete_build_resources(build_name).await
+        self.write(
+            format!("delete resources {build_name}"),
+            false,
+            self.sim.delete_build_resources(build_name),
+        )
+        .await
     }
     async fn init_log(&self, build_name: &str) -> ClusterResult<Option<String>> {
         self.sim.init_log(build_name).await
@@ -118,6 +156,13 @@ fn replica(
 async fn leadership_moves_mid_burst_and_the_old_leader_stops_scheduling_at_once() {
     let sim = SimCluster::new(SimConfig {
         init_job: JobScript::succeed_after(Duration::from_secs(5)),
+        // Calls and events take time, so the step-down finds actions
+        // running.
+        faults: Faults {
+            max_call_delay: Duration::from_millis(400),
+            max_event_delay: Duration::from_millis(200),
+            ..Faults::default()
+        },
         // The sim records every init job created above this as a violation.
         max_initializing: Some(2),
         ..SimConfig::default()
@@ -136,7 +181,13 @@ async fn leadership_moves_mid_burst_and_the_old_leader_stops_scheduling_at_once(
         let h = if i % 2 == 0 { &a } else { &b };
         assert_eq!(h.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
     }
-    assert!(eventually(Duration::from_secs(60), || sim.report().init_jobs_created >= 3).await);
+    // Step down while A has a scheduling call under way.
+    let a_mid_call =
+        || log.lock().expect("log").iter().any(|w| w.replica == "a" && !w.of_request && !w.done);
+    assert!(
+        eventually(Duration::from_secs(60), || sim.report().init_jobs_created >= 1 && a_mid_call())
+            .await
+    );
 
     // A stops renewing: it steps down at once; B takes the lease only once
     // it could have expired (renew deadline < lease duration).
@@ -168,6 +219,10 @@ async fn leadership_moves_mid_burst_and_the_old_leader_stops_scheduling_at_once(
     assert!(
         log.iter().filter(scheduling).any(|w| w.replica == "a" && w.at < down_at),
         "A scheduled before stepping down"
+    );
+    assert!(
+        log.iter().filter(scheduling).any(|w| w.replica == "a" && !w.done),
+        "the step-down aborted a running action mid-call"
     );
     let late: Vec<&str> = log
         .iter()
