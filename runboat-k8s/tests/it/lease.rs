@@ -160,3 +160,58 @@ async fn skewed_renew_times_change_nothing() {
         b.release().await;
     }
 }
+
+/// The controller of one replica on `KubeCluster`, following `elector`.
+async fn replica(sim: &KubeSim, elector: &LeaderElector) -> runboat_core::ControllerHandle {
+    let settings = crate::cluster::settings("");
+    let cluster = crate::cluster::cluster_on(sim, settings.clone()).await;
+    let config = runboat_core::ControllerConfig {
+        reflect_timeout: Duration::from_secs(5),
+        failure_backoff_max: Duration::from_secs(2),
+        ..runboat_core::ControllerConfig::default()
+    };
+    let handle = runboat_core::Controller::spawn_with_leadership(
+        Arc::new(cluster),
+        Arc::new(runboat_core::forge::NoForge),
+        settings,
+        config,
+        elector.subscribe(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), handle.ready()).await.expect("ready");
+    handle
+}
+
+/// Two replicas, each a controller following its own elector on one
+/// Lease: requests reach either, the leader schedules, and a release hands
+/// the scheduling over to the other at once.
+#[tokio::test]
+async fn two_replicas_schedule_one_at_a_time_and_hand_over_on_release() {
+    use runboat_core::{BuildStatus, CommandOutcome};
+
+    use crate::lifecycle::{wait_build, wait_status};
+
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let a = LeaderElector::spawn(api(&sim), config("a"));
+    assert!(leads(&a, true, Duration::from_secs(5)).await.is_some());
+    let b = LeaderElector::spawn(api(&sim), config("b"));
+    let (ca, cb) = (replica(&sim, &a).await, replica(&sim, &b).await);
+
+    // A request reaching the follower takes effect; the leader initializes.
+    let first = crate::cluster::commit(40);
+    assert_eq!(cb.deploy_commit(first.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(&cb, &first.build_name(), BuildStatus::Stopped).await;
+    assert!(a.is_leader() && !b.is_leader());
+
+    // A rolling update: a releases, b schedules from then on.
+    a.release().await;
+    assert!(leads(&b, true, Duration::from_secs(2)).await.is_some(), "b takes over at once");
+    let second = crate::cluster::commit(41);
+    assert_eq!(ca.deploy_commit(second.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(&ca, &second.build_name(), BuildStatus::Stopped).await;
+    assert_eq!(ca.undeploy(&first.build_name()).await, Ok(CommandOutcome::Done));
+    wait_build(&ca, &first.build_name(), "gone", |s| s.is_none()).await;
+
+    ca.shutdown().await;
+    cb.shutdown().await;
+    b.release().await;
+}
