@@ -69,6 +69,38 @@ impl LeaseConfig {
             retry_period: Duration::from_secs(2),
         }
     }
+
+    /// Checks that a leader steps down before anyone may take its lease
+    /// (renew deadline < lease duration) and that it retries within its
+    /// renew deadline.
+    pub fn validate(&self) -> Result<(), InvalidLeaseConfig> {
+        if Duration::ZERO < self.retry_period
+            && self.retry_period < self.renew_deadline
+            && self.renew_deadline < self.lease_duration
+        {
+            return Ok(());
+        }
+        Err(InvalidLeaseConfig {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        })
+    }
+}
+
+/// Durations that would break the fencing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "lease settings need 0 < retry period ({retry_period:?}) < renew deadline \
+     ({renew_deadline:?}) < lease duration ({lease_duration:?})"
+)]
+pub struct InvalidLeaseConfig {
+    /// The lease duration given.
+    pub lease_duration: Duration,
+    /// The renew deadline given.
+    pub renew_deadline: Duration,
+    /// The retry period given.
+    pub retry_period: Duration,
 }
 
 /// A failed call on the lease.
@@ -370,6 +402,8 @@ impl Elector {
             self.counters.renew_failures.fetch_add(1, Ordering::Relaxed);
         }
         match error {
+            // Another replica wrote first: the normal outcome of a race.
+            Some(LeaseError::Conflict) => tracing::debug!(what, "lease taken by another replica"),
             Some(e) => tracing::warn!(error = %e, what, "lease call failed"),
             None => tracing::warn!(what, "lease call timed out"),
         }
@@ -516,8 +550,13 @@ mod tests {
     const MINE: Seen<'static> = Seen::Held { holder: Some("me") };
 
     #[test]
-    fn defaults_are_the_documented_ones() {
+    fn defaults_are_the_documented_ones_and_valid() {
         let c = config();
+        assert_eq!(c.validate(), Ok(()));
+        let unsafe_ = LeaseConfig { renew_deadline: c.lease_duration, ..c.clone() };
+        assert!(unsafe_.validate().is_err());
+        let slow_retry = LeaseConfig { retry_period: c.renew_deadline, ..c.clone() };
+        assert!(slow_retry.validate().is_err());
         assert_eq!(c.name, "runboat-leader");
         assert_eq!(
             (c.lease_duration, c.renew_deadline, c.retry_period),
