@@ -155,6 +155,7 @@ fn benches(c: &mut Criterion) {
         max_concurrent_actions: usize::MAX,
         cleanup_failures: &failures,
         now: tokio::time::Instant::now(),
+        leader: true,
     };
     let step = decide(&world, &touched, []);
     eprintln!("decide at {} builds returns {} actions", idx.len(), step.tasks.len());

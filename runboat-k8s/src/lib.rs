@@ -8,8 +8,10 @@
 
 pub mod cluster;
 mod error;
+pub mod lease;
 pub mod render;
 
 pub use cluster::KubeCluster;
 pub use error::{Error, Result};
+pub use lease::{LeaderElector, LeaseConfig};
 pub use render::{Format, Kubefiles, RenderContext, check_kubectl_at, check_kustomize_available};

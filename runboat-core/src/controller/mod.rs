@@ -326,12 +326,41 @@ pub struct Controller;
 impl Controller {
     /// Starts the controller loop on the current tokio runtime. The loop
     /// runs until [`ControllerHandle::shutdown`] or until every handle is
-    /// dropped.
+    /// dropped. It is always the leader: it makes every decision (see
+    /// [`Controller::spawn_with_leadership`] for several replicas).
     pub fn spawn(
         cluster: Arc<dyn Cluster>,
         forge: Arc<dyn Forge>,
         settings: Arc<Settings>,
         config: ControllerConfig,
+    ) -> ControllerHandle {
+        Controller::start(cluster, forge, settings, config, None)
+    }
+
+    /// Starts the controller loop as one replica of several that follow a
+    /// leader election: it makes scheduling decisions (job handling,
+    /// limits, cleanup, initialization) only while `leader` holds `true`,
+    /// and serves requests (deploy, start, stop, reset, undeploy) always.
+    /// On losing the leadership it aborts its running scheduling actions at
+    /// once; on gaining it, it decides again for every build from the index
+    /// and the job table, which its watches keep current all along. A
+    /// closed `leader` channel counts as `false`.
+    pub fn spawn_with_leadership(
+        cluster: Arc<dyn Cluster>,
+        forge: Arc<dyn Forge>,
+        settings: Arc<Settings>,
+        config: ControllerConfig,
+        leader: watch::Receiver<bool>,
+    ) -> ControllerHandle {
+        Controller::start(cluster, forge, settings, config, Some(leader))
+    }
+
+    fn start(
+        cluster: Arc<dyn Cluster>,
+        forge: Arc<dyn Forge>,
+        settings: Arc<Settings>,
+        config: ControllerConfig,
+        leader: Option<watch::Receiver<bool>>,
     ) -> ControllerHandle {
         let (commands, command_rx) = mpsc::channel(1024);
         let (ready, _) = watch::channel(false);
@@ -345,7 +374,7 @@ impl Controller {
             cleanup_failures: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
         });
-        let looper = run::Loop::new(shared.clone(), forge, config, command_rx);
+        let looper = run::Loop::new(shared.clone(), forge, config, command_rx, leader);
         let task = tokio::spawn(looper.run());
         ControllerHandle { shared, commands, task: Arc::new(Mutex::new(Some(task))) }
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::build::Build;
@@ -34,7 +34,17 @@ enum Input {
     Deployments(Option<ClusterEvent<DeploymentFacts>>),
     Jobs(Option<ClusterEvent<JobFacts>>),
     TaskDone(Result<(tokio::task::Id, TaskOutput), tokio::task::JoinError>),
+    /// The leadership signal changed (`None`: its sender went away).
+    Leadership(Option<bool>),
     Timer,
+}
+
+/// One spawned action: whom it is for, how to abort it, and whether it
+/// serves a request (those survive a loss of leadership).
+struct Spawned {
+    build: String,
+    abort: AbortHandle,
+    request: bool,
 }
 
 /// One watch stream and whether its first listing is in.
@@ -75,7 +85,12 @@ pub(super) struct Loop {
     cleanup_failures: BTreeSet<String>,
     /// I/O bookkeeping: the spawned actions and whom to answer.
     tasks: JoinSet<TaskOutput>,
-    task_ids: HashMap<tokio::task::Id, String>,
+    task_ids: HashMap<tokio::task::Id, Spawned>,
+    /// The leadership signal to follow (`None`: none, either without leader
+    /// election, always the leader, or because its sender went away, never
+    /// the leader again).
+    leadership: Option<watch::Receiver<bool>>,
+    leader: bool,
     replies: HashMap<String, Reply>,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     jitter: Jitter,
@@ -117,7 +132,10 @@ impl Loop {
         forge: Arc<dyn Forge>,
         config: ControllerConfig,
         commands: mpsc::Receiver<Command>,
+        mut leadership: Option<watch::Receiver<bool>>,
     ) -> Loop {
+        // Leadership held from the start needs no change to be seen.
+        let leader = leadership.as_mut().is_none_or(|rx| *rx.borrow_and_update());
         let ctx = Arc::new(Ctx {
             cluster: shared.cluster.clone(),
             forge,
@@ -141,6 +159,8 @@ impl Loop {
             cleanup_failures: BTreeSet::new(),
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
+            leadership,
+            leader,
             replies: HashMap::new(),
             timers: BinaryHeap::new(),
             jitter,
@@ -184,11 +204,21 @@ impl Loop {
     async fn next_input(&mut self) -> Input {
         let wake = self.next_wake();
         let has_tasks = !self.tasks.is_empty();
+        let leadership = async {
+            match self.leadership.as_mut() {
+                Some(rx) => match rx.changed().await {
+                    Ok(()) => Some(*rx.borrow_and_update()),
+                    Err(_) => None,
+                },
+                None => std::future::pending().await,
+            }
+        };
         // Biased (no random branch order): everything ready is drained
         // before deciding anyway, and a fixed order keeps simulations
         // reproducible.
         tokio::select! {
             biased;
+            leader = leadership => Input::Leadership(leader),
             Some(r) = self.tasks.join_next_with_id(), if has_tasks => Input::TaskDone(r),
             e = self.deployments.events.next() => Input::Deployments(e),
             e = self.jobs.events.next() => Input::Jobs(e),
@@ -199,6 +229,9 @@ impl Loop {
 
     /// An input that is available right now, if any.
     fn ready_input(&mut self) -> Option<Input> {
+        if let Some(change) = self.leadership_change() {
+            return Some(Input::Leadership(change));
+        }
         if let Some(e) = self.deployments.events.next().now_or_never() {
             return Some(Input::Deployments(e));
         }
@@ -232,6 +265,14 @@ impl Loop {
                 self.update_ready();
             }
             Input::TaskDone(r) => self.on_task_done(r),
+            Input::Leadership(Some(leader)) => self.on_leadership(leader),
+            Input::Leadership(None) => {
+                // Stop following a closed channel (it would be ready
+                // forever) and never lead again: nothing says we do.
+                tracing::warn!("leadership signal gone: not leading");
+                self.leadership = None;
+                self.on_leadership(false);
+            }
             Input::Timer => self.on_timer(),
         }
     }
@@ -253,6 +294,47 @@ impl Loop {
         if self.jobs.resubscribe_at.is_some_and(|at| at <= now) {
             self.jobs.resubscribe_at = None;
             self.jobs.events = self.shared.cluster.job_events();
+        }
+    }
+
+    /// A change of the leadership signal not handled yet, if any (`Some(None)`:
+    /// its sender went away).
+    fn leadership_change(&mut self) -> Option<Option<bool>> {
+        let rx = self.leadership.as_mut()?;
+        match rx.has_changed() {
+            Ok(true) => Some(Some(*rx.borrow_and_update())),
+            Ok(false) => None,
+            Err(_) => Some(None),
+        }
+    }
+
+    /// Follows the leadership signal. Losing it aborts every running
+    /// action that serves no request at once (so no scheduling write
+    /// follows the step-down) and forgets it; gaining it touches every
+    /// build, so the decisions are rebuilt from the index and the job table
+    /// alone (the watches kept them current meanwhile).
+    fn on_leadership(&mut self, leader: bool) {
+        if leader == self.leader {
+            return;
+        }
+        self.leader = leader;
+        if leader {
+            tracing::info!("leadership gained: deciding for every build");
+            let idx = self.shared.read_index();
+            self.touched.extend(idx.iter().map(|b| b.name.clone()));
+            drop(idx);
+            self.touched.extend(self.job_table.builds().map(str::to_owned));
+            return;
+        }
+        let aborted: Vec<tokio::task::Id> =
+            self.task_ids.iter().filter(|(_, s)| !s.request).map(|(id, _)| *id).collect();
+        tracing::warn!(aborted = aborted.len(), "leadership lost: scheduling stops");
+        for id in aborted {
+            if let Some(spawned) = self.task_ids.remove(&id) {
+                spawned.abort.abort();
+                self.in_flight.forget(&spawned.build);
+                self.replies.remove(&spawned.build);
+            }
         }
     }
 
@@ -330,12 +412,18 @@ impl Loop {
     ) {
         let (build, outcome) = match result {
             Ok((id, (build, r))) => {
-                self.task_ids.remove(&id);
+                if self.task_ids.remove(&id).is_none() {
+                    // Finished before the abort of a step-down reached it:
+                    // its build was forgotten already.
+                    return;
+                }
                 (build, r.map_err(CommandError::Cluster))
             }
             Err(e) => {
-                let Some(build) = self.task_ids.remove(&e.id()) else {
-                    tracing::error!(error = %e, "unknown action ended abnormally");
+                let Some(Spawned { build, .. }) = self.task_ids.remove(&e.id()) else {
+                    if !e.is_cancelled() {
+                        tracing::error!(error = %e, "unknown action ended abnormally");
+                    }
                     return;
                 };
                 if e.is_panic() {
@@ -395,6 +483,11 @@ impl Loop {
     /// Decides (the pure step) and carries the decisions out.
     fn reconcile(&mut self) {
         self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
+        // The leadership is read right before deciding, so no step decides
+        // on a leadership already lost.
+        if let Some(change) = self.leadership_change() {
+            self.handle(Input::Leadership(change));
+        }
         let now = Instant::now();
         let touched = std::mem::take(&mut self.touched);
         let shared = self.shared.clone();
@@ -427,6 +520,7 @@ impl Loop {
             max_concurrent_actions: self.config.max_concurrent_actions,
             cleanup_failures: &self.cleanup_failures,
             now,
+            leader: self.leader,
         };
         let step = policy::decide(&world, &touched, self.queue.iter().map(|(r, _)| r));
         drop(idx);
@@ -437,7 +531,7 @@ impl Loop {
         for verdict in step.verdicts {
             let Some((request, answer)) = self.queue.pop_front() else { break };
             match verdict {
-                Verdict::Run(task) => self.spawn(task, answer, now),
+                Verdict::Run(task) => self.spawn(task, answer, true, now),
                 Verdict::Answer(outcome) => reply(answer, Ok(outcome)),
                 Verdict::Wait => kept.push((request, answer)),
                 Verdict::AcceptAndWait => {
@@ -462,8 +556,11 @@ impl Loop {
         for entry in kept.into_iter().rev() {
             self.queue.push_front(entry);
         }
-        for task in undeploys.into_iter().chain(step.tasks) {
-            self.spawn(task, Reply::None, now);
+        for task in undeploys {
+            self.spawn(task, Reply::None, true, now);
+        }
+        for task in step.tasks {
+            self.spawn(task, Reply::None, false, now);
         }
         self.touched.extend(step.revisit);
         let failures_changed = !(step.cleanup_failed.is_empty() && step.cleanup_cleared.is_empty());
@@ -488,7 +585,9 @@ impl Loop {
         self.set_idle(now);
     }
 
-    fn spawn(&mut self, task: Task, answer: Reply, now: Instant) {
+    /// Spawns `task`; `request` says whether it serves a request (it then
+    /// survives a loss of leadership).
+    fn spawn(&mut self, task: Task, answer: Reply, request: bool, now: Instant) {
         let build = task.build_name().to_owned();
         tracing::debug!(build, action = task.kind().as_str(), "action");
         self.shared.counters.actions_started.fetch_add(1, Ordering::Relaxed);
@@ -498,11 +597,11 @@ impl Loop {
         }
         let ctx = self.ctx.clone();
         let mut jitter = Jitter::new(self.jitter.next_u64());
-        let handle = self.tasks.spawn(async move {
+        let abort = self.tasks.spawn(async move {
             let r = ctx.run(&task, &mut jitter).await;
             (task.build_name().to_owned(), r)
         });
-        self.task_ids.insert(handle.id(), build);
+        self.task_ids.insert(abort.id(), Spawned { build, abort, request });
     }
 
     fn set_idle(&self, now: Instant) {

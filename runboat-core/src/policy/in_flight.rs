@@ -69,6 +69,16 @@ impl InFlight {
         self.running.insert(name, task.kind());
     }
 
+    /// Forgets everything about `build`: its action was aborted because
+    /// this replica lost the leadership (a later leader decides again from
+    /// the cluster alone).
+    pub fn forget(&mut self, build: &str) {
+        self.running.remove(build);
+        self.awaiting.remove(build);
+        self.initializing.remove(build);
+        self.backoff.remove(build);
+    }
+
     /// Records that the action running for `build` ended, successfully or
     /// not; `backoff(failures)` gives the wait before the build may be
     /// retried after its `failures`-th failure in a row. `None` when no

@@ -52,6 +52,11 @@ impl JobTable {
         touched
     }
 
+    /// The builds that have Jobs (a new leader looks at each of them).
+    pub fn builds(&self) -> impl Iterator<Item = &str> {
+        self.by_build.keys().map(String::as_str)
+    }
+
     /// Forgets the Job `name`; returns its build if it was known.
     pub fn remove(&mut self, name: &str) -> Option<String> {
         let old = self.jobs.remove(name)?;

@@ -143,6 +143,11 @@ pub struct World<'a> {
     pub cleanup_failures: &'a BTreeSet<String>,
     /// The clock.
     pub now: Instant,
+    /// Whether this replica holds the leadership (always true without
+    /// leader election). Only the leader makes scheduling decisions (job
+    /// handling, limits, cleanup, initialization); requests are served by
+    /// any replica, since their writes are idempotent and deterministic.
+    pub leader: bool,
 }
 
 /// What the step decided.
@@ -445,7 +450,8 @@ impl Decider<'_, '_> {
 /// the free capacity, never an init job beyond `max_initializing` or for an
 /// undeploying build, never more stops or undeploys than the excess over
 /// `max_started`/`max_deployed`, never the newest build of a branch
-/// undeployed by the limit; and once its tasks are recorded as in flight, a
+/// undeployed by the limit, no task but those of requests when not
+/// [`World::leader`]; and once its tasks are recorded as in flight, a
 /// second step over the same facts issues nothing new.
 pub fn decide<'r>(
     world: &World<'_>,
@@ -469,6 +475,12 @@ pub fn decide<'r>(
         }
         let verdict = d.request(request);
         d.step.verdicts.push(verdict);
+    }
+
+    // A follower serves requests only: every scheduling decision is the
+    // leader's (a new leader touches every build, so nothing is lost).
+    if !world.leader {
+        return d.step;
     }
 
     // 2. Job handling for the builds touched.

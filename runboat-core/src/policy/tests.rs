@@ -62,6 +62,7 @@ struct Fixture {
     failures: BTreeSet<String>,
     max_concurrent_actions: usize,
     now: Instant,
+    leader: bool,
 }
 
 impl Fixture {
@@ -73,6 +74,7 @@ impl Fixture {
             failures: BTreeSet::new(),
             max_concurrent_actions: 1000,
             now: Instant::now(),
+            leader: true,
         }
     }
 
@@ -85,6 +87,7 @@ impl Fixture {
             max_concurrent_actions: self.max_concurrent_actions,
             cleanup_failures: &self.failures,
             now: self.now,
+            leader: self.leader,
         }
     }
 
@@ -606,5 +609,21 @@ proptest! {
         let again = decide(&world, &b.touched, &remaining);
         let again: Vec<&Task> = again.all_tasks().collect();
         prop_assert!(again.is_empty(), "new tasks: {:?} after {:?}", again, step);
+    }
+
+    #[test]
+    fn a_follower_issues_only_the_tasks_of_requests(w in arb_world()) {
+        let mut b = build(&w);
+        b.fixture.leader = false;
+        let world = b.fixture.world(&b.index);
+        let step = decide(&world, &b.touched, &b.requests);
+        prop_assert!(step.tasks.is_empty(), "scheduling tasks of a follower: {:?}", step.tasks);
+        prop_assert!(step.revisit.is_empty());
+        prop_assert!(step.cleanup_failed.is_empty() && step.cleanup_cleared.is_empty());
+        // Requests are served exactly as the leader serves them.
+        b.fixture.leader = true;
+        let world = b.fixture.world(&b.index);
+        let as_leader = decide(&world, &b.touched, &b.requests);
+        prop_assert_eq!(step.verdicts, as_leader.verdicts);
     }
 }

@@ -3,4 +3,5 @@
 
 mod common;
 mod controller_sim;
+mod leadership;
 mod simulation;

@@ -9,6 +9,7 @@ mod contract;
 mod default_kubefiles;
 mod injection;
 mod kustomize;
+mod lease;
 mod lifecycle;
 mod native;
 mod original;
