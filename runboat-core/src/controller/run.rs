@@ -507,11 +507,14 @@ impl Loop {
             self.set_idle(now);
             return;
         }
-        // A start, stop, reset or undeploy whose caller went away (the HTTP
-        // client hung up while the build was busy) is dropped: nobody can
-        // make the queue hold what nobody waits for. A deploy is kept (a
-        // webhook that stopped waiting still asked for the build).
-        self.queue.retain(|(request, r)| matches!(request, Request::Deploy(_)) || !r.is_closed());
+        // A start, stop, reset or undeploy of one build whose caller went
+        // away (the HTTP client hung up while the build was busy) is
+        // dropped: nobody can make the queue hold what nobody waits for. A
+        // deploy or an undeploy of matching builds is kept: a webhook that
+        // stopped waiting (it answered "queued") still asked for it.
+        self.queue.retain(|(request, r)| {
+            matches!(request, Request::Deploy(_) | Request::UndeployMatching(_)) || !r.is_closed()
+        });
         let world = World {
             index: &idx,
             jobs: &self.job_table,

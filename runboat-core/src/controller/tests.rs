@@ -313,6 +313,35 @@ async fn undeploy_matching_deletes_every_match_at_once() {
     h.finish().await;
 }
 
+/// A start that waited because its build was busy, and whose caller hung
+/// up meanwhile, is dropped from the queue, never run later.
+#[tokio::test(start_paused = true)]
+async fn a_start_whose_caller_hung_up_while_the_build_was_busy_is_dropped() {
+    let c = commit(1);
+    let name = c.build_name();
+    let h = with_mock(
+        |m, calls| {
+            let mut seq = Sequence::new();
+            expect_apply(m, &mut seq, calls, name.clone(), KubefilesMode::Start);
+            expect_scale(m, &mut seq, calls, name.clone(), 1);
+        },
+        vec![facts(&c, InitStatus::Succeeded, 0, 0, false)],
+        vec![],
+        settings(false, false, 2),
+    )
+    .await;
+    assert_eq!(h.handle.start(&name).await, Ok(CommandOutcome::Done));
+    // No event shows the effect: the build stays busy until the reflect
+    // timeout, and a second start waits; its caller gives up.
+    let second = tokio::time::timeout(Duration::from_secs(1), h.handle.start(&name)).await;
+    assert!(second.is_err(), "the second start waits while the build is busy");
+    // Past the reflect timeout (paused clock), nothing more is applied: an
+    // extra call would panic inside the action, which `finish` reports.
+    tokio::time::sleep(ControllerConfig::default().reflect_timeout * 2).await;
+    h.wait_calls(2).await;
+    h.finish().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn start_of_a_stopped_build_applies_start_then_scales_to_one() {
     let c = commit(1);
