@@ -104,6 +104,10 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::Stopped => ApiError::Unavailable(Box::new(e)),
+            CommandError::Busy => ApiError::Busy {
+                detail: "the controller is busy: too many requests waiting; retry later".to_owned(),
+                retry_after: 5,
+            },
             other => ApiError::Internal(Box::new(other)),
         }
     }

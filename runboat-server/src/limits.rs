@@ -45,6 +45,9 @@ pub struct Limits {
     pub actions_per_build_per_minute: u32,
     /// Webhook delivery IDs remembered to answer replays with a no-op.
     pub remembered_deliveries: usize,
+    /// Requests (deploys, undeploys, actions) waiting in the controller at
+    /// most; beyond, they are refused at once with 503 + `Retry-After`.
+    pub max_queued_requests: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             actions_per_client_per_minute: 30,
             actions_per_build_per_minute: 10,
             remembered_deliveries: 10_000,
+            max_queued_requests: 4096,
         }
     }
 }

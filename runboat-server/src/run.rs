@@ -116,6 +116,11 @@ pub struct LimitArgs {
     /// Webhook delivery IDs remembered, to answer a replay with a no-op.
     #[arg(long, env = "RUNBOAT_SERVER_REMEMBERED_DELIVERIES", default_value_t = 10_000)]
     pub remembered_deliveries: usize,
+    /// Deploys, undeploys and actions waiting in the controller at most
+    /// (e.g. while the API server is unreachable); beyond, they are refused
+    /// at once with 503 and `Retry-After`.
+    #[arg(long, env = "RUNBOAT_SERVER_MAX_QUEUED_REQUESTS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued_requests: u64,
 }
 
 impl LimitArgs {
@@ -134,6 +139,7 @@ impl LimitArgs {
             actions_per_client_per_minute: self.actions_per_client_per_minute,
             actions_per_build_per_minute: self.actions_per_build_per_minute,
             remembered_deliveries: self.remembered_deliveries,
+            max_queued_requests: usize::try_from(self.max_queued_requests).unwrap_or(usize::MAX),
         }
     }
 }
@@ -326,7 +332,11 @@ pub async fn run_with_cluster(
              reaches this server can deploy and undeploy builds"
         );
     }
-    let handle = Controller::spawn(cluster, forge, settings.clone(), ControllerConfig::default());
+    let config = ControllerConfig {
+        max_queued_requests: options.limits.max_queued_requests,
+        ..ControllerConfig::default()
+    };
+    let handle = Controller::spawn(cluster, forge, settings.clone(), config);
     let lookup = github.map(|c| Arc::new(c) as Arc<dyn GitHubLookup>);
     let state = AppState::new(handle.clone(), lookup, options);
     // The process ends with an error if the controller loop ends by itself:

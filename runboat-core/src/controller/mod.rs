@@ -151,6 +151,11 @@ pub struct ControllerConfig {
     pub resubscribe_delay: Duration,
     /// Seed of the backoff jitter (tests use a fixed one).
     pub seed: u64,
+    /// Requests waiting in the loop's queue, at most: beyond, a request is
+    /// answered [`CommandError::Busy`] at once. (The undeploys an
+    /// undeploy-matching request expands into are not counted: the loop
+    /// queued them itself.)
+    pub max_queued_requests: usize,
 }
 
 impl Default for ControllerConfig {
@@ -163,6 +168,7 @@ impl Default for ControllerConfig {
             failure_backoff_max: Duration::from_secs(60),
             resubscribe_delay: Duration::from_secs(1),
             seed: 0x5eed_1234_abcd_0001,
+            max_queued_requests: 4096,
         }
     }
 }
@@ -180,6 +186,9 @@ pub enum CommandError {
     /// The controller is not running any more.
     #[error("the controller is stopped")]
     Stopped,
+    /// The controller's request queue is full: retry later.
+    #[error("the controller has too many requests waiting")]
+    Busy,
 }
 
 /// Result of a command.
@@ -248,6 +257,7 @@ fn error_label(e: &CommandError) -> &'static str {
         CommandError::Cluster(ClusterError::Transient(_)) => "transient",
         CommandError::Panicked => "panicked",
         CommandError::Stopped => "stopped",
+        CommandError::Busy => "busy",
     }
 }
 
@@ -284,7 +294,7 @@ enum Reply {
     /// The outcome of a deploy/start/stop/reset/undeploy.
     Outcome(oneshot::Sender<CommandResult>),
     /// How many builds an undeploy-matching queued.
-    Count(oneshot::Sender<usize>),
+    Count(oneshot::Sender<std::result::Result<usize, CommandError>>),
 }
 
 impl Reply {
@@ -447,10 +457,12 @@ impl ControllerHandle {
         filters: SearchFilters,
         deadline: tokio::time::Instant,
     ) -> std::result::Result<std::result::Result<usize, CommandError>, Late> {
-        self.ask_until(deadline, |tx| {
-            Command::Request(Request::UndeployMatching(filters), Reply::Count(tx))
-        })
-        .await
+        let answer = self
+            .ask_until(deadline, |tx| {
+                Command::Request(Request::UndeployMatching(filters), Reply::Count(tx))
+            })
+            .await?;
+        Ok(answer.and_then(|count| count))
     }
 
     /// Deploys `commit` (kubefiles mode `deployment`, then `pending` status):
@@ -494,7 +506,7 @@ impl ControllerHandle {
             .send(Command::Request(Request::UndeployMatching(filters), Reply::Count(tx)))
             .await
             .map_err(|_| CommandError::Stopped)?;
-        rx.await.map_err(|_| CommandError::Stopped)
+        rx.await.map_err(|_| CommandError::Stopped)?
     }
 
     /// Runs `f` on the index under its read lock (keep `f` short: the loop

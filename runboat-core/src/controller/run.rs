@@ -79,6 +79,9 @@ pub(super) struct Loop {
     job_table: JobTable,
     in_flight: InFlight,
     queue: VecDeque<(Request, Reply)>,
+    /// Entries of `queue` that came from outside (not expansions), counted
+    /// again after each step: the bound of `max_queued_requests`.
+    queued_requests: usize,
     /// Builds to look at in the next step. (Ordered, so that a simulation
     /// replays identically for a seed.)
     touched: BTreeSet<String>,
@@ -99,10 +102,25 @@ pub(super) struct Loop {
 
 fn reply(reply: Reply, result: CommandResult) {
     // The caller may have gone away; nothing to do then. (A count is only
-    // asked by `UndeployMatching`, whose verdict answers it directly.)
-    if let Reply::Outcome(tx) = reply {
-        let _ = tx.send(result);
+    // asked by `UndeployMatching`, whose verdict answers it directly, or
+    // refused with an error.)
+    match reply {
+        Reply::Outcome(tx) => {
+            let _ = tx.send(result);
+        }
+        Reply::Count(tx) => {
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+            }
+        }
+        Reply::None => {}
     }
+}
+
+/// True for an entry the loop queued itself: one of the undeploys an
+/// undeploy-matching request expanded into.
+fn is_expansion((request, reply): &(Request, Reply)) -> bool {
+    matches!(request, Request::Undeploy(_)) && reply.is_none()
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -155,6 +173,7 @@ impl Loop {
             job_table: JobTable::new(),
             in_flight: InFlight::new(),
             queue: VecDeque::new(),
+            queued_requests: 0,
             touched: BTreeSet::new(),
             cleanup_failures: BTreeSet::new(),
             tasks: JoinSet::new(),
@@ -251,8 +270,17 @@ impl Loop {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Command(None | Some(Command::Shutdown)) => self.stop = true,
-            Input::Command(Some(Command::Request(request, reply))) => {
-                self.queue.push_back((request, reply));
+            Input::Command(Some(Command::Request(request, answer))) => {
+                if self.queued_requests >= self.config.max_queued_requests {
+                    tracing::warn!(
+                        queued = self.queued_requests,
+                        "request queue full: refusing a request"
+                    );
+                    reply(answer, Err(CommandError::Busy));
+                } else {
+                    self.queued_requests += 1;
+                    self.queue.push_back((request, answer));
+                }
             }
             Input::Deployments(Some(e)) => self.on_deployment_event(e),
             Input::Deployments(None) => {
@@ -548,7 +576,7 @@ impl Loop {
                 }
                 Verdict::Expand { count, run, later } => {
                     if let Reply::Count(tx) = answer {
-                        let _ = tx.send(count);
+                        let _ = tx.send(Ok(count));
                     }
                     undeploys.extend(run);
                     self.queue
@@ -559,6 +587,7 @@ impl Loop {
         for entry in kept.into_iter().rev() {
             self.queue.push_front(entry);
         }
+        self.queued_requests = self.queue.iter().filter(|e| !is_expansion(e)).count();
         for task in undeploys {
             self.spawn(task, Reply::None, true, now);
         }

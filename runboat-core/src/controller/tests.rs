@@ -898,3 +898,59 @@ async fn watches_are_not_current_while_a_stream_is_resubscribed() {
     handle.shutdown().await;
     assert!(!handle.is_running());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_request_queue_refuses_at_once_and_frees_up_when_drained() {
+    // No listing yet: every request waits in the queue.
+    let mut mock = MockCluster::new();
+    let (dtx, drx) = mpsc::unbounded_channel();
+    let (jtx, jrx) = mpsc::unbounded_channel();
+    mock.expect_deployment_events().times(1).return_once(move || stream(drx));
+    mock.expect_job_events().times(1).return_once(move || stream(jrx));
+    let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = applied.clone();
+    mock.expect_apply_kubefiles()
+        .withf(|_, _, mode| *mode == KubefilesMode::Deployment)
+        .times(4)
+        .returning(move |_, _, _| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+    let config = ControllerConfig { max_queued_requests: 3, ..ControllerConfig::default() };
+    let handle = Controller::spawn(
+        Arc::new(mock),
+        Arc::new(crate::forge::NoForge),
+        Arc::new(settings(false, false, 2)),
+        config,
+    );
+    // Three deploys, queued (the callers stop waiting at once; a deploy is
+    // kept all the same: a webhook that answered "queued" still asked).
+    for n in 1..=3 {
+        let soon = tokio::time::Instant::now() + Duration::from_millis(1);
+        assert_eq!(handle.deploy_commit_until(commit(n), soon).await, Err(Late::Queued));
+    }
+    // A deadline far away: a refusal is an answer, not a timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let started = tokio::time::Instant::now();
+    assert_eq!(handle.deploy_commit_until(commit(9), deadline).await, Ok(Err(CommandError::Busy)));
+    assert_eq!(
+        handle.undeploy_matching_until(SearchFilters::default(), deadline).await,
+        Ok(Err(CommandError::Busy))
+    );
+    assert_eq!(handle.start("b1").await, Err(CommandError::Busy));
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once (paused clock)");
+    // The listings in, the queue drains and takes requests again.
+    dtx.send(ClusterEvent::Relisted(vec![])).expect("send");
+    jtx.send(ClusterEvent::Relisted(vec![])).expect("send");
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    while applied.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(tokio::time::Instant::now() < end, "the queued deploys never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        handle.deploy_commit_until(commit(10), deadline).await,
+        Ok(Ok(CommandOutcome::Done))
+    );
+    assert_eq!(handle.stats().actions_panicked, 0);
+    handle.shutdown().await;
+}

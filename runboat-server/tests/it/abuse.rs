@@ -489,3 +489,57 @@ async fn a_slow_webhook_body_is_answered_within_the_budget() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn with_the_api_server_slow_a_full_request_queue_answers_503_within_the_budget() {
+    let env = env().await;
+    let server = start(&env, &["--webhook-budget", "1", "--max-queued-requests", "2"]).await;
+    // Every API call now takes 5 s: the controller's 32 action slots fill
+    // with deploys, two more deploys wait in its queue, the rest are refused.
+    env.sim.set_latency(Duration::from_secs(5));
+    let tried = 40;
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..tried).map(|i| {
+        let push = json!({
+            "ref": "refs/heads/16.0",
+            "after": format!("{:040x}", i + 1),
+            "repository": {"full_name": format!("oca/queue-{i}")},
+        });
+        server.http.request(at(&server, signed("push", &format!("q-{i}"), &push)))
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for answer in answers {
+        let answer = answer.expect("answer");
+        match answer.status() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(answer.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            other => {
+                use http_body_util::BodyExt;
+                let body = answer.into_body().collect().await.expect("body").to_bytes();
+                panic!("unexpected {other}: {}", String::from_utf8_lossy(&body))
+            }
+        }
+    }
+    // 32 running and 2 queued at most were taken; the others were told to
+    // come back, within the budget (GitHub waits 10 s).
+    assert!(accepted <= 34, "{accepted} accepted");
+    assert!(refused >= tried - 34, "{refused} refused");
+    assert!(elapsed < Duration::from_secs(9), "answered after {elapsed:?}");
+    assert!(server.log().contains("request queue full"), "{}", server.log());
+    env.sim.set_latency(Duration::ZERO);
+    assert!(healthz_ok(&server, client(1)).await);
+    report(&Row {
+        attack: "40 webhooks with the API server 5 s slow (queue of 2: refused 503 within the budget)",
+        tried,
+        errors_5xx: refused,
+        peak_rss_mib: rss_kib(&server) as f64 / 1024.0,
+        fds: fds(&server),
+        answering: true,
+    });
+}
