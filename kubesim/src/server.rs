@@ -844,6 +844,28 @@ async fn pod_log(
         }
         None => text,
     };
+    // `limitBytes`: the first bytes of what the other parameters select.
+    let limit: Option<usize> = match q.get("limitBytes") {
+        None => None,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid limitBytes {v:?}: must be greater than 0"
+                )));
+            }
+        },
+    };
+    let text = match limit {
+        Some(n) if text.len() > n => {
+            let mut end = n;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_string()
+        }
+        _ => text,
+    };
     let plain = |body: Body| {
         Response::builder()
             .status(StatusCode::OK)
@@ -852,12 +874,15 @@ async fn pod_log(
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     };
     if !flag(q, "follow") {
+        inner.log_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(plain(Body::from(text)));
     }
+    inner.log_follows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Follow: send what there is, then what is appended, until the pod
     // terminates or goes away.
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
     let mut rv_rx = inner.store.subscribe();
+    let mut logs_rx = inner.logs_changed.subscribe();
     let mut close_rx = inner.close_watches.subscribe();
     let ns = ns.to_string();
     let name = name.to_string();
@@ -884,6 +909,7 @@ async fn pod_log(
             }
             tokio::select! {
                 r = rv_rx.changed() => if r.is_err() { return },
+                r = logs_rx.changed() => if r.is_err() { return },
                 _ = close_rx.changed() => return,
                 () = tx.closed() => return,
             }

@@ -22,6 +22,11 @@ pub(crate) struct Inner {
     ids: AtomicU64,
     /// Pod logs by (namespace, pod, container).
     pub(crate) logs: Mutex<HashMap<(String, String, String), String>>,
+    /// Bumped whenever a log changes, to wake its followers.
+    pub(crate) logs_changed: tokio::sync::watch::Sender<u64>,
+    /// Log requests served: reads, and follows (`follow=true`).
+    pub(crate) log_reads: AtomicU64,
+    pub(crate) log_follows: AtomicU64,
     pub(crate) controllers: Mutex<ControllerConfig>,
     pub(crate) paused: tokio::sync::watch::Sender<bool>,
     pub(crate) fail_rules: Mutex<Vec<FailRule>>,
@@ -44,6 +49,9 @@ impl Inner {
             seed,
             ids: AtomicU64::new(1),
             logs: Mutex::new(HashMap::new()),
+            logs_changed: tokio::sync::watch::channel(0).0,
+            log_reads: AtomicU64::new(0),
+            log_follows: AtomicU64::new(0),
             controllers: Mutex::new(config.controllers.clone()),
             paused: tokio::sync::watch::channel(false).0,
             fail_rules: Mutex::new(Vec::new()),
@@ -367,6 +375,15 @@ impl Handle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((namespace.into(), pod.into(), container.into()), log.into());
+        self.inner.logs_changed.send_modify(|v| *v += 1);
+    }
+
+    /// Log requests served so far: `(reads, follows)`.
+    pub fn log_requests(&self) -> (u64, u64) {
+        (
+            self.inner.log_reads.load(Ordering::Relaxed),
+            self.inner.log_follows.load(Ordering::Relaxed),
+        )
     }
 
     /// Waits until `condition` holds, checking after every change of the

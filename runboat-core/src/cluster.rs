@@ -33,6 +33,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::commit::CommitInfo;
@@ -356,6 +357,97 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Reads the build's Deployment now (not from the watch cache).
     async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>>;
+
+    /// The end of one of the build's logs: about the last `limit_bytes`
+    /// bytes, from a line start, and whether earlier lines were left out.
+    /// The default reads the whole log and cuts it; an implementation on a
+    /// real API server asks it for no more than that.
+    async fn log_tail(
+        &self,
+        build_name: &str,
+        source: LogSource,
+        limit_bytes: usize,
+    ) -> ClusterResult<Option<LogTail>> {
+        let log = match source {
+            LogSource::Init => self.init_log(build_name).await?,
+            LogSource::Run => self.log(build_name).await?,
+        };
+        Ok(log.map(|text| LogTail::cut(text, limit_bytes)))
+    }
+
+    /// Follows one of the build's logs: what it holds now, then what it
+    /// gains, until its pod ends or the connection does (the caller opens
+    /// it again, skipping what it saw of the same pod). `None`: no pod
+    /// with a log yet. The default reads the log once (so a caller that
+    /// opens it again polls); an implementation on a real API server uses
+    /// its `follow=true`.
+    async fn follow_log(
+        &self,
+        build_name: &str,
+        source: LogSource,
+    ) -> ClusterResult<Option<LogFollow>> {
+        let log = match source {
+            LogSource::Init => self.init_log(build_name).await?,
+            LogSource::Run => self.log(build_name).await?,
+        };
+        Ok(log.map(|text| LogFollow {
+            pod: String::new(),
+            chunks: futures::stream::once(async move { Ok(text.into_bytes()) }).boxed(),
+        }))
+    }
+}
+
+/// Which of a build's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogSource {
+    /// The initialization job's pod.
+    Init,
+    /// The Deployment's pod (its default container).
+    Run,
+}
+
+/// The end of a log ([`Cluster::log_tail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTail {
+    /// The text kept.
+    pub text: String,
+    /// Whether earlier lines were left out.
+    pub truncated: bool,
+}
+
+impl LogTail {
+    /// The last `limit` bytes of `text`, from a line start when a whole
+    /// line fits in them.
+    pub fn cut(text: String, limit: usize) -> LogTail {
+        if text.len() <= limit {
+            return LogTail { text, truncated: false };
+        }
+        let mut start = text.len() - limit;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        // From a line start, unless no whole line fits.
+        if let Some(nl) = text[start..].find('\n')
+            && start + nl + 1 < text.len()
+        {
+            start += nl + 1;
+        }
+        LogTail { text: text[start..].to_owned(), truncated: true }
+    }
+}
+
+/// A followed log ([`Cluster::follow_log`]).
+pub struct LogFollow {
+    /// The pod it comes from (empty when the implementation cannot say).
+    pub pod: String,
+    /// Its bytes as they come; ends with the pod or the connection.
+    pub chunks: BoxStream<'static, ClusterResult<Vec<u8>>>,
+}
+
+impl fmt::Debug for LogFollow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogFollow").field("pod", &self.pod).finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
@@ -385,5 +477,26 @@ mod tests {
     fn the_trait_is_object_safe() {
         fn takes(_: Option<std::sync::Arc<dyn Cluster>>) {}
         takes(None);
+    }
+}
+
+#[cfg(test)]
+mod log_tail_tests {
+    use super::LogTail;
+
+    #[test]
+    fn a_tail_starts_at_a_line_unless_no_whole_line_fits() {
+        let text = "one\ntwo\nthree\n".to_owned();
+        assert_eq!(
+            LogTail::cut(text.clone(), 100),
+            LogTail { text: text.clone(), truncated: false }
+        );
+        assert_eq!(
+            LogTail::cut(text.clone(), 9),
+            LogTail { text: "three\n".into(), truncated: true }
+        );
+        assert_eq!(LogTail::cut(text, 4), LogTail { text: "ree\n".into(), truncated: true });
+        // Never inside a character.
+        assert_eq!(LogTail::cut("ééé".into(), 3).text, "é");
     }
 }

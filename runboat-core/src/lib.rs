@@ -30,6 +30,7 @@ mod testutil;
 pub use build::{Build, wire_status};
 pub use cluster::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, JobFacts, JobKind, JobPhase, KubefilesMode,
+    LogFollow, LogSource, LogTail,
 };
 pub use commit::CommitInfo;
 pub use controller::{

@@ -641,6 +641,27 @@ impl ControllerHandle {
         self.shared.cluster.log(build_name).await
     }
 
+    /// The end of one of the build's logs (straight from the cluster; see
+    /// [`Cluster::log_tail`]).
+    pub async fn log_tail(
+        &self,
+        build_name: &str,
+        source: crate::LogSource,
+        limit_bytes: usize,
+    ) -> ClusterResult<Option<crate::LogTail>> {
+        self.shared.cluster.log_tail(build_name, source, limit_bytes).await
+    }
+
+    /// Follows one of the build's logs (straight from the cluster; see
+    /// [`Cluster::follow_log`]).
+    pub async fn follow_log(
+        &self,
+        build_name: &str,
+        source: crate::LogSource,
+    ) -> ClusterResult<Option<crate::LogFollow>> {
+        self.shared.cluster.follow_log(build_name, source).await
+    }
+
     /// Stops the loop at once, aborting running actions (like a crash: the
     /// cluster keeps whatever they did so far), and waits for it to end.
     pub async fn shutdown(&self) {

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -46,7 +47,7 @@ use runboat_core::contract::{
 };
 use runboat_core::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, CommitInfo, DeploymentFacts, InitStatus,
-    JobFacts, JobKind, KubefilesMode, Settings,
+    JobFacts, JobKind, KubefilesMode, LogFollow, LogSource, LogTail, Settings,
 };
 use serde_json::{Value, json};
 
@@ -654,14 +655,37 @@ impl Inner {
         }))
     }
 
-    async fn pod_log(&self, pod: Pod, container: Option<String>) -> ClusterResult<Option<String>> {
-        let Some(name) = pod.metadata.name else { return Ok(None) };
+    /// The pod (and container) of one of the build's logs, if it has
+    /// started.
+    async fn log_pod(
+        &self,
+        build_name: &str,
+        source: LogSource,
+    ) -> ClusterResult<Option<(String, Option<String>)>> {
+        check_build_name(build_name)?;
+        let selector = match source {
+            LogSource::Init => job_selector(build_name, JobKind::Initialize),
+            LogSource::Run => format!("{LABEL_BUILD}={build_name},!{LABEL_JOB_KIND}"),
+        };
+        let Some(pod) = self.newest_pod(&selector).await? else { return Ok(None) };
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
         if phase == "Pending" {
             return Ok(None);
         }
-        let params = LogParams { container, ..LogParams::default() };
-        match self.pods.logs(&name, &params).await {
+        let container = match source {
+            LogSource::Init => None,
+            LogSource::Run => pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_DEFAULT_CONTAINER))
+                .cloned(),
+        };
+        Ok(pod.metadata.name.map(|name| (name, container)))
+    }
+
+    async fn pod_log(&self, name: &str, params: LogParams) -> ClusterResult<Option<String>> {
+        match self.pods.logs(name, &params).await {
             Ok(log) => Ok(Some(log)),
             // Gone, or its container is not running yet.
             Err(e) if is_not_found(&e) => Ok(None),
@@ -673,6 +697,10 @@ impl Inner {
         }
     }
 }
+
+/// The line length [`Cluster::log_tail`] first assumes, to turn a byte
+/// budget into `tailLines`.
+const TAIL_LINE_BYTES: usize = 120;
 
 #[async_trait]
 impl Cluster for KubeCluster {
@@ -792,25 +820,110 @@ impl Cluster for KubeCluster {
     }
 
     async fn init_log(&self, build_name: &str) -> ClusterResult<Option<String>> {
-        check_build_name(build_name)?;
-        let selector = job_selector(build_name, JobKind::Initialize);
-        match self.inner.newest_pod(&selector).await? {
-            Some(pod) => self.inner.pod_log(pod, None).await,
-            None => Ok(None),
-        }
+        let Some((name, container)) = self.inner.log_pod(build_name, LogSource::Init).await? else {
+            return Ok(None);
+        };
+        self.inner.pod_log(&name, LogParams { container, ..LogParams::default() }).await
     }
 
     async fn log(&self, build_name: &str) -> ClusterResult<Option<String>> {
-        check_build_name(build_name)?;
-        let selector = format!("{LABEL_BUILD}={build_name},!{LABEL_JOB_KIND}");
-        let Some(pod) = self.inner.newest_pod(&selector).await? else { return Ok(None) };
-        let container = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_DEFAULT_CONTAINER))
-            .cloned();
-        self.inner.pod_log(pod, container).await
+        let Some((name, container)) = self.inner.log_pod(build_name, LogSource::Run).await? else {
+            return Ok(None);
+        };
+        self.inner.pod_log(&name, LogParams { container, ..LogParams::default() }).await
+    }
+
+    async fn log_tail(
+        &self,
+        build_name: &str,
+        source: LogSource,
+        limit_bytes: usize,
+    ) -> ClusterResult<Option<LogTail>> {
+        let Some((name, container)) = self.inner.log_pod(build_name, source).await? else {
+            return Ok(None);
+        };
+        // The API server cuts by lines from the end (`tailLines`), then by
+        // bytes (`limitBytes`, from the start of those lines): ask for the
+        // lines that likely fit, for fewer when they do not, for more when
+        // they fill less than half of the budget. Each answer is at most
+        // the budget.
+        let limit = i64::try_from(limit_bytes).unwrap_or(i64::MAX);
+        let mut lines = (limit_bytes / TAIL_LINE_BYTES).max(16);
+        let mut best: Option<LogTail> = None;
+        for _ in 0..6 {
+            let params = LogParams {
+                container: container.clone(),
+                tail_lines: i64::try_from(lines).ok(),
+                limit_bytes: Some(limit.saturating_add(1)),
+                ..LogParams::default()
+            };
+            let Some(text) = self.inner.pod_log(&name, params).await? else { return Ok(None) };
+            if text.len() > limit_bytes {
+                if best.is_some() {
+                    break;
+                }
+                if lines == 1 {
+                    // One line longer than the budget: its start.
+                    let mut end = limit_bytes;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    return Ok(Some(LogTail { text: text[..end].to_owned(), truncated: true }));
+                }
+                lines = (lines / 4).max(1);
+                continue;
+            }
+            // Fewer lines than asked: the whole log.
+            let complete = text.lines().count() < lines;
+            let enough = complete || text.len() >= limit_bytes / 2;
+            best = Some(LogTail { text, truncated: !complete });
+            if enough {
+                break;
+            }
+            lines = lines.saturating_mul(4);
+        }
+        Ok(best)
+    }
+
+    async fn follow_log(
+        &self,
+        build_name: &str,
+        source: LogSource,
+    ) -> ClusterResult<Option<LogFollow>> {
+        let Some((name, container)) = self.inner.log_pod(build_name, source).await? else {
+            return Ok(None);
+        };
+        let params = LogParams { container, follow: true, ..LogParams::default() };
+        let reader = match self.inner.pods.log_stream(&name, &params).await {
+            Ok(reader) => reader,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(kube::Error::Api(s)) if s.code == 400 => {
+                tracing::debug!(pod = name, message = s.message, "no log yet");
+                return Ok(None);
+            }
+            Err(e) => return Err(cluster_error(&format!("log of {name}"), e)),
+        };
+        let context = format!("log of {name}");
+        let chunks = futures::stream::unfold(Some(Box::pin(reader)), move |reader| {
+            let context = context.clone();
+            async move {
+                let mut reader = reader?;
+                let mut buf = vec![0u8; 16 * 1024];
+                match futures::AsyncReadExt::read(&mut reader, &mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(buf), Some(reader)))
+                    }
+                    Err(e) => Some((
+                        Err(ClusterError::Transient(ErrorDetail::caused_by(context, e))),
+                        None,
+                    )),
+                }
+            }
+        })
+        .boxed();
+        Ok(Some(LogFollow { pod: name, chunks }))
     }
 
     async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>> {

@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kubesim::{ControllerConfig, FailRule, JobRule, JobScript, KubeSim};
 use runboat_core::{
     Cluster, ClusterError, ClusterEvent, CommitInfo, DeploymentFacts, InitStatus, JobKind,
-    JobPhase, KubefilesMode, Settings,
+    JobPhase, KubefilesMode, LogSource, LogTail, Settings,
 };
 use runboat_k8s::{Error, KubeCluster};
 use serde_json::{Value, json};
@@ -189,6 +189,30 @@ async fn deploy_scale_annotate_and_read_a_build() {
     let container = annotation(&pod, "kubectl.kubernetes.io/default-container").expect("default");
     h.set_pod_log(NS, pod_name, &container, "odoo is up\n");
     assert_eq!(cluster.log(&name).await.expect("log").as_deref(), Some("odoo is up\n"));
+
+    // The end of a long log: no more than asked for, from a line start.
+    let long: String = (0..5000).map(|i| format!("line {i:05}\n")).collect();
+    h.set_pod_log(NS, pod_name, &container, &long);
+    let tail = cluster.log_tail(&name, LogSource::Run, 1000).await.expect("tail").expect("a log");
+    assert!(tail.truncated);
+    assert!(tail.text.len() <= 1000 && tail.text.len() >= 500, "{}", tail.text.len());
+    assert!(tail.text.starts_with("line ") && tail.text.ends_with("line 04999\n"));
+    let whole = cluster.log_tail(&name, LogSource::Run, 1 << 20).await.expect("tail");
+    assert_eq!(whole, Some(LogTail { text: long.clone(), truncated: false }));
+    // Following: what the log holds, then what it gains, on one request.
+    let (_, follows) = h.log_requests();
+    let mut follow = cluster.follow_log(&name, LogSource::Run).await.expect("follow").expect("pod");
+    assert_eq!(follow.pod, pod_name);
+    let mut got = Vec::new();
+    while got.len() < long.len() {
+        let chunk = tokio::time::timeout(WAIT, follow.chunks.next()).await.expect("in time");
+        got.extend(chunk.expect("more").expect("a chunk"));
+    }
+    assert_eq!(got, long.as_bytes());
+    h.set_pod_log(NS, pod_name, &container, &format!("{long}more\n"));
+    let chunk = tokio::time::timeout(WAIT, follow.chunks.next()).await.expect("in time");
+    assert_eq!(chunk.expect("more").expect("a chunk"), b"more\n");
+    assert_eq!(h.log_requests().1, follows + 1);
 
     // Reset: mode deployment again puts replicas and init status back.
     cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Deployment).await.expect("reset");

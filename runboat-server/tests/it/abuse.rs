@@ -543,3 +543,99 @@ async fn with_the_api_server_slow_a_full_request_queue_answers_503_within_the_bu
         answering: true,
     });
 }
+
+/// Reads from `stream` until what it sent contains `needle` (within `STEP`).
+async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
+    let found = tokio::time::timeout(STEP, async {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{needle:?} never came; got {seen:?}");
+}
+
+/// Polls the build API until the build of `repo` has `status`: its name.
+async fn wait_build(server: &Server, repo: &str, status: &str) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (_, builds) = server.get(&format!("/api/v1/builds?repo={repo}")).await;
+        if let Some(b) = builds.as_array().and_then(|bs| bs.iter().find(|b| b["status"] == status))
+        {
+            return b["name"].as_str().expect("a name").to_owned();
+        }
+        assert!(Instant::now() < deadline, "no {status} build of {repo}:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn followers_of_a_log_share_one_upstream_follow() {
+    let env = env().await;
+    let server = start(&env, &[]).await;
+    let push = json!({
+        "ref": "refs/heads/16.0",
+        "after": "c".repeat(40),
+        "repository": {"full_name": "oca/e2e-addons"},
+    });
+    assert_eq!(server.webhook("push", &push).await, StatusCode::ACCEPTED);
+    let name = wait_build(&server, "oca/e2e-addons", "stopped").await;
+    let (status, body) =
+        server.send(http::Method::POST, &format!("/api/v1/builds/{name}/start"), true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_build(&server, "oca/e2e-addons", "started").await;
+    let h = env.sim.handle();
+    let pods = h.list("pods", Some("runboat-e2e")).expect("pods");
+    let pod = pods
+        .iter()
+        .find(|p| {
+            p.pointer("/metadata/labels/runboat~1build").and_then(serde_json::Value::as_str)
+                == Some(name.as_str())
+                && p.pointer("/metadata/labels/runboat~1job-kind").is_none()
+        })
+        .expect("the build's pod");
+    let pod_name = pod.pointer("/metadata/name").and_then(serde_json::Value::as_str).expect("name");
+    let container = pod
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
+        .and_then(serde_json::Value::as_str)
+        .expect("a default container");
+    h.set_pod_log("runboat-e2e", pod_name, container, "odoo: hello\n");
+    let (reads, follows) = h.log_requests();
+    // 30 followers, from three clients (16 streams each at most).
+    let tried = 30;
+    let mut followers = Vec::new();
+    for i in 0..tried {
+        let mut c = connect(&server, client(20 + (i % 3) as u8)).await;
+        let head = format!(
+            "GET /api/v1/builds/{name}/log?follow=1 HTTP/1.1\r\nHost: t\r\nAccept: text/plain\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).await.expect("write");
+        let mut seen = String::new();
+        read_until(&mut c, &mut seen, "odoo: hello\n").await;
+        assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+        followers.push((c, seen));
+    }
+    // What the log gains reaches every follower.
+    h.set_pod_log("runboat-e2e", pod_name, container, "odoo: hello\nodoo: world\n");
+    for (c, seen) in &mut followers {
+        read_until(c, seen, "odoo: world\n").await;
+        assert_eq!(seen.matches("odoo: hello").count(), 1, "{seen}");
+    }
+    // One follow of the API server for all of them, and no polling.
+    let (reads_now, follows_now) = h.log_requests();
+    assert_eq!(follows_now - follows, 1);
+    assert_eq!(reads_now, reads);
+    report(&Row {
+        attack: "30 followers of one log (1 upstream follow, 0 reads of the API server)",
+        tried,
+        errors_5xx: 0,
+        peak_rss_mib: rss_kib(&server) as f64 / 1024.0,
+        fds: fds(&server),
+        answering: healthz_ok(&server, client(1)).await,
+    });
+}

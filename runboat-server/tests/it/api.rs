@@ -724,7 +724,7 @@ async fn followers_of_a_log_share_one_poll_loop() {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while h.state.log_feeds().running() > 0 {
         assert!(tokio::time::Instant::now() < deadline, "the poll loop never ended");
-        tokio::time::sleep(runboat_server::logs::FOLLOW_POLL).await;
+        tokio::time::sleep(runboat_server::logs::FOLLOW_REOPEN).await;
     }
 }
 
@@ -737,7 +737,7 @@ async fn a_log_answer_is_bounded_and_more_can_be_asked() {
     let a = h.send(r).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.text().starts_with("--- "), "{}", a.text());
-    assert!(a.text().contains("earlier bytes left out"), "{}", a.text());
+    assert!(a.text().contains("earlier lines left out"), "{}", a.text());
     let mut r = get(&format!("/api/v1/builds/{}/log?tail_bytes=100000", b.name));
     r.headers_mut().insert(header::ACCEPT, "text/plain".parse().expect("header"));
     let a = h.send(r).await;
