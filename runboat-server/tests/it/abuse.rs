@@ -639,3 +639,48 @@ async fn followers_of_a_log_share_one_upstream_follow() {
         answering: healthz_ok(&server, client(1)).await,
     });
 }
+
+#[tokio::test]
+async fn a_200_character_repo_name_builds_with_valid_host_names() {
+    let env = env().await;
+    let server = start(&env, &[]).await;
+    let repo = format!("oca/{}", "r".repeat(196));
+    assert_eq!(repo.len(), 200);
+    let push = json!({
+        "ref": "refs/heads/16.0",
+        "after": "d".repeat(40),
+        "repository": {"full_name": repo},
+    });
+    assert_eq!(server.webhook("push", &push).await, StatusCode::ACCEPTED);
+    let name = wait_build(&server, &repo, "stopped").await;
+    let ingresses: Vec<_> = env
+        .sim
+        .handle()
+        .list("ingresses", Some("runboat-e2e"))
+        .expect("ingresses")
+        .into_iter()
+        .filter(|i| {
+            i.pointer("/metadata/labels/runboat~1build").and_then(serde_json::Value::as_str)
+                == Some(name.as_str())
+        })
+        .collect();
+    assert!(!ingresses.is_empty());
+    for ingress in &ingresses {
+        let rules = ingress.pointer("/spec/rules").and_then(|r| r.as_array()).expect("rules");
+        for rule in rules {
+            let host = rule["host"].as_str().expect("a host");
+            assert!(
+                host.split('.').all(|l| !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')),
+                "{host}"
+            );
+        }
+    }
+    // The build's own page links to that host.
+    let (_, build) = server.get(&format!("/api/v1/builds/{name}")).await;
+    let link = build["deploy_link"].as_str().expect("a link");
+    let host = link.split("://").nth(1).and_then(|r| r.split('/').next()).expect("a host");
+    assert!(host.split('.').next().is_some_and(|l| l.len() <= 63), "{link}");
+}
