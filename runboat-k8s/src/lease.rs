@@ -312,6 +312,13 @@ impl Leadership {
     pub fn stats(&self) -> ElectionStats {
         self.counters.stats()
     }
+
+    /// Whether the election loop still runs (false once it was released,
+    /// or if it died).
+    pub fn is_running(&self) -> bool {
+        // The loop holds the sender: an error means it is gone.
+        self.leading.has_changed().is_ok()
+    }
 }
 
 /// A running election: the leadership signal, counters, and release.
@@ -816,6 +823,8 @@ mod tests {
             assert_eq!(b.leadership().holder().as_deref(), Some("b"));
             assert!(b.leadership().is_leader() && !a.leadership().is_leader());
             assert!(a.is_running() && b.is_running());
+            let b_view = b.leadership();
+            assert!(b_view.is_running());
 
             // Healed, a sees b renewing and stays a follower.
             *a_link.lock().expect("link") = Link::Up;
@@ -825,6 +834,7 @@ mod tests {
             // b releases: a takes over at the next retry.
             let released_at = Instant::now();
             b.release().await;
+            assert!(!b_view.is_running() && !b_view.is_leader());
             let a_up = leads(&a, true, Duration::from_secs(60)).await.expect("a takes over");
             assert!(a_up - released_at <= c.retry_period);
             assert_eq!(a.leadership().holder().as_deref(), Some("a"));

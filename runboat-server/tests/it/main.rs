@@ -15,6 +15,7 @@ mod controller;
 mod e2e;
 mod events;
 mod fake;
+mod leader;
 mod openapi;
 mod serve;
 mod support;
