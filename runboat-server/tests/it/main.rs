@@ -17,6 +17,7 @@ mod events;
 mod fake;
 mod leader;
 mod openapi;
+mod replicas;
 mod serve;
 mod support;
 mod ui;
