@@ -6,19 +6,22 @@
 //!    every object is validated by kubesim, so a broken manifest fails
 //!    here (and in CI).
 //! 2. The server runs with a kubeconfig holding a token of the
-//!    ServiceAccount the RoleBinding names, and the settings and secrets of
-//!    the rendered ConfigMap and Secret; it drives a whole lifecycle:
+//!    ServiceAccount the RoleBinding names, the settings and secrets of
+//!    the rendered ConfigMap and Secret, and the Deployment's environment
+//!    (leader election on, `POD_NAME`; lease settings shortened so the
+//!    lease is renewed during the test); as the leader, it drives a whole
+//!    lifecycle:
 //!    webhook → initialize → stopped (init log) → start → started (run
 //!    log) → stop → reset → reset again while initializing (kills the init
 //!    job and its pods) → stopped → undeploy (cleanup job, resources
-//!    deleted by label, finalizer removed).
+//!    deleted by label, finalizer removed); SIGTERM then releases the Lease.
 //! 3. Least privilege, by recording: kubesim records every distinct
 //!    authorization decision. No request of the ServiceAccount was denied
 //!    (zero 403s), and the set of (verb, API group, resource/subresource)
 //!    it was granted equals exactly the set the Role's rules expand to: every
 //!    verb × resource of the Role is used by the lifecycle, and none is
 //!    missing.
-//! 4. Least privilege, by removal (`RUNBOAT_SLOW_TESTS=1`, ~35 s): for
+//! 4. Least privilege, by removal (`RUNBOAT_SLOW_TESTS=1`, ~40 s): for
 //!    each verb × resource of the Role, a fresh install without it runs the
 //!    lifecycle and must get a 403 somewhere. A cross-check of 3 that does
 //!    not rely on kubesim's record.
