@@ -3,16 +3,21 @@
 //! exactly as the leader does, and they take effect: the follower's own
 //! writes are the idempotent request writes (deterministic names,
 //! server-side apply, scale), the leader's step does the scheduling (the
-//! init job).
+//! init job). And the production wiring with an election: the status and
+//! metrics say who leads, shutdown releases the lease, and an election
+//! loop that dies ends the process with an error.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use k8s_openapi::api::coordination::v1::Lease;
 use runboat_core::forge::NoForge;
 use runboat_core::sim::SimCluster;
 use runboat_core::{BuildStatus, Cluster, Controller, ControllerConfig, JobKind};
 use runboat_github::WebhookSecret;
+use runboat_k8s::lease::{LeaseError, LeaseStore};
+use runboat_k8s::{LeaderElector, LeaseConfig};
 use runboat_server::{AppState, GitHubLookup, ServerOptions};
 use serde_json::json;
 use tokio::sync::watch;
@@ -117,4 +122,148 @@ async fn a_followers_webhooks_and_actions_take_effect_and_answer_as_the_leaders(
     let build_f = follower.send(get(&format!("/api/v1/builds/{name}"))).await;
     let build_l = leader.send(get(&format!("/api/v1/builds/{name}"))).await;
     assert_eq!(build_f.json(), build_l.json());
+}
+
+/// One Lease in memory, with resourceVersion preconditions; `broken` makes
+/// every read panic (an election loop that dies).
+#[derive(Default)]
+struct MemoryLease {
+    lease: std::sync::Mutex<Option<Lease>>,
+    version: std::sync::atomic::AtomicU64,
+    broken: bool,
+}
+
+impl MemoryLease {
+    fn stored(&self) -> Option<Lease> {
+        self.lease.lock().expect("lease").clone()
+    }
+
+    fn stamp(&self, lease: &Lease) -> Lease {
+        let mut lease = lease.clone();
+        let v = self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        lease.metadata.resource_version = Some(v.to_string());
+        lease
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for MemoryLease {
+    async fn get(&self) -> Result<Option<Lease>, LeaseError> {
+        assert!(!self.broken, "a broken lease store");
+        Ok(self.stored())
+    }
+    async fn create(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let mut stored = self.lease.lock().expect("lease");
+        if stored.is_some() {
+            return Err(LeaseError::Conflict);
+        }
+        *stored = Some(self.stamp(lease));
+        Ok(stored.clone().expect("stored"))
+    }
+    async fn replace(&self, lease: &Lease) -> Result<Lease, LeaseError> {
+        let mut stored = self.lease.lock().expect("lease");
+        let current = stored.as_ref().and_then(|l| l.metadata.resource_version.clone());
+        if current != lease.metadata.resource_version {
+            return Err(LeaseError::Conflict);
+        }
+        *stored = Some(self.stamp(lease));
+        Ok(stored.clone().expect("stored"))
+    }
+}
+
+fn holder(store: &MemoryLease) -> Option<String> {
+    store.stored().and_then(|l| l.spec).and_then(|s| s.holder_identity)
+}
+
+/// The production wiring (`run_with_cluster_elected`) on a simulated
+/// cluster, with an election on `store`; `stop` ends it as SIGTERM does.
+fn serve_elected(
+    store: Arc<MemoryLease>,
+    listener: tokio::net::TcpListener,
+) -> (
+    tokio::task::JoinHandle<runboat_server::error::Result<()>>,
+    runboat_k8s::Leadership,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let cluster: Arc<dyn Cluster> = Arc::new(SimCluster::new(still()));
+    let elector = LeaderElector::spawn_on(store, LeaseConfig::new("replica-1"));
+    let leadership = elector.leadership();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(runboat_server::run::run_with_cluster_elected(
+        (*settings()).clone(),
+        cluster,
+        Some(elector),
+        ServerOptions::default(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (server, leadership, stop)
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Full::default())
+        .expect("request");
+    let resp = client.request(req).await.expect("HTTP request");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_elected_server_says_who_leads_and_releases_the_lease_on_shutdown() {
+    let store = Arc::new(MemoryLease::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (server, leadership, stop) = serve_elected(store.clone(), listener);
+    let leading = leadership;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !leading.is_leader() {
+        assert!(tokio::time::Instant::now() < deadline, "never led");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(holder(&store).as_deref(), Some("replica-1"));
+
+    let status = loop {
+        let (code, body) = http_get(addr, "/api/v1/status").await;
+        if code == StatusCode::OK {
+            break serde_json::from_str::<serde_json::Value>(&body).expect("JSON");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready: {code} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        status["leadership"],
+        json!({"identity": "replica-1", "leader": true, "holder": "replica-1"})
+    );
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(metrics.contains("\nrunboat_leader 1\n"), "{metrics}");
+    assert!(metrics.contains("\nrunboat_leader_transitions_total 1\n"), "{metrics}");
+    assert!(metrics.contains("\nrunboat_lease_renew_failures_total 0\n"), "{metrics}");
+
+    stop.send(()).expect("the server runs");
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), server)
+        .await
+        .expect("stops in time")
+        .expect("joined");
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(holder(&store), None, "the lease is released");
+    assert!(!leading.is_leader() && !leading.is_running());
+}
+
+#[tokio::test]
+async fn the_server_exits_with_an_error_when_its_election_dies() {
+    let store = Arc::new(MemoryLease { broken: true, ..MemoryLease::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (server, _leadership, _stop) = serve_elected(store, listener);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), server)
+        .await
+        .expect("exits by itself")
+        .expect("joined");
+    assert!(matches!(result, Err(runboat_server::error::Error::ElectionStopped)), "{result:?}");
 }
