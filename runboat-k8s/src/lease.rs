@@ -543,7 +543,11 @@ impl Elector {
         let clock = Clock { changed_at: self.changed_at, renewed_at: self.renewed_at, now };
         let decision = decide(seen, &self.config.identity, clock, &self.config);
         tracing::trace!(?decision, identity = self.config.identity, "lease step");
-        let seconds = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        // Whole seconds, rounded up: the API server refuses 0 (a duration
+        // under a second is for tests), and other tools read this field.
+        let duration = self.config.lease_duration;
+        let whole = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+        let seconds = i32::try_from(whole).unwrap_or(i32::MAX);
         match (decision, read) {
             (Decision::Wait, _) => {}
             (Decision::StepDown, _) => {
@@ -791,6 +795,28 @@ mod tests {
     /// within the renew deadline, and the other takes over only a full
     /// lease duration after it last saw the lease change, so at least
     /// `lease_duration - renew_deadline` after the step-down.
+    /// Durations under a second (tests) are written rounded up: the API
+    /// server refuses `leaseDurationSeconds: 0`.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_duration_is_written_in_whole_seconds_rounded_up() {
+        let memory = Arc::new(Memory::default());
+        let store = Replica {
+            memory: memory.clone(),
+            link: Arc::new(std::sync::Mutex::new(Link::Up)),
+            skew: jiff::SignedDuration::ZERO,
+        };
+        let config = LeaseConfig {
+            lease_duration: Duration::from_millis(600),
+            renew_deadline: Duration::from_millis(400),
+            retry_period: Duration::from_millis(100),
+            ..LeaseConfig::new("quick")
+        };
+        let e = LeaderElector::spawn_on(Arc::new(store), config);
+        assert!(leads(&e, true, Duration::from_secs(1)).await.is_some());
+        let lease = memory.lease.lock().expect("lease").clone().expect("lease");
+        assert_eq!(lease.spec.and_then(|s| s.lease_duration_seconds), Some(1));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_partitioned_leader_is_fenced_by_time_whatever_the_clocks_say() {
         let c = LeaseConfig::new("any");
@@ -839,7 +865,9 @@ mod tests {
             assert!(a_up - released_at <= c.retry_period);
             assert_eq!(a.leadership().holder().as_deref(), Some("a"));
             let lease = memory.lease.lock().expect("lease").clone().expect("lease");
-            assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(2));
+            let spec = lease.spec.expect("spec");
+            assert_eq!(spec.lease_transitions, Some(2));
+            assert_eq!(spec.lease_duration_seconds, Some(15));
         }
     }
 }
