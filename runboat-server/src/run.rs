@@ -609,9 +609,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.demo {
         return crate::demo::run(config.listen, options).await;
     }
+    let lease = config.leader.lease_config(hostname)?;
     let settings = load_settings(config.config_file.as_ref())?;
     tracing::info!(namespace = %settings.build_namespace, "settings loaded");
-    let lease = config.leader.lease_config(hostname)?;
     let cluster = KubeCluster::from_settings(Arc::new(settings.clone()))
         .await
         .context("cannot set up the KubeCluster")?;
