@@ -1,7 +1,8 @@
 //! Several real `runboat-server` processes on one kubesim, with leader
 //! election (`--leader-election`, short lease settings so handovers take
-//! seconds): exactly one leads, each says who does, and a leader that
-//! dies or stops is replaced.
+//! seconds): exactly one leads, each says who does, a leader that dies or
+//! stops is replaced, and one whose lease writes fail (a partition that
+//! leaves its watches working) steps down, never overlapping another.
 //!
 //! The burst test (`RUNBOAT_SLOW_TESTS=1`, about a minute) sends 200 pull
 //! request webhooks spread over every live replica, kills the leader with
@@ -361,4 +362,47 @@ async fn a_burst_over_three_replicas_survives_sigkill_and_sigterm_of_leaders() {
         term_takeover - stopped_at,
         term_write - stopped_at,
     );
+}
+
+/// A partitioned leader: its watches and reads work, but every lease write
+/// fails (kubesim answers 500 to `update` on leases, for every replica).
+/// It steps down within its renew deadline; nobody leads while no lease
+/// write can succeed (two leaders are never seen at once); once writes
+/// work again, one leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_and_never_overlaps_another() {
+    let env = env(Duration::from_millis(200)).await;
+    let settings = env.settings("");
+    let servers =
+        [replica(&env, &settings, "replica-a").await, replica(&env, &settings, "replica-b").await];
+    let both = [&servers[0], &servers[1]];
+    let leader = agreed_leader(&both).await;
+    let h = env.sim.handle();
+    h.fail_next(kubesim::FailRule::new(u32::MAX, 500).verb("update").resource("leases"));
+    let cut_at = Instant::now();
+    let mut stepped_down = None;
+    // Past the lease duration (3 s) with a margin: the other replica would
+    // have taken an unrenewed lease by then, were its writes not failing.
+    while cut_at.elapsed() < Duration::from_secs(5) {
+        let views = [leadership(both[0]).await, leadership(both[1]).await];
+        let leading: Vec<bool> = views.iter().map(|v| v["leader"] == true).collect();
+        assert!(!(leading[0] && leading[1]), "two leaders: {views:?}");
+        assert!(!leading[1 - leader], "the follower led without writing the lease: {views:?}");
+        if !leading[leader] && stepped_down.is_none() {
+            stepped_down = Some(cut_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stepped_down = stepped_down.expect("the partitioned leader stepped down");
+    let m = text(both[leader], "/metrics").await;
+    assert!(metric(&m, "runboat_lease_renew_failures_total").is_some_and(|n| n > 0.0), "{m}");
+    assert_eq!(metric(&m, "runboat_leader_transitions_total"), Some(2.0), "{m}");
+    assert_eq!(metric(&m, "runboat_leader"), Some(0.0), "{m}");
+    eprintln!(
+        "partitioned leader: stepped down {stepped_down:?} after its lease writes began to fail \
+         (renew deadline 2 s)"
+    );
+
+    h.clear_faults();
+    agreed_leader(&both).await;
 }
