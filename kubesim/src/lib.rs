@@ -41,3 +41,4 @@ pub use config::{
 pub use error::{Error, Result};
 pub use sim::{Handle, KubeSim, kubeconfig_yaml, kubeconfig_yaml_with_token};
 pub use status::ApiError;
+pub use store::JobRecord;

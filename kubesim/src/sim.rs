@@ -314,6 +314,13 @@ impl Handle {
         self.inner.store.read().rv
     }
 
+    /// Every Job's life so far (creation and end, in creation order; the
+    /// most recent 100,000 only): what ran at
+    /// once, as the cluster saw it, whatever its clients believe.
+    pub fn job_history(&self) -> Vec<crate::JobRecord> {
+        self.inner.store.read().jobs.records()
+    }
+
     /// Number of stored objects of all resources.
     pub fn object_count(&self) -> usize {
         self.inner.store.read().objects.iter().map(std::collections::BTreeMap::len).sum()

@@ -73,6 +73,88 @@ pub(crate) struct State {
     pub(crate) window: usize,
     pub(crate) by_uid: HashMap<String, Location>,
     pub(crate) dependents: HashMap<String, HashSet<Location>>,
+    /// Every Job's life, in creation order (see [`JobRecord`]).
+    pub(crate) jobs: JobHistory,
+}
+
+/// One Job's life as the store saw it: when it was created and when it
+/// ended (it finished, `Complete` or `Failed`, or was deleted first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Labels at creation.
+    pub labels: BTreeMap<String, String>,
+    /// When it was created.
+    pub created: std::time::Instant,
+    /// When it finished or was deleted, whichever came first.
+    pub ended: Option<std::time::Instant>,
+}
+
+/// The Jobs' lives, bounded: beyond [`JobHistory::MAX`] records the oldest
+/// are forgotten (a simulator serving a benchmark must not grow forever).
+#[derive(Debug, Default)]
+pub(crate) struct JobHistory {
+    records: VecDeque<JobRecord>,
+    /// Index in `records` (plus `dropped`) of each running Job, by uid.
+    running: HashMap<String, u64>,
+    dropped: u64,
+}
+
+impl JobHistory {
+    /// Records kept at most.
+    pub(crate) const MAX: usize = 100_000;
+
+    fn saw(&mut self, kind: EventType, v: &Value) {
+        let uid = v["metadata"]["uid"].as_str().unwrap_or_default();
+        let now = std::time::Instant::now();
+        let finished = v["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+            })
+        });
+        if kind == EventType::Added {
+            let labels = v["metadata"]["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.records.push_back(JobRecord {
+                namespace: v["metadata"]["namespace"].as_str().unwrap_or_default().to_owned(),
+                name: v["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                labels,
+                created: now,
+                ended: finished.then_some(now),
+            });
+            if !finished {
+                let at = self.dropped + self.records.len() as u64 - 1;
+                self.running.insert(uid.to_owned(), at);
+            }
+            while self.records.len() > Self::MAX {
+                self.records.pop_front();
+                self.dropped += 1;
+            }
+            return;
+        }
+        if kind == EventType::Modified && !finished {
+            return;
+        }
+        if let Some(at) = self.running.remove(uid)
+            && let Some(i) = at.checked_sub(self.dropped)
+            && let Some(record) = usize::try_from(i).ok().and_then(|i| self.records.get_mut(i))
+        {
+            record.ended = Some(now);
+        }
+    }
+
+    pub(crate) fn records(&self) -> Vec<JobRecord> {
+        self.records.iter().cloned().collect()
+    }
 }
 
 impl State {
@@ -127,6 +209,9 @@ impl State {
                 (EventType::Deleted, Arc::new(to_stored(&v, rv)))
             }
         };
+        if res == crate::resources::JOBS {
+            self.jobs.saw(kind, &obj.value());
+        }
         self.history.push_back(Arc::new(Event {
             rv,
             res,
@@ -214,6 +299,7 @@ impl Store {
             window: window.max(1),
             by_uid: HashMap::new(),
             dependents: HashMap::new(),
+            jobs: JobHistory::default(),
         };
         Store { state: RwLock::new(state), rv_tx: tokio::sync::watch::channel(0).0 }
     }

@@ -199,7 +199,7 @@ impl<'a> From<&'a Build> for ListedBuild<'a> {
 }
 
 /// The counters of `GET /status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StatusCounts {
     /// Builds not undeploying.
     pub deployed: u64,
@@ -221,6 +221,26 @@ pub struct StatusCounts {
     pub max_initializing: u64,
     /// Builds being undeployed.
     pub undeploying: u64,
+    /// Leader election, when it is on (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leadership: Option<LeaderStatus>,
+}
+
+/// Which replica leads, as the answering replica knows it (in
+/// `GET /status` when leader election is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeaderStatus {
+    /// The answering replica's identity (its pod name, or hostname).
+    #[schema(example = "runboat-7d9f8c6b5-x2x9q")]
+    pub identity: String,
+    /// Whether the answering replica leads (makes the scheduling
+    /// decisions); every replica serves the whole API either way.
+    pub leader: bool,
+    /// The replica holding the lease, as the answering one last read it
+    /// (at most one retry period old); absent when the lease is free or
+    /// not read yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// A repository having builds (`GET /repos`). Fields in the order the

@@ -247,12 +247,85 @@ pub struct ElectionStats {
 struct Counters {
     transitions: AtomicU64,
     renew_failures: AtomicU64,
+    /// The holder of the lease as last read or written (`None`: none, or
+    /// never read).
+    holder: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn stats(&self) -> ElectionStats {
+        ElectionStats {
+            transitions: self.transitions.load(Ordering::Relaxed),
+            renew_failures: self.renew_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn holder(&self) -> Option<String> {
+        self.holder.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_holder(&self, holder: Option<&str>) {
+        let mut h = self.holder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if h.as_deref() != holder {
+            *h = holder.map(str::to_owned);
+        }
+    }
+}
+
+/// A cheap, cloneable view of a running election, for readers (metrics,
+/// status): whether this replica leads, who holds the lease, the counters.
+#[derive(Clone)]
+pub struct Leadership {
+    leading: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+    identity: Arc<str>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("identity", &self.identity)
+            .field("leading", &self.is_leader())
+            .finish()
+    }
+}
+
+impl Leadership {
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The lease's holder as this replica last read or wrote it (`None`:
+    /// released, or not read yet). It may be stale by a retry period, and
+    /// may name a holder whose lease has expired.
+    pub fn holder(&self) -> Option<String> {
+        self.counters.holder()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ElectionStats {
+        self.counters.stats()
+    }
+
+    /// Whether the election loop still runs (false once it was released,
+    /// or if it died).
+    pub fn is_running(&self) -> bool {
+        // The loop holds the sender: an error means it is gone.
+        self.leading.has_changed().is_ok()
+    }
 }
 
 /// A running election: the leadership signal, counters, and release.
 pub struct LeaderElector {
     leading: watch::Receiver<bool>,
     counters: Arc<Counters>,
+    identity: Arc<str>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -275,6 +348,7 @@ impl LeaderElector {
         let (tx, leading) = watch::channel(false);
         let (stop, stop_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
+        let identity: Arc<str> = config.identity.as_str().into();
         let elector = Elector {
             store,
             config,
@@ -285,7 +359,7 @@ impl LeaderElector {
             renewed_at: None,
         };
         let task = tokio::spawn(elector.run(stop_rx));
-        LeaderElector { leading, counters, stop: Some(stop), task: Some(task) }
+        LeaderElector { leading, counters, identity, stop: Some(stop), task: Some(task) }
     }
 
     /// The leadership signal: `true` while this replica leads.
@@ -300,10 +374,22 @@ impl LeaderElector {
 
     /// The counters.
     pub fn stats(&self) -> ElectionStats {
-        ElectionStats {
-            transitions: self.counters.transitions.load(Ordering::Relaxed),
-            renew_failures: self.counters.renew_failures.load(Ordering::Relaxed),
+        self.counters.stats()
+    }
+
+    /// A cloneable view for readers.
+    pub fn leadership(&self) -> Leadership {
+        Leadership {
+            leading: self.leading.clone(),
+            counters: self.counters.clone(),
+            identity: self.identity.clone(),
         }
+    }
+
+    /// Whether the election loop still runs (it ends only by
+    /// [`release`](Self::release), or by a panic).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the election: stops leading at once and, if this replica
@@ -410,6 +496,7 @@ impl Elector {
     }
 
     fn saw(&mut self, lease: &Lease, now: Instant) {
+        self.counters.set_holder(holder_of(lease));
         let version = lease.metadata.resource_version.clone();
         if version != self.version {
             self.version = version;
@@ -439,6 +526,7 @@ impl Elector {
                 Some(Some(lease))
             }
             Ok(None) => {
+                self.counters.set_holder(None);
                 self.version = None;
                 Some(None)
             }
@@ -455,7 +543,11 @@ impl Elector {
         let clock = Clock { changed_at: self.changed_at, renewed_at: self.renewed_at, now };
         let decision = decide(seen, &self.config.identity, clock, &self.config);
         tracing::trace!(?decision, identity = self.config.identity, "lease step");
-        let seconds = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        // Whole seconds, rounded up: the API server refuses 0 (a duration
+        // under a second is for tests), and other tools read this field.
+        let duration = self.config.lease_duration;
+        let whole = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+        let seconds = i32::try_from(whole).unwrap_or(i32::MAX);
         match (decision, read) {
             (Decision::Wait, _) => {}
             (Decision::StepDown, _) => {
@@ -525,7 +617,10 @@ impl Elector {
             spec.holder_identity = None;
         }
         match tokio::time::timeout(budget, self.store.replace(&lease)).await {
-            Ok(Ok(_)) => tracing::info!(identity = self.config.identity, "lease released"),
+            Ok(Ok(_)) => {
+                self.counters.set_holder(None);
+                tracing::info!(identity = self.config.identity, "lease released");
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "lease not released"),
             Err(_) => tracing::warn!("lease not released: timed out"),
         }
@@ -700,6 +795,28 @@ mod tests {
     /// within the renew deadline, and the other takes over only a full
     /// lease duration after it last saw the lease change, so at least
     /// `lease_duration - renew_deadline` after the step-down.
+    /// Durations under a second (tests) are written rounded up: the API
+    /// server refuses `leaseDurationSeconds: 0`.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_duration_is_written_in_whole_seconds_rounded_up() {
+        let memory = Arc::new(Memory::default());
+        let store = Replica {
+            memory: memory.clone(),
+            link: Arc::new(std::sync::Mutex::new(Link::Up)),
+            skew: jiff::SignedDuration::ZERO,
+        };
+        let config = LeaseConfig {
+            lease_duration: Duration::from_millis(600),
+            renew_deadline: Duration::from_millis(400),
+            retry_period: Duration::from_millis(100),
+            ..LeaseConfig::new("quick")
+        };
+        let e = LeaderElector::spawn_on(Arc::new(store), config);
+        assert!(leads(&e, true, Duration::from_secs(1)).await.is_some());
+        let lease = memory.lease.lock().expect("lease").clone().expect("lease");
+        assert_eq!(lease.spec.and_then(|s| s.lease_duration_seconds), Some(1));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_partitioned_leader_is_fenced_by_time_whatever_the_clocks_say() {
         let c = LeaseConfig::new("any");
@@ -729,17 +846,28 @@ mod tests {
             assert!(b_up - cut_at <= c.lease_duration + c.retry_period * 2);
             assert!(a.stats().renew_failures > 0 || partition == Link::Hanging);
             assert_eq!(a.stats().transitions, 2);
+            assert_eq!(b.leadership().holder().as_deref(), Some("b"));
+            assert!(b.leadership().is_leader() && !a.leadership().is_leader());
+            assert!(a.is_running() && b.is_running());
+            let b_view = b.leadership();
+            assert!(b_view.is_running());
 
             // Healed, a sees b renewing and stays a follower.
             *a_link.lock().expect("link") = Link::Up;
             assert!(leads(&a, true, Duration::from_secs(120)).await.is_none());
+            assert_eq!(a.leadership().holder().as_deref(), Some("b"));
+            assert_eq!(a.leadership().identity(), "a");
             // b releases: a takes over at the next retry.
             let released_at = Instant::now();
             b.release().await;
+            assert!(!b_view.is_running() && !b_view.is_leader());
             let a_up = leads(&a, true, Duration::from_secs(60)).await.expect("a takes over");
             assert!(a_up - released_at <= c.retry_period);
+            assert_eq!(a.leadership().holder().as_deref(), Some("a"));
             let lease = memory.lease.lock().expect("lease").clone().expect("lease");
-            assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(2));
+            let spec = lease.spec.expect("spec");
+            assert_eq!(spec.lease_transitions, Some(2));
+            assert_eq!(spec.lease_duration_seconds, Some(15));
         }
     }
 }

@@ -13,5 +13,5 @@ pub mod render;
 
 pub use cluster::KubeCluster;
 pub use error::{Error, Result};
-pub use lease::{LeaderElector, LeaseConfig};
+pub use lease::{LeaderElector, Leadership, LeaseConfig};
 pub use render::{Format, Kubefiles, RenderContext, check_kubectl_at, check_kustomize_available};

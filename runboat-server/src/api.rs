@@ -148,7 +148,7 @@ pub(crate) async fn not_found() -> ApiError {
 }
 
 #[utoipa::path(get, path = "/api/v1/status", tag = "builds",
-    responses((status = 200, description = "counters and limits", body = StatusCounts),
+    responses((status = 200, description = "counters and limits; with leader election, which replica leads", body = StatusCounts),
         (status = 503, description = "not ready: waiting for the first cluster listing (see `Retry-After`)", body = Detail)))]
 /// `GET /status`: the counters of the original (from the index, in O(1)).
 pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusCounts>, ApiError> {
@@ -167,6 +167,11 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusC
         initializing: n(c.initializing),
         max_initializing: n(c.max_initializing),
         undeploying: n(c.undeploying),
+        leadership: state.leadership().map(|l| runboat_api::LeaderStatus {
+            identity: l.identity().to_owned(),
+            leader: l.is_leader(),
+            holder: l.holder(),
+        }),
     }))
 }
 

@@ -219,6 +219,12 @@ pub enum Error {
     /// The controller loop ended by itself (the log says why).
     #[error("the controller loop ended")]
     ControllerStopped,
+    /// The leader election settings are invalid (the detail names them).
+    #[error("invalid leader election settings: {0}")]
+    LeaderElection(String),
+    /// The leader election loop ended by itself.
+    #[error("the leader election ended")]
+    ElectionStopped,
     /// The HTTP server task ended abnormally (it panicked or was cancelled).
     #[error("{0}")]
     ServerTask(String),

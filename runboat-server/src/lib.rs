@@ -98,6 +98,8 @@ struct Inner {
     /// Each build's JSON as `GET /builds` shows it (no `null` fields), and
     /// the whole list answers.
     list_views: views::ViewCache,
+    /// The leader election, when it is on.
+    leadership: Option<runboat_k8s::Leadership>,
 }
 
 impl AppState {
@@ -108,6 +110,17 @@ impl AppState {
         controller: ControllerHandle,
         github: Option<Arc<dyn GitHubLookup>>,
         options: ServerOptions,
+    ) -> Self {
+        AppState::with_leadership(controller, github, options, None)
+    }
+
+    /// [`AppState::new`], with the view of a running leader election (for
+    /// `/metrics` and `GET /status`; `None`: election off).
+    pub fn with_leadership(
+        controller: ControllerHandle,
+        github: Option<Arc<dyn GitHubLookup>>,
+        options: ServerOptions,
+        leadership: Option<runboat_k8s::Leadership>,
     ) -> Self {
         let settings = controller.settings().clone();
         let webhook_secret = WebhookSecret::from_config(
@@ -138,6 +151,7 @@ impl AppState {
                 event_cache: events::EventCache::default(),
                 views: views::ViewCache::default(),
                 list_views: views::ViewCache::default(),
+                leadership,
             }),
         }
     }
@@ -150,6 +164,11 @@ impl AppState {
     /// The controller.
     pub fn controller(&self) -> &ControllerHandle {
         &self.inner.controller
+    }
+
+    /// The leader election, when it is on.
+    pub fn leadership(&self) -> Option<&runboat_k8s::Leadership> {
+        self.inner.leadership.as_ref()
     }
 
     /// Ends every open event stream, for a graceful shutdown (the server

@@ -5,7 +5,9 @@
 //! the `runboat_http_request_duration_seconds` histogram by method, matched
 //! route and status. And the controller's, from its counters
 //! ([`ControllerHandle::stats`], [`ControllerHandle::action_counts`],
-//! [`ControllerHandle::cleanup_failures`]).
+//! [`ControllerHandle::cleanup_failures`]). With leader election on:
+//! `runboat_leader`, `runboat_leader_transitions_total` and
+//! `runboat_lease_renew_failures_total`.
 //!
 //! The HTTP series are bounded by construction: the method label is one of
 //! the nine standard methods or `other`, the route label a route template
@@ -204,7 +206,30 @@ pub fn render(state: &AppState) -> String {
     let _ = writeln!(out, "runboat_event_streams {}", state.open_event_streams());
     state.http_metrics().write(&mut out);
     write_controller(state.controller(), &mut out);
+    if let Some(leadership) = state.leadership() {
+        write_leadership(leadership, &mut out);
+    }
     out
+}
+
+/// The leader election's series (only when it is on).
+fn write_leadership(leadership: &runboat_k8s::Leadership, out: &mut String) {
+    let stats = leadership.stats();
+    out.push_str(
+        "# HELP runboat_leader Whether this replica leads (makes the scheduling decisions).\n\
+         # TYPE runboat_leader gauge\n",
+    );
+    let _ = writeln!(out, "runboat_leader {}", u8::from(leadership.is_leader()));
+    out.push_str(
+        "# HELP runboat_leader_transitions_total Leadership gained or lost by this replica.\n\
+         # TYPE runboat_leader_transitions_total counter\n",
+    );
+    let _ = writeln!(out, "runboat_leader_transitions_total {}", stats.transitions);
+    out.push_str(
+        "# HELP runboat_lease_renew_failures_total Failed lease reads or writes while leading.\n\
+         # TYPE runboat_lease_renew_failures_total counter\n",
+    );
+    let _ = writeln!(out, "runboat_lease_renew_failures_total {}", stats.renew_failures);
 }
 
 /// The controller's counters.

@@ -48,6 +48,7 @@ use crate::{api, events, logs, ops};
         runboat_api::CommitInfo,
         runboat_api::Detail,
         runboat_api::EventKind,
+        runboat_api::LeaderStatus,
         runboat_api::Repo,
         runboat_api::Resync,
         runboat_api::StatusCounts,

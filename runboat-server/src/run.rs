@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use runboat_core::forge::{Forge, NoForge};
 use runboat_core::{Cluster, Controller, ControllerConfig, Secret, Settings};
 use runboat_github::{ClientConfig, GitHubClient, GitHubForge, GitHubToken};
-use runboat_k8s::KubeCluster;
+use runboat_k8s::{KubeCluster, LeaderElector, LeaseConfig};
 use tokio::net::TcpListener;
 
 use crate::error::{Error, Result};
@@ -65,6 +65,8 @@ pub struct Config {
     pub allow_unsigned_webhooks: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
     /// Run a self-contained demo: an in-process simulated Kubernetes API
     /// server (kubesim) and a generator of signed webhooks (needs the
     /// `demo` feature). Ignores the settings.
@@ -142,6 +144,118 @@ impl LimitArgs {
             max_queued_requests: usize::try_from(self.max_queued_requests).unwrap_or(usize::MAX),
         }
     }
+}
+
+/// Leader election among several replicas (see ARCHITECTURE.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaderArgs {
+    /// Elect one leader among the replicas on a Lease in the build
+    /// namespace: only the leader makes scheduling decisions, every replica
+    /// serves the API, the UI and webhooks. Off: this process always leads
+    /// (run a single replica).
+    #[arg(long, env = "RUNBOAT_SERVER_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "RUNBOAT_SERVER_LEASE_NAME", default_value = "runboat-leader")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease [default: the pod name from the
+    /// downward API, else the hostname].
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
+    /// Seconds a lease whose record does not change stays held (decimals
+    /// allowed).
+    #[arg(long, env = "RUNBOAT_SERVER_LEASE_DURATION", default_value = "15", value_parser = seconds)]
+    pub lease_duration: Duration,
+    /// Seconds a leader keeps leading without renewing (less than the lease
+    /// duration: the gap is the fencing margin).
+    #[arg(long, env = "RUNBOAT_SERVER_LEASE_RENEW_DEADLINE", default_value = "10", value_parser = seconds)]
+    pub lease_renew_deadline: Duration,
+    /// Seconds between attempts to acquire or renew the lease.
+    #[arg(long, env = "RUNBOAT_SERVER_LEASE_RETRY_PERIOD", default_value = "2", value_parser = seconds)]
+    pub lease_retry_period: Duration,
+}
+
+/// Parses a positive number of seconds, at most an hour.
+fn seconds(value: &str) -> std::result::Result<Duration, String> {
+    let s: f64 =
+        value.trim().parse().map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if !(s > 0.0 && s <= 3600.0) {
+        return Err(format!("{value} is not within (0, 3600] seconds"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl LeaderArgs {
+    /// The election's settings, `None` when it is off. `hostname` gives
+    /// the identity when none is set.
+    pub fn lease_config(
+        &self,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Option<LeaseConfig>> {
+        if !self.leader_election {
+            return Ok(None);
+        }
+        let invalid = |detail: String| Error::LeaderElection(detail);
+        if !is_dns_subdomain(&self.lease_name) {
+            return Err(invalid(format!(
+                "--lease-name (RUNBOAT_SERVER_LEASE_NAME) {:?} is not a valid object name \
+                 (lower case letters, digits, '-' and '.', at most 253)",
+                self.lease_name
+            )));
+        }
+        let identity = match self.lease_identity.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => hostname().ok_or_else(|| {
+                invalid(
+                    "no identity: set --lease-identity or POD_NAME (the downward API's \
+                     metadata.name); the hostname is unknown"
+                        .to_owned(),
+                )
+            })?,
+        };
+        if identity.len() > 253 || identity.chars().any(char::is_control) {
+            return Err(invalid(
+                "the identity (--lease-identity, POD_NAME or the hostname) must be at most 253 \
+                 characters without control characters"
+                    .to_owned(),
+            ));
+        }
+        let config = LeaseConfig {
+            name: self.lease_name.clone(),
+            identity,
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+        };
+        config.validate().map_err(|e| {
+            invalid(format!("{e} (--lease-retry-period, --lease-renew-deadline, --lease-duration)"))
+        })?;
+        Ok(Some(config))
+    }
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// The hostname: `HOSTNAME`, else the kernel's.
+pub fn hostname() -> Option<String> {
+    let from_env = std::env::var("HOSTNAME").ok();
+    let from_kernel = || std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let from_etc = || std::fs::read_to_string("/etc/hostname").ok();
+    [from_env, from_kernel(), from_etc()]
+        .into_iter()
+        .flatten()
+        .map(|h| h.trim().to_owned())
+        .find(|h| !h.is_empty())
 }
 
 /// Installs the global tracing subscriber.
@@ -302,10 +416,27 @@ pub fn github_client(settings: &Settings) -> Option<GitHubClient> {
 /// in-flight requests get [`SHUTDOWN_GRACE`] to finish (then are
 /// abandoned), and the controller stops (running cluster calls are
 /// abandoned; everything is idempotent and resumes from the cluster's state
-/// on the next start).
+/// on the next start). Always the leader: see
+/// [`run_with_cluster_elected`].
 pub async fn run_with_cluster(
     settings: Settings,
     cluster: Arc<dyn Cluster>,
+    options: ServerOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    run_with_cluster_elected(settings, cluster, None, options, listener, shutdown).await
+}
+
+/// [`run_with_cluster`], the controller following `elector` (when given):
+/// it makes scheduling decisions only while this replica leads. On
+/// `shutdown` the lease is released at once, while requests drain, so
+/// another replica takes over within its retry period. The process ends
+/// with an error if the election loop ends by itself.
+pub async fn run_with_cluster_elected(
+    settings: Settings,
+    cluster: Arc<dyn Cluster>,
+    elector: Option<LeaderElector>,
     options: ServerOptions,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -336,36 +467,91 @@ pub async fn run_with_cluster(
         max_queued_requests: options.limits.max_queued_requests,
         ..ControllerConfig::default()
     };
-    let handle = Controller::spawn(cluster, forge, settings.clone(), config);
+    let leadership = elector.as_ref().map(LeaderElector::leadership);
+    let handle = match &elector {
+        Some(e) => Controller::spawn_with_leadership(
+            cluster,
+            forge,
+            settings.clone(),
+            config,
+            e.subscribe(),
+        ),
+        None => Controller::spawn(cluster, forge, settings.clone(), config),
+    };
     let lookup = github.map(|c| Arc::new(c) as Arc<dyn GitHubLookup>);
-    let state = AppState::new(handle.clone(), lookup, options);
-    // The process ends with an error if the controller loop ends by itself:
-    // serving a board that no longer changes would hide it.
+    let state = AppState::with_leadership(handle.clone(), lookup, options, leadership.clone());
+    // Released on shutdown (or when this function ends early): the lease
+    // is handed over while requests drain.
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let releaser = elector.map(|e| {
+        tokio::spawn(async move {
+            let _ = release_rx.await;
+            e.release().await;
+        })
+    });
+    // The process ends with an error if the controller loop or the
+    // election ends by itself: serving a board that no longer changes (or
+    // a replica that can never lead) would hide it.
     let (dead_tx, dead_rx) = tokio::sync::oneshot::channel::<()>();
     let supervised = handle.clone();
+    let supervised_election = leadership.clone();
     let supervisor = tokio::spawn(async move {
-        controller_ended(&supervised).await;
+        tokio::select! {
+            () = controller_ended(&supervised) => {}
+            () = election_ended(supervised_election.as_ref()) => {}
+        }
         let _ = dead_tx.send(());
     });
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped_by_us = stopping.clone();
     let result = serve_until(listener, state, async move {
         tokio::select! {
-            () = shutdown => {}
+            () = shutdown => {
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                if release_tx.send(()).is_ok() {
+                    tracing::info!("shutting down: releasing the leadership");
+                }
+            }
             _ = dead_rx => {}
         }
     })
     .await;
-    // The loop is only shut down below: not running now means it died.
-    let died = !handle.is_running();
     supervisor.abort();
+    // The loops are only shut down below (the election on a shutdown
+    // signal): not running now means they died.
+    let died = !handle.is_running();
+    let election_died = !stopped_by_us.load(std::sync::atomic::Ordering::SeqCst)
+        && leadership.as_ref().is_some_and(|l| !l.is_running());
+    if let Some(releaser) = releaser
+        && tokio::time::timeout(SHUTDOWN_GRACE, releaser).await.is_err()
+    {
+        tracing::warn!("the lease was not released in time");
+    }
     if died {
         tracing::error!("the controller loop ended: exiting");
         return Err(Error::ControllerStopped);
+    }
+    if election_died {
+        tracing::error!("the leader election ended: exiting");
+        return Err(Error::ElectionStopped);
     }
     tracing::info!("stopping the controller");
     if tokio::time::timeout(SHUTDOWN_GRACE, handle.shutdown()).await.is_err() {
         tracing::warn!("the controller did not stop in time; abandoning it");
     }
     result
+}
+
+/// Completes when the election loop has ended (checked every
+/// [`SUPERVISION_INTERVAL`]); never without an election.
+async fn election_ended(leadership: Option<&runboat_k8s::Leadership>) {
+    let Some(leadership) = leadership else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(SUPERVISION_INTERVAL);
+    while leadership.is_running() {
+        tick.tick().await;
+    }
 }
 
 /// Completes when the controller loop has ended (checked every
@@ -432,14 +618,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.demo {
         return crate::demo::run(config.listen, options).await;
     }
+    let lease = config.leader.lease_config(hostname)?;
     let settings = load_settings(config.config_file.as_ref())?;
     tracing::info!(namespace = %settings.build_namespace, "settings loaded");
     let cluster = KubeCluster::from_settings(Arc::new(settings.clone()))
         .await
         .context("cannot set up the KubeCluster")?;
     let listener = bind(config.listen).await?;
+    let elector = lease.map(|lease| {
+        tracing::info!(
+            lease = lease.name,
+            identity = lease.identity,
+            "leader election on: scheduling only while leading"
+        );
+        cluster.elect(lease)
+    });
     log_listening(&listener);
-    run_with_cluster(settings, Arc::new(cluster), options, listener, shutdown_signal()).await?;
+    let cluster = Arc::new(cluster);
+    run_with_cluster_elected(settings, cluster, elector, options, listener, shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -487,5 +684,63 @@ mod tests {
         assert!(!config.allow_unsigned_webhooks);
         let zero = Config::try_parse_from(["runboat-server", "--header-read-timeout", "0"]);
         assert!(zero.is_err());
+    }
+
+    fn leader(args: &[&str]) -> LeaderArgs {
+        let mut all = vec!["runboat-server"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("valid flags").leader
+    }
+
+    fn error(r: Result<Option<LeaseConfig>>) -> String {
+        match r {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("accepted: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn leader_election_is_off_unless_asked_and_its_settings_are_checked() {
+        let host = || Some("host-1".to_owned());
+        assert_eq!(leader(&[]).lease_config(host).expect("valid"), None);
+
+        let on = leader(&["--leader-election", "--lease-identity", "pod-a"]);
+        let config = on.lease_config(|| None).expect("valid").expect("on");
+        assert_eq!(config, LeaseConfig::new("pod-a"));
+
+        // Decimal seconds, for tests; the hostname when no identity is set.
+        let short = leader(&[
+            "--leader-election",
+            "--lease-name",
+            "rb.leader",
+            "--lease-duration",
+            "1.5",
+            "--lease-renew-deadline",
+            "1",
+            "--lease-retry-period",
+            "0.25",
+        ]);
+        let config = short.lease_config(host).expect("valid").expect("on");
+        assert_eq!(config.identity, "host-1");
+        assert_eq!(config.name, "rb.leader");
+        assert_eq!(config.lease_duration, Duration::from_millis(1500));
+        assert_eq!(config.retry_period, Duration::from_millis(250));
+
+        // Every invalid setting is named.
+        let e = error(leader(&["--leader-election"]).lease_config(|| None));
+        assert!(e.contains("POD_NAME") && e.contains("--lease-identity"), "{e}");
+        let e =
+            error(leader(&["--leader-election", "--lease-name", "Bad_Name"]).lease_config(host));
+        assert!(e.contains("--lease-name") && e.contains("Bad_Name"), "{e}");
+        let order = leader(&["--leader-election", "--lease-renew-deadline", "20"]);
+        let e = error(order.lease_config(host));
+        assert!(e.contains("renew deadline") && e.contains("--lease-duration"), "{e}");
+        let e =
+            error(leader(&["--leader-election", "--lease-identity", "a\nb"]).lease_config(host));
+        assert!(e.contains("control characters"), "{e}");
+        for bad in ["0", "-1", "nan", "x", "3601"] {
+            let parsed = Config::try_parse_from(["runboat-server", "--lease-duration", bad]);
+            assert!(parsed.is_err(), "{bad} accepted");
+        }
     }
 }

@@ -6,19 +6,22 @@
 //!    every object is validated by kubesim, so a broken manifest fails
 //!    here (and in CI).
 //! 2. The server runs with a kubeconfig holding a token of the
-//!    ServiceAccount the RoleBinding names, and the settings and secrets of
-//!    the rendered ConfigMap and Secret; it drives a whole lifecycle:
+//!    ServiceAccount the RoleBinding names, the settings and secrets of
+//!    the rendered ConfigMap and Secret, and the Deployment's environment
+//!    (leader election on, `POD_NAME`; lease settings shortened so the
+//!    lease is renewed during the test); as the leader, it drives a whole
+//!    lifecycle:
 //!    webhook → initialize → stopped (init log) → start → started (run
 //!    log) → stop → reset → reset again while initializing (kills the init
 //!    job and its pods) → stopped → undeploy (cleanup job, resources
-//!    deleted by label, finalizer removed).
+//!    deleted by label, finalizer removed); SIGTERM then releases the Lease.
 //! 3. Least privilege, by recording: kubesim records every distinct
 //!    authorization decision. No request of the ServiceAccount was denied
 //!    (zero 403s), and the set of (verb, API group, resource/subresource)
 //!    it was granted equals exactly the set the Role's rules expand to: every
 //!    verb × resource of the Role is used by the lifecycle, and none is
 //!    missing.
-//! 4. Least privilege, by removal (`RUNBOAT_SLOW_TESTS=1`, ~35 s): for
+//! 4. Least privilege, by removal (`RUNBOAT_SLOW_TESTS=1`, ~40 s): for
 //!    each verb × resource of the Role, a fresh install without it runs the
 //!    lifecycle and must get a 403 somewhere. A cross-check of 3 that does
 //!    not rely on kubesim's record.
@@ -49,6 +52,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 const REPO: &str = "oca/deploy-addons";
+/// The leader election's Lease (the server's default name).
+const LEASE: &str = "runboat-leader";
+/// The pod name the downward API would give.
+const POD_NAME: &str = "runboat-5d8f7c9b4-x7k2p";
 /// Deadline of one lifecycle step (a loaded CI machine is slow).
 const STEP: Duration = Duration::from_secs(60);
 
@@ -261,8 +268,8 @@ impl Server {
 }
 
 /// The (verb, group, resource[/subresource]) triples a Role's rules grant
-/// (no wildcards or resourceNames: the test rejects them, a least-privilege
-/// Role has none).
+/// (no wildcards: the test rejects them, a least-privilege Role has none;
+/// resourceNames only to restrict the Lease to the leader election's).
 fn granted(role: &Value) -> BTreeSet<Grant> {
     let strings = |rule: &Value, key: &str| -> Vec<String> {
         rule[key]
@@ -272,7 +279,10 @@ fn granted(role: &Value) -> BTreeSet<Grant> {
     };
     let mut set = BTreeSet::new();
     for rule in role["rules"].as_array().expect("the Role has rules") {
-        assert!(rule.get("resourceNames").is_none(), "unexpected resourceNames in {rule}");
+        if let Some(names) = rule.get("resourceNames") {
+            assert_eq!(rule["resources"], json!(["leases"]), "unexpected resourceNames in {rule}");
+            assert_eq!(names, &json!([LEASE]), "{rule}");
+        }
         for verb in strings(rule, "verbs") {
             for group in strings(rule, "apiGroups") {
                 for resource in strings(rule, "resources") {
@@ -451,6 +461,32 @@ async fn install(overlay: &str, without: Option<&Grant>) -> Install {
         .collect();
     // The example token is a placeholder: post no commit status to GitHub.
     env.push(("RUNBOAT_DISABLE_COMMIT_STATUSES".into(), "true".into()));
+    // The container's own environment (leader election on, the identity
+    // from the downward API), with lease settings of a fraction of a second
+    // so that the lifecycle renews the lease (and a Role without `update`
+    // on it is refused).
+    let mut run_env = env.clone();
+    for var in container["env"].as_array().expect("the container's env") {
+        let name = var["name"].as_str().expect("name").to_owned();
+        let value = match var.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+            Some("metadata.name") => POD_NAME.to_owned(),
+            Some(other) => panic!("unexpected downward API field {other}"),
+            None => var["value"].as_str().expect("a value").to_owned(),
+        };
+        run_env.push((name, value));
+    }
+    assert!(
+        run_env.contains(&("RUNBOAT_SERVER_LEADER_ELECTION".into(), "true".into())),
+        "the install runs leader election: {run_env:?}"
+    );
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    for (key, value) in [
+        ("RUNBOAT_SERVER_LEASE_DURATION", "1.5"),
+        ("RUNBOAT_SERVER_LEASE_RENEW_DEADLINE", "1"),
+        ("RUNBOAT_SERVER_LEASE_RETRY_PERIOD", "0.2"),
+    ] {
+        run_env.push((key.into(), value.into()));
+    }
     let settings = dir.path().join("runboat.toml");
     std::fs::write(&settings, &toml).expect("write settings");
     assert!(toml.contains(&format!("build_namespace = \"{build_ns}\"")), "{toml}");
@@ -460,7 +496,7 @@ async fn install(overlay: &str, without: Option<&Grant>) -> Install {
     std::fs::write(&sa_kubeconfig, sim.service_account_kubeconfig(&sa_ns, &sa_name, &build_ns))
         .expect("write kubeconfig");
     sim.clear_access_log();
-    let server = Server::start(dir.path(), &sa_kubeconfig, &settings, &env).await;
+    let server = Server::start(dir.path(), &sa_kubeconfig, &settings, &run_env).await;
     let user = format!("system:serviceaccount:{sa_ns}:{sa_name}");
     Install { sim, server, build_ns, user, role, env, _dir: dir }
 }
@@ -572,10 +608,25 @@ async fn install_and_run(overlay: &str) {
     }
     let Install { sim, mut server, build_ns, user, role, env, _dir } = install(overlay, None).await;
     lifecycle(&server, &sim.handle(), &build_ns).await;
+    // The lifecycle ran as the leader, on the Lease of the build namespace.
+    let holder = |sim: &KubeSim| {
+        let lease = sim.get("leases", &build_ns, LEASE).expect("get").expect("the Lease");
+        lease.pointer("/spec/holderIdentity").and_then(Value::as_str).map(str::to_owned)
+    };
+    assert_eq!(holder(&sim).as_deref(), Some(POD_NAME));
+    let (_, status) = server.send(Method::GET, "/api/v1/status", false).await;
+    let status: Value = serde_json::from_slice(&status).expect("JSON");
+    assert_eq!(
+        status["leadership"],
+        json!({"identity": POD_NAME, "leader": true, "holder": POD_NAME}),
+        "{status}"
+    );
 
     server.terminate();
     let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait()).await;
     assert!(exit.is_ok_and(|e| e.is_ok_and(|s| s.success())), "log:\n{}", server.log());
+    // SIGTERM released the lease.
+    assert_eq!(holder(&sim), None, "log:\n{}", server.log());
 
     // Secrets never in the logs.
     let log = server.log();

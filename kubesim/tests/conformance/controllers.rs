@@ -414,3 +414,39 @@ async fn controllers_record_events_for_describe() {
         .collect();
     assert_eq!(reasons, vec!["SuccessfulCreate", "Completed"]);
 }
+
+#[tokio::test]
+async fn the_job_history_records_each_jobs_life() {
+    let sim = sim().await;
+    let api: Api<Job> = Api::namespaced(sim.client(), "ns");
+    api.create(&PostParams::default(), &job("done", "b1", "initialize")).await.expect("created");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), "done", conditions::is_job_completed()),
+    )
+    .await
+    .expect("in time")
+    .expect("condition");
+    // A job deleted while running ends at its deletion.
+    sim.handle().add_job_rule(JobRule::by_label(
+        "runboat/build",
+        "b2",
+        JobScript::succeed().with_duration(Duration::from_secs(600)),
+    ));
+    api.create(&PostParams::default(), &job("hung", "b2", "initialize")).await.expect("created");
+    let h = sim.handle();
+    let running =
+        |h: &kubesim::Handle| h.job_history().iter().any(|r| r.name == "hung" && r.ended.is_none());
+    assert!(h.wait_until(WAIT, running).await);
+    api.delete("hung", &DeleteParams::background()).await.expect("deleted");
+    let ended = |h: &kubesim::Handle| h.job_history().iter().all(|r| r.ended.is_some());
+    assert!(h.wait_until(WAIT, ended).await, "{:?}", h.job_history());
+    let history = h.job_history();
+    let names: Vec<&str> = history.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["done", "hung"]);
+    assert_eq!(history[0].labels.get("runboat/job-kind").map(String::as_str), Some("initialize"));
+    assert_eq!(history[1].labels.get("runboat/build").map(String::as_str), Some("b2"));
+    for r in &history {
+        assert!(r.ended.expect("ended") >= r.created);
+    }
+}

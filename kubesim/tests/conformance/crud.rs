@@ -323,3 +323,36 @@ async fn malformed_objects_answer_400_not_a_crash() {
     // The server is still there.
     assert!(api.get("c").await.is_ok());
 }
+
+/// What leader election does with a Lease: create (409 when it exists),
+/// get, replace with the resourceVersion read (409 when it changed since).
+#[tokio::test]
+async fn leases_are_replaced_only_at_the_version_read() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    let sim = sim().await;
+    let api: Api<Lease> = Api::namespaced(sim.client(), "ns");
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta { name: Some("leader".into()), ..Default::default() },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        }),
+    };
+    let created = api.create(&PostParams::default(), &lease).await.expect("created");
+    let again = status_of(api.create(&PostParams::default(), &lease).await);
+    assert_eq!((again.code, again.reason.as_str()), (409, "AlreadyExists"));
+
+    let mut read = api.get("leader").await.expect("get");
+    assert_eq!(read.metadata.resource_version, created.metadata.resource_version);
+    let stale = read.clone();
+    read.spec.as_mut().expect("spec").holder_identity = Some("b".into());
+    let taken = api.replace("leader", &PostParams::default(), &read).await.expect("replaced");
+    assert_eq!(taken.spec.and_then(|s| s.holder_identity).as_deref(), Some("b"));
+    assert_ne!(taken.metadata.resource_version, stale.metadata.resource_version);
+
+    let lost = status_of(api.replace("leader", &PostParams::default(), &stale).await);
+    assert_eq!((lost.code, lost.reason.as_str()), (409, "Conflict"));
+    let now = api.get("leader").await.expect("get");
+    assert_eq!(now.spec.and_then(|s| s.holder_identity).as_deref(), Some("b"));
+}

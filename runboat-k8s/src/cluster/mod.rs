@@ -231,6 +231,13 @@ impl KubeCluster {
     pub fn client(&self) -> &Client {
         &self.inner.client
     }
+
+    /// Starts a leader election on the Lease `config.name` of the build
+    /// namespace, with this cluster's client.
+    pub fn elect(&self, config: crate::LeaseConfig) -> crate::LeaderElector {
+        let api = kube::Api::namespaced(self.inner.client.clone(), &self.inner.namespace);
+        crate::LeaderElector::spawn(api, config)
+    }
 }
 
 impl Inner {

@@ -28,6 +28,18 @@ fn bad_options_are_refused() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
+#[test]
+fn bad_leader_election_settings_are_named() {
+    let (ok, err) =
+        run(&["--leader-election", "--lease-renew-deadline", "20", "--lease-identity", "a"]);
+    assert!(!ok);
+    assert!(err.contains("invalid leader election settings"), "{err}");
+    assert!(err.contains("--lease-renew-deadline"), "{err}");
+    let (ok, err) = run(&["--lease-retry-period", "soon"]);
+    assert!(!ok);
+    assert!(err.contains("soon") && err.contains("--lease-retry-period"), "{err}");
+}
+
 #[cfg(not(feature = "demo"))]
 #[test]
 fn demo_needs_its_feature() {

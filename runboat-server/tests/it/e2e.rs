@@ -28,9 +28,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-const NS: &str = "runboat-e2e";
+pub(crate) const NS: &str = "runboat-e2e";
 pub(crate) const SECRET: &str = "e2e-webhook-secret";
-const REPO: &str = "oca/e2e-addons";
+pub(crate) const REPO: &str = "oca/e2e-addons";
 /// Deadline of one lifecycle step (a loaded CI machine is slow).
 pub(crate) const STEP: Duration = Duration::from_secs(60);
 
@@ -243,7 +243,7 @@ impl Server {
     }
 
     /// Sends SIGTERM.
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = self.child.id().expect("the server is running");
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -296,7 +296,7 @@ impl Transitions {
 }
 
 /// Every object kind a build can leave behind.
-const BUILD_RESOURCES: [&str; 9] = [
+pub(crate) const BUILD_RESOURCES: [&str; 9] = [
     "deployments",
     "replicasets",
     "pods",

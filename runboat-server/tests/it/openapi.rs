@@ -65,7 +65,17 @@ async fn every_field_of_the_wire_types_is_in_its_schema() {
     assert_eq!(keys(&build), properties(&doc, "Build"));
     assert_eq!(keys(&build["commit_info"]), properties(&doc, "CommitInfo"));
     let status = h.send(get("/api/v1/status")).await.json();
-    assert_eq!(keys(&status), properties(&doc, "StatusCounts"));
+    // `leadership` only with leader election (the e2e leader test reads it).
+    let mut status_keys = keys(&status);
+    assert!(status_keys.insert("leadership".to_owned()));
+    assert_eq!(status_keys, properties(&doc, "StatusCounts"));
+    let leader = runboat_api::LeaderStatus {
+        identity: "pod-a".into(),
+        leader: true,
+        holder: Some("pod-a".into()),
+    };
+    let leader = serde_json::to_value(leader).expect("json");
+    assert_eq!(keys(&leader), properties(&doc, "LeaderStatus"));
     let repos = h.send(get("/api/v1/repos")).await.json();
     assert_eq!(keys(&repos[0]), properties(&doc, "Repo"));
     let error = h.send(get("/api/v1/builds/bnope")).await.json();
