@@ -20,9 +20,10 @@ const filterBox = document.getElementById("filter");
 const picker = document.getElementById("repo-picker");
 
 // Rows (branches / pull requests) per board page, and cards a row shows
-// before its "show more" button (each press shows ROW_CARDS more).
+// before its "show more" button (each press shows 4 × ROW_CARDS more; five
+// cards fill a line of a desktop-wide window).
 const PAGE_ROWS = 20;
-const ROW_CARDS = 6;
+const ROW_CARDS = 5;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -37,6 +38,16 @@ function el(tag, attrs, ...children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
+}
+
+// Replaces a node's children, skipping absent ones (null, undefined, false):
+// `replaceChildren` itself would print them as text ("null").
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
 }
 
 // Sets a node's text only when it differs: no mutation, no layout work.
@@ -151,15 +162,18 @@ function makeCard(build) {
   const start = el("button", { type: "button" }, "start");
   const stop = el("button", { type: "button" }, "stop");
   const reset = el("button", { type: "button", title: "initialize again" }, "reset");
-  const pin = el("button", { type: "button", class: "pin" }, "pin");
+  // Pinning is an admin's deliberate act on one build: offered on the
+  // build's own page, not on every card of the board.
+  const pin = page === "build" ? el("button", { type: "button", class: "pin" }, "pin") : null;
   const feedback = el("p", { class: "feedback", "aria-live": "polite" });
   start.addEventListener("click", () => act(entry, "start"));
   stop.addEventListener("click", () => act(entry, "stop"));
   reset.addEventListener("click", () => {
     if (confirm(`Reset ${entry.build.name}? Its database is initialized again.`)) act(entry, "reset");
   });
-  pin.addEventListener("click", () => act(entry, entry.build.pinned ? "unpin" : "pin"));
-  entry.parts = { status, pinned, commit, created, scaled, scaledTime, note, links, start, stop, reset, pin, buttons: [start, stop, reset, pin], feedback, linksKey: null };
+  if (pin) pin.addEventListener("click", () => act(entry, entry.build.pinned ? "unpin" : "pin"));
+  const buttons = [start, stop, reset, pin].filter(Boolean);
+  entry.parts = { status, pinned, commit, created, scaled, scaledTime, note, links, start, stop, reset, pin, buttons, feedback, linksKey: null };
   entry.node = el(
     "div",
     { class: "card", "data-name": build.name },
@@ -168,7 +182,7 @@ function makeCard(build) {
     el("p", { class: "muted" }, created, scaled),
     note,
     links,
-    el("p", { class: "actions" }, start, stop, reset, pin),
+    el("p", { class: "actions" }, buttons),
     feedback,
   );
   patchCard(entry, build);
@@ -179,12 +193,19 @@ function makeCard(build) {
 function patchButtons(entry) {
   const st = entry.build.status;
   const p = entry.parts;
-  p.start.disabled = !(st === "stopped" || st === "stopping");
-  p.stop.disabled = !(st === "started" || st === "starting");
-  p.reset.disabled = st === "undeploying";
-  p.pin.disabled = false;
-  setText(p.pin, entry.build.pinned ? "unpin" : "pin");
-  p.pin.title = entry.build.pinned ? "let limits and supersede undeploy it again" : "keep it deployed (admin)";
+  // Only what differs is written (an equal write is still a DOM mutation).
+  const set = (button, disabled) => {
+    if (button.disabled !== disabled) button.disabled = disabled;
+  };
+  set(p.start, !(st === "stopped" || st === "stopping"));
+  set(p.stop, !(st === "started" || st === "starting"));
+  set(p.reset, st === "undeploying");
+  if (p.pin) {
+    set(p.pin, false);
+    setText(p.pin, entry.build.pinned ? "unpin" : "pin");
+    const title = entry.build.pinned ? "unpin: let limits and supersede undeploy it again (admin)" : "pin: keep it deployed (admin)";
+    if (p.pin.title !== title) p.pin.title = title;
+  }
 }
 
 // Updates a card to `build`, touching only what changed.
@@ -197,7 +218,7 @@ function patchCard(entry, build) {
   const cls = `card status-${st}`;
   if (entry.node.className !== cls) entry.node.className = cls;
   setText(p.status, st);
-  p.pinned.hidden = !build.pinned;
+  setHidden(p.pinned, !build.pinned);
   if (p.commit.getAttribute("href") !== build.repo_commit_link) {
     p.commit.href = build.repo_commit_link;
     p.commit.title = c.git_commit;
@@ -209,7 +230,7 @@ function patchCard(entry, build) {
     setText(p.created, relTime(build.created));
   }
   const scaledShown = Boolean(build.last_scaled && build.last_scaled !== build.created);
-  p.scaled.hidden = !scaledShown;
+  setHidden(p.scaled, !scaledShown);
   if (scaledShown && p.scaledTime.dataset.time !== build.last_scaled) {
     p.scaledTime.dataset.time = build.last_scaled;
     p.scaledTime.title = build.last_scaled;
@@ -222,21 +243,21 @@ function patchCard(entry, build) {
   const noteKey = `${eta}|${build.superseded_by || ""}`;
   if (p.note.dataset.key !== noteKey) {
     p.note.dataset.key = noteKey;
-    p.note.replaceChildren(
+    fill(p.note,
       eta ? el("span", { class: "eta" }, eta) : null,
       eta && build.superseded_by ? " · " : null,
       build.superseded_by
         ? el("span", { class: "superseded" }, "superseded by ", el("a", { href: buildUrl(build.superseded_by) }, build.superseded_by))
         : null,
     );
-    p.note.hidden = !noteKey.replace("|", "");
+    setHidden(p.note, !noteKey.replace("|", ""));
   }
   // Logs of a running job or pod are followed live.
   const linksKey = `${st}|${build.deploy_link}`;
   if (p.linksKey !== linksKey) {
     p.linksKey = linksKey;
     const api = apiUrl(build.name);
-    p.links.replaceChildren(
+    fill(p.links,
       st === "started" ? el("a", { href: build.deploy_link }, "live") : null,
       st === "started" ? el("a", { href: build.deploy_link_mailhog }, "mail") : null,
       el("a", { href: `${api}/init-log${st === "initializing" ? "?follow" : ""}` }, "init log"),
@@ -468,9 +489,12 @@ function timelineItems(b, tl) {
   const add = (label, t, extra) =>
     items.push(el("li", {}, el("span", { class: "when" }, el("time", { datetime: t, title: t }, t.replace("T", " ").replace("Z", " UTC"))), " ",
       el("span", { class: "what" }, label), extra ? el("span", { class: "muted" }, ` (${extra})`) : null));
+  const waiting = b.status === "initializing" || b.status === "starting";
+  const eta = waiting ? etaText(b.eta_seconds) : "";
   if (!tl) {
     if (iso(b.created)) add("created", b.created);
     if (iso(b.last_scaled) && b.last_scaled !== b.created) add("last started or stopped", b.last_scaled);
+    if (eta) items.push(el("li", { class: "eta" }, eta));
     return items;
   }
   const created = iso(tl.created) || iso(b.created);
@@ -484,6 +508,7 @@ function timelineItems(b, tl) {
   } else if (initStarted && b.status === "initializing") {
     items.push(el("li", { class: "muted" }, `initializing for ${duration(Date.now() / 1000 - at(initStarted))}`));
   }
+  if (eta) items.push(el("li", { class: "eta" }, eta));
   const started = iso(tl.started);
   if (started) add("started", started);
   const stopped = iso(tl.stopped);
@@ -493,21 +518,28 @@ function timelineItems(b, tl) {
 
 // The single-build answer carries the timeline (newer servers); fetched
 // when the build changes.
+let timelineAgain = false;
 async function loadTimeline(name, box) {
-  if (timelineFetch) return;
+  // One fetch at a time; a change during it fetches once more after it.
+  if (timelineFetch) {
+    timelineAgain = true;
+    return;
+  }
+  timelineAgain = false;
   timelineFetch = (async () => {
     try {
       const resp = await fetch(apiUrl(name), { credentials: "same-origin" });
       if (!resp.ok) return;
       const full = await resp.json();
       const list = el("ol", { class: "timeline" }, timelineItems(full, full.timeline));
-      box.replaceChildren(el("h2", {}, "Timeline"), list,
+      fill(box, el("h2", {}, "Timeline"), list,
         full.timeline ? null : el("p", { class: "muted" }, "This server does not report initialization times."));
     } catch (_) {
       // The card and the event stream say enough; the timeline waits for
       // the next change.
     } finally {
       timelineFetch = null;
+      if (timelineAgain) loadTimeline(name, box);
     }
   })();
 }
@@ -561,7 +593,7 @@ function renderBuild() {
   const b = builds.get(name);
   if (!b) {
     if (buildView.card) buildView.card = null;
-    content.replaceChildren(el("p", { class: "empty" }, "This build does not exist (any more)."));
+    fill(content, el("p", { class: "empty" }, "This build does not exist (any more)."));
     return;
   }
   if (params.has("live") && b.status === "started") {
@@ -580,14 +612,14 @@ function renderBuild() {
         el("a", { href: `${apiUrl(name)}/init-log` }, "whole log")),
       buildView.note, buildView.pre);
     buildView.waiting = params.has("live") ? el("p", { class: "muted" }, "The instance opens as soon as the build is started.") : null;
-    content.replaceChildren(...[buildView.card, buildView.waiting, buildView.details, buildView.timeline, buildView.log].filter(Boolean));
+    fill(content, ...[buildView.card, buildView.waiting, buildView.details, buildView.timeline, buildView.log].filter(Boolean));
   }
   reconcile(buildView.card, [cardFor(b)]);
   const key = JSON.stringify(b);
   if (key !== buildDetailsKey) {
     buildDetailsKey = key;
     const row = (term, ...value) => [el("dt", {}, term), el("dd", {}, ...value)];
-    buildView.details.replaceChildren(
+    fill(buildView.details,
       ...row("repository", el("a", { href: `/builds?repo=${encodeURIComponent(c.repo)}` }, c.repo)),
       ...row("target branch", el("a", { href: b.repo_target_branch_link }, c.target_branch)),
       ...row("pull request", c.pr ? el("a", { href: b.repo_pr_link }, `#${c.pr}`) : "—"),
@@ -726,7 +758,7 @@ async function reposPage() {
       draw();
     } }, label);
   const draw = () => {
-    counters.replaceChildren(...["started", "stopped", "failed", "initializing", "to_initialize", "undeploying", "deployed"].map((k) =>
+    fill(counters, ...["started", "stopped", "failed", "initializing", "to_initialize", "undeploying", "deployed"].map((k) =>
       el("span", {}, el("span", { class: "muted" }, k.replace("_", " ") + ": "), String(status[k] ?? "?"))));
     const text = filterBox.value.trim().toLowerCase();
     const shown = summaries.filter((r) => r.name.includes(text));
@@ -749,9 +781,9 @@ async function reposPage() {
         el("td", { class: "num" }, String(r.builds)),
         STATUS_COLUMNS.map((s) => el("td", { class: `num${r.counts[s] ? ` has-${s}` : " zero"}` }, String(r.counts[s] || 0))),
         el("td", {}, el("time", { datetime: r.last_activity, title: r.last_activity, "data-time": r.last_activity }, relTime(r.last_activity)))));
-    table.replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
+    fill(table, el("thead", {}, head), el("tbody", {}, rows));
     setText(shownNote, text ? `${shown.length} of ${summaries.length} repositories` : `${summaries.length} repositories`);
-    content.replaceChildren(counters, ...(summaries.length ? [shownNote, table] : [empty]));
+    fill(content, counters, ...(summaries.length ? [shownNote, table] : [empty]));
   };
   const refresh = async () => {
     try {
