@@ -5,13 +5,14 @@
 //! about 150 repositories, a few thousand builds). Fetching every build to
 //! count them in the browser would send megabytes for a few kilobytes of
 //! answer, so the server counts: one pass over the index under its read
-//! guard, O(builds), no cluster call. The wire type lives here, not in
+//! guard, O(builds), no cluster call, and only once per index version (the
+//! answer is cached like `GET /builds`'s). The wire type lives here, not in
 //! runboat-api, because only this server's UI reads it.
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use jiff::Timestamp;
 use runboat_api::Detail;
 use runboat_core::Build;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::api::ready;
+use crate::api::{json_response, ready};
 use crate::error::ApiError;
 
 /// One repository's builds, counted.
@@ -79,13 +80,22 @@ pub fn summarize<'a>(builds: impl IntoIterator<Item = &'a Build>) -> Vec<RepoSum
         activity (a build created, started or stopped), latest activity first.",
     responses((status = 200, description = "the repositories, latest activity first", body = Vec<RepoSummary>),
         (status = 503, description = "not ready: waiting for the first cluster listing (see `Retry-After`)", body = Detail)))]
-/// The handler.
-pub(crate) async fn repos_summary(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<RepoSummary>>, ApiError> {
+/// The handler. The answer is kept in the list-answer cache while the index
+/// version holds (a page polling it while nothing changed is one lookup).
+pub(crate) async fn repos_summary(State(state): State<AppState>) -> Result<Response, ApiError> {
     ready(&state)?;
-    Ok(Json(state.read(|index| summarize(index.iter()))))
+    let body = state.read(|index| {
+        state.inner.list_views.answer(index, CACHE_KEY, || {
+            // Strings and integers only: serialising cannot fail.
+            serde_json::to_vec(&summarize(index.iter())).unwrap_or_default().into()
+        })
+    });
+    Ok(json_response(body))
 }
+
+/// The summary's key in the list-answer cache, which `GET /builds` keys by
+/// its filters' `Debug` text (`SearchFilters { … }`): no collision.
+const CACHE_KEY: &str = "repos-summary";
 
 #[cfg(test)]
 mod tests {
