@@ -18,7 +18,7 @@
 // build-timeline-scale.png).
 // 6. The build page renders a reported timeline and estimate (the server's
 //    single-build answer amended in the browser: this server has no such
-//    fields yet).
+//    fields yet); so do a card's "superseded by", "pinned" and estimate.
 //
 // Every wait is a condition with a deadline; a failure exits non-zero with
 // the reason and saves …-failure.png.
@@ -164,6 +164,18 @@ async function main() {
     }));
     check(!load.unsupported, `no longtask observer: ${load.unsupported}`);
     log(`load: ${expectBuilds} builds shown in ${loadMs} ms (${load.pageOf}, ${load.rows} rows, ${load.cards} cards, ${load.nodes} elements); ${figures(load.longtasks, null)}`);
+    // One full relayout (group, filter, sort every build; reconcile the page),
+    // what a new build or a filter keystroke costs.
+    const relayout = await page.evaluate(() => {
+      const times = [];
+      for (let i = 0; i < 5; i++) {
+        const t = performance.now();
+        layout();
+        times.push(performance.now() - t);
+      }
+      return times.sort((a, b) => a - b);
+    });
+    log(`relayout of ${expectBuilds} builds: median ${ms(relayout[2])}, max ${ms(relayout[4])}`);
     check(load.rows === 20, `rows on the first page: ${load.rows}`);
     check(load.cards <= 20 * 5, `more cards than a page shows: ${load.cards}`);
     const pages = Number(/page 1 of (\d+)/.exec(load.pageOf)?.[1]);
@@ -270,6 +282,25 @@ async function main() {
     check(burst.replaced.length === 0, `cards were made anew: ${burst.replaced}`);
     log(`started: ${stopped.join(",")}`);
     await page.screenshot({ path: join(shots, "board-scale.png") });
+
+    // The wire fields of newer servers (`superseded_by`, `pinned`,
+    // `eta_seconds`) render on the cards: fed to the page's own update path
+    // (this server does not send them yet).
+    const [older, newer] = onPage;
+    await page.evaluate(
+      ([a, b]) => {
+        upsert({ ...builds.get(a), superseded_by: b, pinned: true });
+        upsert({ ...builds.get(b), status: "initializing", eta_seconds: 240 });
+        render();
+      },
+      [older, newer],
+    );
+    await page.waitForSelector(`.card[data-name="${newer}"] .note .eta:has-text("ready in ~4 min")`, { timeout: PAGE_READY });
+    const olderCard = `.card[data-name="${older}"]`;
+    await page.waitForSelector(`${olderCard} .note .superseded a[href="/builds/${newer}"]`, { timeout: PAGE_READY });
+    check(await page.isVisible(`${olderCard} .badge.pinned`), "no pinned badge");
+    check(!(await page.isVisible(`.card[data-name="${newer}"] .badge.pinned`)), "pinned badge on an unpinned build");
+    log("cards render superseded by, pinned and the estimate");
 
     // 3. The big repository: "show more" grows its largest row.
     await page.goto(`${base}/builds?repo=${encodeURIComponent(bigRepo)}`);
