@@ -134,7 +134,11 @@ async function main() {
     // 404 of a build without an init log (its page says so; checked below).
     const probe = (url) => {
       const path = new URL(url, base).pathname;
-      return path === "/favicon.ico" || (allowLogless && path === `/api/v1/builds/${allowLogless}/init-log`);
+      return (
+        path === "/favicon.ico" ||
+        (allowLogless && path === `/api/v1/builds/${allowLogless}/init-log`) ||
+        (allowLogless && path === `/api/v1/builds/${allowLogless}/pin`)
+      );
     };
     page.on("console", (m) => {
       const url = m.location().url;
@@ -280,6 +284,7 @@ async function main() {
     check(burst.mutatedBurst === before.burstOnPage, `changed cards touched: ${burst.mutatedBurst} of ${before.burstOnPage}`);
     check(burst.mutatedOthers.length === 0, `unchanged cards were touched: ${burst.mutatedOthers}`);
     check(burst.replaced.length === 0, `cards were made anew: ${burst.replaced}`);
+    check((await page.locator(".card button.pin").count()) === 0, "pin buttons on the board");
     log(`started: ${stopped.join(",")}`);
     await page.screenshot({ path: join(shots, "board-scale.png") });
 
@@ -401,6 +406,12 @@ async function main() {
     const finished = await page.evaluate(() => [...document.querySelectorAll("ol.timeline li")].map((li) => li.textContent));
     check(finished.some((t) => t.includes("initialization finished (took 5 min 30 s)")), `timeline: ${finished}`);
     check(finished.some((t) => t.includes("stopped (ran 2 h)")), `timeline: ${finished}`);
+    // Pinning, where this server has no such endpoint: the refusal is said
+    // in the card and the buttons come back.
+    check((await page.locator(".card button.pin").count()) === 1, "no pin button on the build page");
+    await page.click(".card button.pin");
+    await page.waitForSelector(".card .feedback.error[role=alert]:has-text('404')", { timeout: PAGE_READY });
+    check(await page.locator(".card button.pin").isEnabled(), "pin button stays disabled after a refusal");
     await page.screenshot({ path: join(shots, "build-timeline-scale.png"), fullPage: true });
     log(`build page with a reported timeline: ${finished.join(" | ")}`);
 
