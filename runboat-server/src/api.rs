@@ -216,7 +216,7 @@ pub(crate) async fn list_builds(
 }
 
 /// A 200 answer with a body that is JSON already.
-fn json_response(body: impl Into<axum::body::Body>) -> Response {
+pub(crate) fn json_response(body: impl Into<axum::body::Body>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 

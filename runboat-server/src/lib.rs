@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod run;
+pub mod summary;
 pub mod ui;
 pub mod views;
 pub mod webhook;
@@ -292,6 +293,7 @@ fn api_route(path: &str, t: TimeoutLayer) -> MethodRouter<AppState> {
     match path {
         "/status" => get(api::status),
         "/repos" => get(api::repos),
+        "/repos/summary" => get(summary::repos_summary),
         "/builds" => get(api::list_builds).merge(delete(api::undeploy_builds).layer(t)),
         "/builds/trigger/branch" => post(api::trigger_branch).layer(t),
         "/builds/trigger/pr" => post(api::trigger_pr).layer(t),

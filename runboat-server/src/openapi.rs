@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{api, events, logs, ops};
+use crate::{api, events, logs, ops, summary};
 
 /// The document.
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use crate::{api, events, logs, ops};
     paths(
         api::status,
         api::repos,
+        summary::repos_summary,
         api::list_builds,
         api::undeploy_builds,
         api::trigger_branch,
@@ -53,6 +54,7 @@ use crate::{api, events, logs, ops};
         runboat_api::Resync,
         runboat_api::StatusCounts,
         runboat_api::Undeployed,
+        summary::RepoSummary,
     )),
     modifiers(&BasicAuth)
 )]
@@ -74,6 +76,7 @@ impl Modify for BasicAuth {
 pub const API_PATHS: &[&str] = &[
     "/status",
     "/repos",
+    "/repos/summary",
     "/builds",
     "/builds/trigger/branch",
     "/builds/trigger/pr",

@@ -42,6 +42,29 @@ async fn status_counts_builds() {
 }
 
 #[tokio::test]
+async fn repos_summary_counts_by_status_and_follows_changes() {
+    let h = Harness::new().await;
+    h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;
+    h.add("oca/web", "16.0", Some(3), &sha(2), BuildStatus::Stopped, 10).await;
+    h.add("oca/sale", "16.0", None, &sha(3), BuildStatus::Failed, 5).await;
+    let a = h.send(get("/api/v1/repos/summary")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let v = a.json();
+    let names: Vec<&str> =
+        v.as_array().expect("array").iter().map(|r| r["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["oca/web", "oca/sale"], "latest activity first");
+    assert_eq!(v[0]["builds"], 2);
+    assert_eq!(v[0]["counts"], serde_json::json!({"started": 1, "stopped": 1}));
+    assert_eq!(v[0]["last_activity"], "2023-11-14T22:13:30Z");
+    assert_eq!(v[1]["counts"], serde_json::json!({"failed": 1}));
+    // Asked again after a change: the cached answer is not served stale.
+    h.add("oca/sale", "16.0", Some(9), &sha(4), BuildStatus::Stopped, 20).await;
+    let v = h.send(get("/api/v1/repos/summary")).await.json();
+    assert_eq!(v[0]["name"], "oca/sale");
+    assert_eq!(v[0]["counts"], serde_json::json!({"failed": 1, "stopped": 1}));
+}
+
+#[tokio::test]
 async fn repos_lists_repos_with_links() {
     let h = Harness::new().await;
     h.add("oca/web", "16.0", None, &sha(1), BuildStatus::Started, 0).await;

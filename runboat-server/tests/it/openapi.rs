@@ -78,6 +78,8 @@ async fn every_field_of_the_wire_types_is_in_its_schema() {
     assert_eq!(keys(&leader), properties(&doc, "LeaderStatus"));
     let repos = h.send(get("/api/v1/repos")).await.json();
     assert_eq!(keys(&repos[0]), properties(&doc, "Repo"));
+    let summary = h.send(get("/api/v1/repos/summary")).await.json();
+    assert_eq!(keys(&summary[0]), properties(&doc, "RepoSummary"));
     let error = h.send(get("/api/v1/builds/bnope")).await.json();
     assert_eq!(keys(&error), properties(&doc, "Detail"));
     let action = h.send(admin("POST", &format!("/api/v1/builds/{}/start", pr.name))).await;
