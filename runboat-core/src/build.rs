@@ -8,8 +8,8 @@ use jiff::Timestamp;
 
 use crate::commit::CommitInfo;
 use crate::contract::{
-    ANNOTATION_GIT_COMMIT, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED, ANNOTATION_PR,
-    ANNOTATION_REPO, ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
+    ANNOTATION_GIT_COMMIT, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED, ANNOTATION_PINNED,
+    ANNOTATION_PR, ANNOTATION_REPO, ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
 };
 use crate::error::{Error, Result};
 use crate::status::{BuildStatus, DeploymentFacts, InitStatus};
@@ -46,6 +46,10 @@ pub struct Build {
     pub created: Timestamp,
     /// The `runboat/last-scaled` annotation, `None` when absent or empty.
     pub last_scaled: Option<Timestamp>,
+    /// The `runboat/pinned` annotation is `"true"`: the limits and idle
+    /// stop never stop or undeploy this build (other policies, such as a
+    /// supersede, must check it too).
+    pub pinned: bool,
 }
 
 fn annotation<'a>(facts: &'a DeploymentFacts, key: &'static str) -> Result<&'a str> {
@@ -110,6 +114,7 @@ impl Build {
             desired_replicas: facts.spec_replicas.unwrap_or(0),
             created,
             last_scaled,
+            pinned: facts.annotations.get(ANNOTATION_PINNED).is_some_and(|v| v == "true"),
         })
     }
 
@@ -202,6 +207,7 @@ impl Build {
             repo_pr_link: self.repo_pr_link(),
             repo_commit_link: self.repo_commit_link(),
             webui_link: self.webui_link(base_url),
+            pinned: self.pinned,
         }
     }
 

@@ -356,6 +356,14 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Reads the build's Deployment now (not from the watch cache).
     async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>>;
+
+    /// Writes `runboat/pinned: "true"` on the build's Deployment, or
+    /// removes it. `NotFound` when the build has no Deployment. The default
+    /// refuses: an implementation without pins answers `Invalid`.
+    async fn set_pinned(&self, build_name: &str, pinned: bool) -> ClusterResult<()> {
+        let _ = pinned;
+        Err(ClusterError::Invalid(format!("pinning {build_name}: not supported here").into()))
+    }
 }
 
 #[cfg(test)]

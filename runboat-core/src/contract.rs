@@ -24,6 +24,11 @@ pub const ANNOTATION_INIT_STATUS: &str = "runboat/init-status";
 /// Deployment annotation: when the deployment was last scaled
 /// (UTC ISO-8601 with seconds and `Z`, see [`format_last_scaled`]).
 pub const ANNOTATION_LAST_SCALED: &str = "runboat/last-scaled";
+/// Deployment annotation: `"true"` when an admin pinned the build (never
+/// stopped by the limits or idle stop, never undeployed by the limits).
+/// runboat's own addition: absent on the original's builds, which are
+/// therefore unpinned.
+pub const ANNOTATION_PINNED: &str = "runboat/pinned";
 /// Annotation naming the container whose log is the build log.
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 

@@ -220,6 +220,12 @@ impl Ctx {
                 self.delete_resources(j, name).await?;
                 self.remove_finalizer(j, name).await?;
             }
+            Task::Pin(name) => {
+                self.call(j, "set_pinned", || self.cluster.set_pinned(name, true)).await?;
+            }
+            Task::Unpin(name) => {
+                self.call(j, "set_pinned", || self.cluster.set_pinned(name, false)).await?;
+            }
             Task::DeleteOrphan(name) => {
                 let existing =
                     self.call(j, "get_deployment", || self.cluster.get_deployment(name)).await?;

@@ -59,6 +59,10 @@ pub enum Task {
     /// Jobs of a build that has no Deployment: delete its resources (after
     /// checking the Deployment really is gone).
     DeleteOrphan(String),
+    /// Write `runboat/pinned: "true"` on the Deployment.
+    Pin(String),
+    /// Remove `runboat/pinned` from the Deployment.
+    Unpin(String),
 }
 
 /// The kind of a [`Task`], without its data: what in-flight bookkeeping and
@@ -91,6 +95,10 @@ pub enum TaskKind {
     CleanupSucceeded,
     /// [`Task::DeleteOrphan`].
     DeleteOrphan,
+    /// [`Task::Pin`].
+    Pin,
+    /// [`Task::Unpin`].
+    Unpin,
 }
 
 impl TaskKind {
@@ -110,6 +118,8 @@ impl TaskKind {
             TaskKind::CleanupSucceeded => "cleanup-succeeded",
             TaskKind::DeleteOrphan => "delete-orphan",
             TaskKind::Requeue => "requeue",
+            TaskKind::Pin => "pin",
+            TaskKind::Unpin => "unpin",
         }
     }
 }
@@ -128,14 +138,22 @@ impl Task {
             | Task::InitSucceeded(t)
             | Task::InitFailed(t)
             | Task::Requeue(t) => Some(t),
-            Task::Undeploy(_) | Task::CleanupSucceeded(_) | Task::DeleteOrphan(_) => None,
+            Task::Undeploy(_)
+            | Task::CleanupSucceeded(_)
+            | Task::DeleteOrphan(_)
+            | Task::Pin(_)
+            | Task::Unpin(_) => None,
         }
     }
 
     /// The build the task is about.
     pub fn build_name(&self) -> &str {
         match self {
-            Task::Undeploy(n) | Task::CleanupSucceeded(n) | Task::DeleteOrphan(n) => n,
+            Task::Undeploy(n)
+            | Task::CleanupSucceeded(n)
+            | Task::DeleteOrphan(n)
+            | Task::Pin(n)
+            | Task::Unpin(n) => n,
             // Every other variant has a target.
             other => other.target().map_or("", |t| &t.name),
         }
@@ -162,6 +180,8 @@ impl Task {
             Task::Requeue(_) => TaskKind::Requeue,
             Task::CleanupSucceeded(_) => TaskKind::CleanupSucceeded,
             Task::DeleteOrphan(_) => TaskKind::DeleteOrphan,
+            Task::Pin(_) => TaskKind::Pin,
+            Task::Unpin(_) => TaskKind::Unpin,
         }
     }
 }

@@ -42,7 +42,7 @@ use kube::{Api, Client};
 use runboat_core::cluster::ErrorDetail;
 use runboat_core::contract::{
     ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED,
-    FINALIZER_CLEANUP, LABEL_BUILD, LABEL_JOB_KIND, format_last_scaled,
+    ANNOTATION_PINNED, FINALIZER_CLEANUP, LABEL_BUILD, LABEL_JOB_KIND, format_last_scaled,
 };
 use runboat_core::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, CommitInfo, DeploymentFacts, InitStatus,
@@ -709,6 +709,15 @@ impl Cluster for KubeCluster {
     async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()> {
         let patch = json!({"metadata": {"annotations": {ANNOTATION_INIT_STATUS: status.as_str()}}});
         self.inner.patch_deployment(build_name, "set init status", &patch).await
+    }
+
+    async fn set_pinned(&self, build_name: &str, pinned: bool) -> ClusterResult<()> {
+        // A merge patch (not the kubefiles' field manager): a reset
+        // re-applying the kubefiles, which do not name the annotation,
+        // leaves it alone. `null` removes it.
+        let value = if pinned { json!("true") } else { Value::Null };
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_PINNED: value}}});
+        self.inner.patch_deployment(build_name, "set pinned", &patch).await
     }
 
     async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()> {
