@@ -203,9 +203,14 @@ pub fn build_detail(b: &Build, now: Timestamp, style: Style) -> String {
     let mut fields = vec![
         ("name", b.name.clone()),
         ("status", style.status(b.status.as_str(), b.status.as_str())),
+    ];
+    if b.pinned {
+        fields.push(("pinned", "yes (the limits and idle stop never stop or undeploy it)".into()));
+    }
+    fields.extend([
         ("repo", b.commit_info.repo.clone()),
         ("target branch", b.commit_info.target_branch.clone()),
-    ];
+    ]);
     if let Some(pr) = b.commit_info.pr {
         fields.push(("pull request", format!("#{pr}")));
     }
@@ -242,6 +247,7 @@ pub fn status_table(status: &Value) -> String {
         ("stopped", n("stopped"), None),
         ("failed", n("failed"), None),
         ("undeploying", n("undeploying"), None),
+        ("pinned", n("pinned"), Some(n("max_pinned"))),
     ];
     let w = rows.iter().map(|r| r.1.len()).max().unwrap_or(1);
     let mut out = String::new();
@@ -322,6 +328,7 @@ mod tests {
             repo_pr_link: None,
             repo_commit_link: String::new(),
             webui_link: String::new(),
+            pinned: false,
         }
     }
 
@@ -387,6 +394,9 @@ mod tests {
         let t = status_table(&v);
         assert!(t.contains("deployed      3 / 10"), "{t}");
         assert!(t.contains("failed        0\n"), "{t}");
+        assert!(t.contains("pinned        - / -"), "an older server: {t}");
+        let v = serde_json::json!({"pinned": 2, "max_pinned": 5});
+        assert!(status_table(&v).contains("pinned        2 / 5"));
     }
 
     proptest! {

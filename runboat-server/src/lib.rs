@@ -282,6 +282,8 @@ fn api_route(path: &str, t: TimeoutLayer) -> MethodRouter<AppState> {
         "/builds/{name}/start" => post(api::start).layer(t),
         "/builds/{name}/stop" => post(api::stop).layer(t),
         "/builds/{name}/reset" => post(api::reset).layer(t),
+        "/builds/{name}/pin" => post(api::pin).layer(t),
+        "/builds/{name}/unpin" => post(api::unpin).layer(t),
         "/build-events" => get(events::build_events),
         "/openapi.json" => get(ops::openapi),
         // A listed path without handlers answers 405 (and fails the

@@ -35,6 +35,8 @@ use crate::{api, events, logs, ops};
         api::start,
         api::stop,
         api::reset,
+        api::pin,
+        api::unpin,
         logs::init_log,
         logs::log,
         events::build_events,
@@ -82,6 +84,8 @@ pub const API_PATHS: &[&str] = &[
     "/builds/{name}/start",
     "/builds/{name}/stop",
     "/builds/{name}/reset",
+    "/builds/{name}/pin",
+    "/builds/{name}/unpin",
     "/build-events",
     "/openapi.json",
 ];
