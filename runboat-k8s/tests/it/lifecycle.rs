@@ -262,3 +262,53 @@ async fn a_restarted_controller_finishes_what_the_first_began() {
     }
     second.shutdown().await;
 }
+
+/// Idle stop on kubesim with a 2 s session: the session counts from the
+/// `runboat/last-scaled` the start wrote in the cluster, so a second
+/// controller (restarted with idle stop on) stops a build the first
+/// started; a pinned build is never stopped, and a restart starts a new
+/// session.
+#[tokio::test]
+async fn idle_stop_stops_unpinned_builds_after_their_session_across_a_restart() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let first = controller(&sim, "").await;
+    let (idle, kept) = (commit(60).build_name(), commit(61).build_name());
+    for c in [commit(60), commit(61)] {
+        assert_eq!(first.deploy_commit(c).await, Ok(CommandOutcome::Done));
+    }
+    for name in [&idle, &kept] {
+        wait_status(&first, name, BuildStatus::Stopped).await;
+        assert_eq!(first.start(name).await, Ok(CommandOutcome::Done));
+    }
+    assert_eq!(first.pin(&kept).await, Ok(CommandOutcome::Done));
+    for name in [&idle, &kept] {
+        wait_status(&first, name, BuildStatus::Started).await;
+    }
+    wait_build(&first, &kept, "pinned", |_| first.get(&kept).is_some_and(|b| b.pinned)).await;
+    first.shutdown().await;
+
+    let second = controller(&sim, "idle_stop_after = \"2s\"").await;
+    let started_at = second.get(&idle).and_then(|b| b.last_scaled).expect("last-scaled");
+    wait_status(&second, &idle, BuildStatus::Stopped).await;
+    assert!(jiff::Timestamp::now() >= started_at + jiff::SignedDuration::from_secs(2));
+    assert_eq!(second.stats().idle_stops, 1);
+
+    // Woken again: stopped again after a new session; the pinned build,
+    // whose session ran out long ago, stays started all along.
+    assert_eq!(second.start(&idle).await, Ok(CommandOutcome::Done));
+    wait_status(&second, &idle, BuildStatus::Started).await;
+    let restarted_at = second.get(&idle).and_then(|b| b.last_scaled).expect("last-scaled");
+    assert!(restarted_at > started_at, "the start wrote a new last-scaled");
+    wait_status(&second, &idle, BuildStatus::Stopped).await;
+    assert!(jiff::Timestamp::now() >= restarted_at + jiff::SignedDuration::from_secs(2));
+    assert_eq!(second.stats().idle_stops, 2);
+    assert_eq!(second.get(&kept).map(|b| b.status), Some(BuildStatus::Started));
+    let kept_since = second.get(&kept).and_then(|b| b.last_scaled).expect("last-scaled");
+    assert!(jiff::Timestamp::now() >= kept_since + jiff::SignedDuration::from_secs(2));
+
+    // Unpinned, its long-gone session stops it.
+    assert_eq!(second.unpin(&kept).await, Ok(CommandOutcome::Done));
+    wait_status(&second, &kept, BuildStatus::Stopped).await;
+    assert_eq!(second.stats().idle_stops, 3);
+    second.shutdown().await;
+}
