@@ -55,6 +55,7 @@ fn build(i: usize) -> Build {
         created: ts(i),
         last_scaled: (i.is_multiple_of(2)).then(|| ts(i + 7)),
         pinned: false,
+        route: None,
     }
 }
 

@@ -357,6 +357,16 @@ pub trait Cluster: Send + Sync + 'static {
     /// Reads the build's Deployment now (not from the watch cache).
     async fn get_deployment(&self, build_name: &str) -> ClusterResult<Option<DeploymentFacts>>;
 
+    /// Points the build's Ingress backends at `route` (the build's own
+    /// Services, or `wake_service`), then writes `runboat/route` on its
+    /// Deployment. `NotFound` when the build has no Deployment. The default
+    /// refuses (`Invalid`).
+    async fn set_route(&self, build_name: &str, route: crate::build::Route) -> ClusterResult<()> {
+        Err(ClusterError::Invalid(
+            format!("routing {build_name} to {}: not supported here", route.as_str()).into(),
+        ))
+    }
+
     /// Writes `runboat/pinned: "true"` on the build's Deployment, or
     /// removes it. `NotFound` when the build has no Deployment. The default
     /// refuses: an implementation without pins answers `Invalid`.

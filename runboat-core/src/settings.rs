@@ -285,11 +285,54 @@ pub struct Settings {
     /// Stop a started build this long after it was last started or woken
     /// (`None`, the default: never; pinned builds are exempt).
     pub idle_stop_after: Option<std::time::Duration>,
+    /// `name:port` of a Service in the build namespace that reaches
+    /// runboat-server: runboat points a build's Ingress backends at it
+    /// while the build is not started and ready, so requests to its host
+    /// get the waiting page (`None`, the default: Ingresses are left as the
+    /// kubefiles make them).
+    pub wake_service: Option<WakeService>,
+}
+
+/// The [`Settings::wake_service`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeService {
+    /// The Service name (a DNS-1035 label).
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// Parses `name:port` (a DNS-1035 label of at most 63 characters, a port
+/// 1-65535); an empty value means off.
+pub fn parse_wake_service(key: &str, text: &str) -> Result<Option<WakeService>> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        err(
+            key,
+            format!(
+                "expected a Service in the build namespace as \"name:port\", such as \"runboat-wake:80\"; got {t:?}"
+            ),
+        )
+    };
+    let (name, port) = t.rsplit_once(':').ok_or_else(bad)?;
+    let label_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if !label_ok || port == 0 {
+        return Err(bad());
+    }
+    Ok(Some(WakeService { name: name.to_owned(), port }))
 }
 
 /// Setting names known to the loader (TOML keys; env names are these
 /// upper-cased with [`ENV_PREFIX`]).
-pub const SETTING_KEYS: [&str; 22] = [
+pub const SETTING_KEYS: [&str; 23] = [
     "repos",
     "api_admin_user",
     "api_admin_passwd",
@@ -312,6 +355,7 @@ pub const SETTING_KEYS: [&str; 22] = [
     "start_after_init",
     "max_pinned",
     "idle_stop_after",
+    "wake_service",
 ];
 
 /// The `RUNBOAT_*` variables of `env` that are no setting (to warn about
@@ -763,6 +807,13 @@ impl Settings {
         let no_cleanup_job = flag(take("no_cleanup_job"))?;
         let start_after_init = flag(take("start_after_init"))?;
         let max_pinned = count(take("max_pinned"), DEFAULT_MAX_PINNED)?;
+        let wake_service = match take("wake_service") {
+            None => None,
+            Some(r) => {
+                let key = r.key.clone();
+                parse_wake_service(&key, &r.string(false)?)?
+            }
+        };
         let idle_stop_after = match take("idle_stop_after") {
             None => None,
             Some(r) => {
@@ -794,6 +845,7 @@ impl Settings {
             start_after_init,
             max_pinned,
             idle_stop_after,
+            wake_service,
         })
     }
 

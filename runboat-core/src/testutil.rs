@@ -62,6 +62,7 @@ impl Spec {
             created: ts(self.created),
             last_scaled: self.last_scaled.map(ts),
             pinned: self.pinned,
+            route: None,
         }
     }
 }

@@ -223,6 +223,9 @@ impl Ctx {
             Task::Pin(name) => {
                 self.call(j, "set_pinned", || self.cluster.set_pinned(name, true)).await?;
             }
+            Task::Route(name, route) => {
+                self.call(j, "set_route", || self.cluster.set_route(name, *route)).await?;
+            }
             Task::Unpin(name) => {
                 self.call(j, "set_pinned", || self.cluster.set_pinned(name, false)).await?;
             }

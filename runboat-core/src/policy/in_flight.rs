@@ -232,5 +232,7 @@ fn reflected(
         TaskKind::DeleteOrphan => build.is_some() || jobs.live(name, None).next().is_none(),
         TaskKind::Pin => build.is_none_or(|b| b.pinned || undeploying),
         TaskKind::Unpin => build.is_none_or(|b| !b.pinned),
+        TaskKind::RouteBuild => build.is_none_or(|b| b.route == Some(crate::build::Route::Build)),
+        TaskKind::RouteWake => build.is_none_or(|b| b.route == Some(crate::build::Route::Wake)),
     }
 }

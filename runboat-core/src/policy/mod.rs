@@ -601,6 +601,29 @@ pub fn decide<'r>(
         }
     }
 
+    // 2b. Routing (with `wake_service`): a touched build whose Ingress
+    // does not point where its status wants it.
+    if world.settings.wake_service.is_some() {
+        for name in touched {
+            if d.busy(name) {
+                continue;
+            }
+            let Some(build) = world.index.get(name) else { continue };
+            if build.status == BuildStatus::Undeploying {
+                continue;
+            }
+            let wanted = crate::build::Route::wanted(build.status);
+            if build.route == Some(wanted) {
+                continue;
+            }
+            if !d.has_capacity() {
+                d.step.revisit.push(name.clone());
+                continue;
+            }
+            d.run(Task::Route(name.clone(), wanted));
+        }
+    }
+
     // 3. Limits and cleanup, then 4. initialization.
     d.policies();
     d.initialize();

@@ -63,6 +63,9 @@ pub enum Task {
     Pin(String),
     /// Remove `runboat/pinned` from the Deployment.
     Unpin(String),
+    /// Point the build's Ingress backends at this route and record it in
+    /// `runboat/route` (with `wake_service` set).
+    Route(String, crate::build::Route),
 }
 
 /// The kind of a [`Task`], without its data: what in-flight bookkeeping and
@@ -99,6 +102,10 @@ pub enum TaskKind {
     Pin,
     /// [`Task::Unpin`].
     Unpin,
+    /// [`Task::Route`] to the build.
+    RouteBuild,
+    /// [`Task::Route`] to the wake Service.
+    RouteWake,
 }
 
 impl TaskKind {
@@ -120,6 +127,8 @@ impl TaskKind {
             TaskKind::Requeue => "requeue",
             TaskKind::Pin => "pin",
             TaskKind::Unpin => "unpin",
+            TaskKind::RouteBuild => "route-build",
+            TaskKind::RouteWake => "route-wake",
         }
     }
 }
@@ -142,7 +151,8 @@ impl Task {
             | Task::CleanupSucceeded(_)
             | Task::DeleteOrphan(_)
             | Task::Pin(_)
-            | Task::Unpin(_) => None,
+            | Task::Unpin(_)
+            | Task::Route(..) => None,
         }
     }
 
@@ -153,7 +163,8 @@ impl Task {
             | Task::CleanupSucceeded(n)
             | Task::DeleteOrphan(n)
             | Task::Pin(n)
-            | Task::Unpin(n) => n,
+            | Task::Unpin(n)
+            | Task::Route(n, _) => n,
             // Every other variant has a target.
             other => other.target().map_or("", |t| &t.name),
         }
@@ -182,6 +193,8 @@ impl Task {
             Task::DeleteOrphan(_) => TaskKind::DeleteOrphan,
             Task::Pin(_) => TaskKind::Pin,
             Task::Unpin(_) => TaskKind::Unpin,
+            Task::Route(_, crate::build::Route::Build) => TaskKind::RouteBuild,
+            Task::Route(_, crate::build::Route::Wake) => TaskKind::RouteWake,
         }
     }
 }

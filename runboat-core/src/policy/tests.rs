@@ -387,7 +387,7 @@ struct World0 {
     touched: Vec<usize>,
     requests: Vec<(u8, usize)>,
     /// `max_pinned`, and the idle session in seconds (`None`: off).
-    pins_idle: (usize, Option<i64>),
+    pins_idle: (usize, Option<i64>, bool),
 }
 
 fn arb_world() -> impl Strategy<Value = World0> {
@@ -406,7 +406,7 @@ fn arb_world() -> impl Strategy<Value = World0> {
         1..40usize,
         prop::collection::vec(0..NAMES, 0..NAMES),
         prop::collection::vec((0..8u8, 0..NAMES), 0..10),
-        (0..4usize, prop::option::of(1..30i64)),
+        (0..4usize, prop::option::of(1..30i64), any::<bool>()),
     )
         .prop_map(
             |(builds, jobs, in_flight, limits, capacity, touched, requests, pins_idle)| World0 {
@@ -448,6 +448,10 @@ fn build(w: &World0) -> Built {
     let (i, s, d) = w.limits;
     let mut fixture = Fixture::new(settings(i, s, d));
     fixture.settings.max_pinned = w.pins_idle.0;
+    fixture.settings.wake_service = w.pins_idle.2.then(|| crate::settings::WakeService {
+        name: "runboat-wake".to_owned(),
+        port: 80,
+    });
     fixture.settings.idle_stop_after =
         w.pins_idle.1.map(|secs| Duration::from_secs(secs.unsigned_abs()));
     fixture.max_concurrent_actions = w.capacity;
@@ -607,6 +611,18 @@ proptest! {
                 let build = b.index.get(n).expect("pinning a known build");
                 prop_assert!(!build.pinned);
                 prop_assert_ne!(build.status, BuildStatus::Undeploying);
+            }
+        }
+        // Routing: only with a wake Service, only touched builds, never an
+        // undeploying one, always to where its status wants it.
+        for t in &all {
+            if let Task::Route(n, route) = t {
+                prop_assert!(w.pins_idle.2, "routing {} without a wake Service", n);
+                prop_assert!(b.touched.contains(n.as_str()), "routing untouched {}", n);
+                let build = b.index.get(n).expect("routing a known build");
+                prop_assert_ne!(build.status, BuildStatus::Undeploying);
+                prop_assert_eq!(*route, crate::build::Route::wanted(build.status));
+                prop_assert_ne!(build.route, Some(*route));
             }
         }
         let undeploys: Vec<&Task> =

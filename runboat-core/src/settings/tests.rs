@@ -430,3 +430,23 @@ proptest! {
         let _ = parse_session("idle_stop_after", &s);
     }
 }
+
+#[test]
+fn wake_service_is_a_service_name_and_port() {
+    let s = Settings::from_toml_str(MINIMAL_TOML).expect("valid");
+    assert_eq!(s.wake_service, None);
+    let ws = |t: &str| parse_wake_service("wake_service", t);
+    assert_eq!(
+        ws("runboat-wake:8080").expect("valid"),
+        Some(WakeService { name: "runboat-wake".into(), port: 8080 })
+    );
+    assert_eq!(ws("").expect("off"), None);
+    for bad in
+        ["runboat-wake", "Runboat:80", "-a:80", "a-:80", "a:0", "a:65536", "a.b:80", ":80", "a:x"]
+    {
+        let e = ws(bad).expect_err(bad).to_string();
+        assert!(e.contains("wake_service") && e.contains("name:port"), "{bad}: {e}");
+    }
+    let s = with_env(&[("RUNBOAT_WAKE_SERVICE", "wake:80")]).expect("env");
+    assert_eq!(s.wake_service.map(|w| w.port), Some(80));
+}

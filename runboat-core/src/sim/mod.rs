@@ -81,7 +81,7 @@ use crate::cluster::{
 use crate::commit::CommitInfo;
 use crate::contract::{
     ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_GIT_COMMIT, ANNOTATION_INIT_STATUS,
-    ANNOTATION_LAST_SCALED, ANNOTATION_PINNED, ANNOTATION_PR, ANNOTATION_REPO,
+    ANNOTATION_LAST_SCALED, ANNOTATION_PINNED, ANNOTATION_PR, ANNOTATION_REPO, ANNOTATION_ROUTE,
     ANNOTATION_TARGET_BRANCH, LABEL_BUILD, format_last_scaled,
 };
 use crate::rng::SeededRng;
@@ -199,6 +199,7 @@ pub enum SimMethod {
     Log,
     GetDeployment,
     SetPinned,
+    SetRoute,
 }
 
 /// One call received (recorded before faults apply).
@@ -252,6 +253,8 @@ struct Dep {
     scale_generation: u64,
     /// `runboat/pinned`.
     pinned: bool,
+    /// `runboat/route` (the sim has no Ingress: the annotation is the route).
+    route: Option<crate::build::Route>,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +355,9 @@ impl State {
         }
         if d.pinned {
             annotations.insert(ANNOTATION_PINNED.to_owned(), "true".to_owned());
+        }
+        if let Some(route) = d.route {
+            annotations.insert(ANNOTATION_ROUTE.to_owned(), route.as_str().to_owned());
         }
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_BUILD.to_owned(), build.to_owned());
@@ -572,6 +578,7 @@ impl SimCluster {
                 todo_generation: 1,
                 scale_generation: 0,
                 pinned: false,
+                route: None,
             },
         );
         s.resources.insert(build.clone());
@@ -972,6 +979,7 @@ impl Cluster for SimCluster {
                                 todo_generation,
                                 scale_generation: 0,
                                 pinned: false,
+                                route: None,
                             },
                         );
                         s.resources.insert(build.clone());
@@ -1086,6 +1094,17 @@ impl Cluster for SimCluster {
         let fail = self.enter(SimCluster::call(SimMethod::GetDeployment, build_name)).await?;
         SimCluster::fail_after(fail)?;
         Ok(self.lock().dep_facts(build_name))
+    }
+
+    async fn set_route(&self, build_name: &str, route: crate::build::Route) -> ClusterResult<()> {
+        let fail = self.enter(SimCluster::call(SimMethod::SetRoute, build_name)).await?;
+        let mut s = self.lock();
+        let Some(d) = s.deps.get_mut(build_name) else {
+            return Err(ClusterError::NotFound(format!("deployment of {build_name}").into()));
+        };
+        d.route = Some(route);
+        self.emit_dep(&mut s, build_name);
+        SimCluster::fail_after(fail)
     }
 
     async fn set_pinned(&self, build_name: &str, pinned: bool) -> ClusterResult<()> {

@@ -466,3 +466,38 @@ async fn pinned_builds_count_against_the_limits_but_survive_them() {
     assert_eq!(h.stats().idle_stops, 0, "idle stop is off by default");
     assert_eq!(sim.report().violations, Vec::<String>::new());
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_wake_service_the_route_follows_the_status() {
+    use runboat_core::Route;
+    let sim = sim(SimConfig::default());
+    let settings = crate::common::settings_with(6, 10, "wake_service = \"runboat-wake:8080\"");
+    let h = spawn(&sim, Arc::new(NoForge), settings, 13);
+    h.ready().await;
+    let name = deployed_stopped(&h, commit(1, "16.0", Some(1), 1)).await;
+    let route = || h.get(&name).and_then(|b| b.route);
+    assert!(eventually(MINUTE, || route() == Some(Route::Wake)).await, "a stopped build wakes");
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::Done));
+    // Starting (pod not ready): still the wake Service.
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Starting)).await);
+    assert_eq!(route(), Some(Route::Wake));
+    assert!(eventually(MINUTE, || route() == Some(Route::Build)).await, "started: the build");
+    assert_eq!(status_of(&h, &name), Some(BuildStatus::Started));
+    assert_eq!(h.stop(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || route() == Some(Route::Wake)).await, "stopping: wake again");
+    let routes = sim.calls().iter().filter(|c| c.method == SimMethod::SetRoute).count();
+    assert_eq!(routes, 3, "one write per change");
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_wake_service_nothing_is_routed() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 14);
+    h.ready().await;
+    let name = deployed_stopped(&h, commit(1, "16.0", Some(1), 1)).await;
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Started)).await);
+    assert!(sim.calls().iter().all(|c| c.method != SimMethod::SetRoute));
+    assert_eq!(h.get(&name).and_then(|b| b.route), None);
+}
