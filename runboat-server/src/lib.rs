@@ -25,6 +25,7 @@ pub mod ops;
 pub mod run;
 pub mod ui;
 pub mod views;
+pub mod wake;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -98,6 +99,8 @@ struct Inner {
     /// Each build's JSON as `GET /builds` shows it (no `null` fields), and
     /// the whole list answers.
     list_views: views::ViewCache,
+    /// Wake-on-request counters and history.
+    wake: wake::WakeState,
 }
 
 impl AppState {
@@ -138,6 +141,7 @@ impl AppState {
                 event_cache: events::EventCache::default(),
                 views: views::ViewCache::default(),
                 list_views: views::ViewCache::default(),
+                wake: wake::WakeState::default(),
             }),
         }
     }
@@ -165,6 +169,11 @@ impl AppState {
 
     pub(crate) fn event_streams(&self) -> &Arc<limits::Slots> {
         &self.inner.event_streams
+    }
+
+    /// Wake-on-request counters and history.
+    pub fn wake(&self) -> &wake::WakeState {
+        &self.inner.wake
     }
 
     pub(crate) fn actions_by_client(&self) -> &limits::RateLimiter {
@@ -326,6 +335,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(api::not_found)
+        // Build hosts (wake on request) before any route.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), wake::by_host))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

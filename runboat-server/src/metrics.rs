@@ -209,6 +209,7 @@ pub fn render(state: &AppState) -> String {
     let _ = writeln!(out, "runboat_event_streams {}", state.open_event_streams());
     state.http_metrics().write(&mut out);
     write_controller(state.controller(), &mut out);
+    state.wake().write_metrics(&mut out);
     out
 }
 

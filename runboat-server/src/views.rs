@@ -156,6 +156,7 @@ mod tests {
             created: jiff::Timestamp::UNIX_EPOCH,
             last_scaled: None,
             pinned: false,
+            route: None,
         }
     }
 

@@ -448,10 +448,10 @@ fn build(w: &World0) -> Built {
     let (i, s, d) = w.limits;
     let mut fixture = Fixture::new(settings(i, s, d));
     fixture.settings.max_pinned = w.pins_idle.0;
-    fixture.settings.wake_service = w.pins_idle.2.then(|| crate::settings::WakeService {
-        name: "runboat-wake".to_owned(),
-        port: 80,
-    });
+    fixture.settings.wake_service = w
+        .pins_idle
+        .2
+        .then(|| crate::settings::WakeService { name: "runboat-wake".to_owned(), port: 80 });
     fixture.settings.idle_stop_after =
         w.pins_idle.1.map(|secs| Duration::from_secs(secs.unsigned_abs()));
     fixture.max_concurrent_actions = w.capacity;

@@ -19,4 +19,5 @@ mod openapi;
 mod serve;
 mod support;
 mod ui;
+mod wake;
 mod webhook;
