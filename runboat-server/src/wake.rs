@@ -15,8 +15,8 @@
 //!   started (no restart loop);
 //! - an unknown or undeploying build gets a 404 page.
 //!
-//! The page reloads the same URL (`<meta http-equiv="refresh">`, path and
-//! query kept) every few seconds; once the Ingress points at the build,
+//! The page reloads the same URL (a script, or `<meta http-equiv="refresh">`
+//! without scripts; path, query and fragment kept) every few seconds; once the Ingress points at the build,
 //! the reload reaches it. The estimate is the median of this repo's last
 //! wake-to-ready times (or "unknown").
 
@@ -391,8 +391,15 @@ fn failed_page(build: &Build, board: &str) -> Response {
 }
 
 fn page(status: StatusCode, title: &str, refresh: Option<u64>, body: &str) -> Response {
-    let refresh =
-        refresh.map_or(String::new(), |s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"));
+    // A script reloads (a meta refresh to a URL with a fragment would only
+    // scroll); the meta refresh is for browsers without scripts.
+    let refresh = refresh.map_or(String::new(), |s| {
+        format!(
+            "<noscript><meta http-equiv=\"refresh\" content=\"{s}\"></noscript>\
+             <script>setTimeout(function(){{location.reload()}},{ms})</script>",
+            ms = s * 1000
+        )
+    });
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

@@ -28,9 +28,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-const NS: &str = "runboat-e2e";
+pub(crate) const NS: &str = "runboat-e2e";
 pub(crate) const SECRET: &str = "e2e-webhook-secret";
-const REPO: &str = "oca/e2e-addons";
+pub(crate) const REPO: &str = "oca/e2e-addons";
 /// Deadline of one lifecycle step (a loaded CI machine is slow).
 pub(crate) const STEP: Duration = Duration::from_secs(60);
 
