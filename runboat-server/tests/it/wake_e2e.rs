@@ -268,3 +268,55 @@ async fn in_chromium(proxy: &str, url: &str, own: &str) {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(png.len() > 5_000, "suspiciously small screenshot: {} bytes", png.len());
 }
+
+/// A build whose initialization failed: its host shows the failure and the
+/// init log link, however often it is requested, and is never started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_shows_its_failure_and_is_never_started() {
+    let env = env().await;
+    let sim = env.sim.handle();
+    sim.add_job_rule(kubesim::JobRule::by_label(
+        "runboat/job-kind",
+        "initialize",
+        kubesim::JobScript::fail(),
+    ));
+    let settings = env.settings(&format!("wake_service = \"{WAKE}:80\""));
+    let server = Server::start_with(env.dir.path(), &env.kubeconfig, &settings, &[]).await;
+    server.wait_ready().await;
+    let proxy = ingress(sim.clone(), server.base.clone()).await;
+    let sha = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
+    let push = json!({"ref": "refs/heads/16.0", "after": sha, "repository": {"full_name": REPO}});
+    assert_eq!(server.webhook("push", &push).await, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + STEP;
+    let build = loop {
+        let (_, builds) = server.get("/api/v1/builds").await;
+        if let Some(b) = builds.as_array().and_then(|b| b.first()) {
+            break b.clone();
+        }
+        assert!(Instant::now() < deadline, "no build: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let name = build["name"].as_str().expect("name").to_owned();
+    let host =
+        build["deploy_link"].as_str().expect("link").trim_start_matches("http://").to_owned();
+    until_status(&server, &name, "failed").await;
+    until_routed(&sim, &host, Some(WAKE)).await;
+    for _ in 0..5 {
+        let (status, page) = visit(&proxy, &host, "/web").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(page.contains("failed to initialize"), "{page}");
+        assert!(page.contains(&format!("/api/v1/builds/{name}/init-log")), "{page}");
+        assert!(!page.contains("location.reload"), "a failed build's page does not reload");
+    }
+    let (_, build) = server.get(&format!("/api/v1/builds/{name}")).await;
+    assert_eq!(build["status"], "failed");
+    let replicas = sim
+        .list("deployments", Some(NS))
+        .expect("deployments")
+        .iter()
+        .find_map(|d| d.pointer("/spec/replicas").and_then(serde_json::Value::as_i64));
+    assert_eq!(replicas, Some(0), "never scaled up");
+    let (_, metrics) = visit(&server.base, "127.0.0.1", "/metrics").await;
+    assert!(metrics.contains("\nrunboat_wakes_total 0\n"), "{metrics}");
+    assert!(metrics.contains("\nrunboat_wake_page_views_total 5\n"), "{metrics}");
+}
