@@ -149,11 +149,11 @@ impl Table {
             let cells = row
                 .iter()
                 .enumerate()
-                .map(
-                    |(i, c)| {
-                        if Some(i) == self.status_col { style.status(c, c) } else { c.clone() }
-                    },
-                )
+                .map(|(i, c)| {
+                    // Coloured by the status word ("started (pinned)").
+                    let status = c.split(' ').next().unwrap_or(c);
+                    if Some(i) == self.status_col { style.status(status, c) } else { c.clone() }
+                })
                 .collect();
             line(cells, row, &mut out);
         }
@@ -175,7 +175,7 @@ pub fn builds_table(builds: &[Build], wide: bool, now: Timestamp) -> Table {
                 b.commit_info.repo.clone(),
                 branch_or_pr(b),
                 short_sha(b).to_owned(),
-                b.status.to_string(),
+                if b.pinned { format!("{} (pinned)", b.status) } else { b.status.to_string() },
                 ago(now, parse_time(&b.created)),
                 ago(now, parse_time(&b.last_scaled)),
             ];
@@ -371,6 +371,11 @@ mod tests {
         let coloured = t.render(Style { color: true });
         assert_eq!(strip_ansi(&coloured), plain);
         assert!(coloured.contains("\u{1b}[32mstarted"));
+        let mut pinned = build("b1", "oca/web", "16.0", None, "2024-01-09T00:00:00Z");
+        pinned.pinned = true;
+        let t = builds_table(&[pinned], false, now);
+        assert!(t.render(Style { color: false }).contains("stopped (pinned)"));
+        assert!(t.render(Style { color: true }).contains("\u{1b}[34mstopped (pinned)"));
     }
 
     #[test]
