@@ -226,7 +226,9 @@ async fn answer(
     }
     let found = state.read(|index| {
         index.get_by_slug(slug).cloned().map(|b| {
-            let queued = index.to_initialize(usize::MAX).iter().position(|q| q.name == b.name);
+            let queued = (b.status == BuildStatus::Initializing)
+                .then(|| index.to_initialize(usize::MAX).iter().position(|q| q.name == b.name))
+                .flatten();
             (b, queued)
         })
     });

@@ -123,3 +123,17 @@ async fn a_server_whose_actions_need_the_admin_does_not_wake_anonymously() {
     assert!(a.text().contains("admin credentials"), "{}", a.text());
     assert_eq!(scales(&h, &b.name), 0);
 }
+
+#[tokio::test]
+async fn an_initializing_build_says_how_many_are_queued_before_it() {
+    // Initialization paused: both builds wait, the older first.
+    let settings = settings_with(&format!("{WAKE}\nmax_initializing = 0"));
+    let h = Harness::build(settings, crate::support::still(), ServerOptions::default()).await;
+    let first = h.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Initializing, 0).await;
+    let second = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Initializing, 5).await;
+    let a = h.send(at(&host_of("oca/web", Some(2), 2), "/")).await;
+    assert!(a.text().contains("queued behind 1 build(s)"), "{}", a.text());
+    let a = h.send(at(&host_of("oca/web", Some(1), 1), "/")).await;
+    assert!(a.text().contains("next in line"), "{}", a.text());
+    assert_eq!(scales(&h, &first.name) + scales(&h, &second.name), 0);
+}
