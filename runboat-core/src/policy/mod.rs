@@ -601,9 +601,11 @@ pub fn decide<'r>(
         }
     }
 
-    // 2b. Routing (with `wake_service`): a touched build whose Ingress
-    // does not point where its status wants it.
-    if world.settings.wake_service.is_some() {
+    // 2b. Routing: with `wake_service`, a touched build whose Ingress does
+    // not point where its status wants it; without, one still pointing at
+    // the wake Service (the setting was removed) goes back to itself.
+    let wake_on = world.settings.wake_service.is_some();
+    {
         for name in touched {
             if d.busy(name) {
                 continue;
@@ -612,7 +614,13 @@ pub fn decide<'r>(
             if build.status == BuildStatus::Undeploying {
                 continue;
             }
-            let wanted = crate::build::Route::wanted(build.status);
+            let wanted = if wake_on {
+                crate::build::Route::wanted(build.status)
+            } else if build.route == Some(crate::build::Route::Wake) {
+                crate::build::Route::Build
+            } else {
+                continue;
+            };
             if build.route == Some(wanted) {
                 continue;
             }

@@ -67,8 +67,10 @@ pub const FIELD_MANAGER: &str = "runboat";
 /// build: the saved ones are put back and the annotation removed (without
 /// it, the backends are the kubefiles' and stay). The resourceVersion makes
 /// the patch conditional.
-pub fn route_patch(ingress: &Value, route: Route, wake: &WakeService) -> Option<Value> {
-    let wake_backend = json!({"name": wake.name, "port": {"number": wake.port}});
+pub fn route_patch(ingress: &Value, route: Route, wake: Option<&WakeService>) -> Option<Value> {
+    // Without a wake Service (the setting was removed) only the way back
+    // is possible, and every saved backend goes back.
+    let wake_backend = wake.map(|w| json!({"name": w.name, "port": {"number": w.port}}));
     let mut rules = ingress.pointer("/spec/rules")?.as_array()?.clone();
     let saved: Option<Vec<Value>> = ingress
         .pointer("/metadata/annotations")
@@ -83,6 +85,7 @@ pub fn route_patch(ingress: &Value, route: Route, wake: &WakeService) -> Option<
         .collect();
     let annotation = match route {
         Route::Wake => {
+            let wake_backend = wake_backend?;
             if services.iter().all(|s| **s == wake_backend) {
                 return None;
             }
@@ -102,7 +105,7 @@ pub fn route_patch(ingress: &Value, route: Route, wake: &WakeService) -> Option<
         Route::Build => {
             let saved = saved?;
             for (s, own) in services.iter_mut().zip(saved) {
-                if **s == wake_backend {
+                if wake_backend.as_ref().is_none_or(|w| **s == *w) {
                     **s = own;
                 }
             }
@@ -594,9 +597,13 @@ impl Inner {
 
     /// Points every backend of the build's Ingresses at `route`: the wake
     /// Service (saving the build's own backends in an annotation), or back
-    /// to the saved ones. A no-op without `wake_service`.
+    /// to the saved ones (also without `wake_service`, for builds routed
+    /// before it was removed; to the wake Service is then a no-op).
     async fn route_ingresses(&self, build_name: &str, route: Route) -> ClusterResult<()> {
-        let Some(wake) = self.settings.wake_service.as_ref() else { return Ok(()) };
+        let wake = self.settings.wake_service.as_ref();
+        if wake.is_none() && route == Route::Wake {
+            return Ok(());
+        }
         check_build_name(build_name)?;
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),

@@ -380,5 +380,20 @@ async fn the_ingress_points_at_the_wake_service_while_the_build_sleeps() {
     assert_eq!(second.start(&name).await, Ok(CommandOutcome::Done));
     assert!(h.wait_until(LIFECYCLE_WAIT, awake).await);
     assert_eq!((resolve(&h, &host), resolve(&h, &mail)), own);
+    assert_eq!(second.stop(&name).await, Ok(CommandOutcome::Done));
+    assert!(h.wait_until(LIFECYCLE_WAIT, sleeping).await);
+    // The record follows the Ingress write.
+    let recorded = |_: Option<BuildStatus>| {
+        second.get(&name).and_then(|b| b.route) == Some(runboat_core::Route::Wake)
+    };
+    wait_build(&second, &name, "recorded as routed to wake", recorded).await;
     second.shutdown().await;
+
+    // The setting removed: a sleeping build's Ingress gets its own
+    // backends back (else it would stay unreachable once started).
+    let third = controller(&sim, "").await;
+    let own_again = |h: &kubesim::Handle| (resolve(h, &host), resolve(h, &mail)) == own;
+    assert!(h.wait_until(LIFECYCLE_WAIT, own_again).await, "{:?}", resolve(&h, &host));
+    assert_eq!(third.get(&name).map(|b| b.status), Some(BuildStatus::Stopped));
+    third.shutdown().await;
 }
