@@ -142,6 +142,11 @@ pub struct Build {
     pub repo_commit_link: String,
     /// The build's page in the web UI.
     pub webui_link: String,
+    /// An admin pinned the build: the limits and idle stop never stop or
+    /// undeploy it. Omitted when false (the original's clients see
+    /// exactly SPEC's fields).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 /// A [`Build`] as `GET /builds` lists it: the same fields in the same
@@ -163,6 +168,8 @@ pub struct ListedBuild<'a> {
     repo_pr_link: Option<&'a str>,
     repo_commit_link: &'a str,
     webui_link: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pinned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,6 +201,7 @@ impl<'a> From<&'a Build> for ListedBuild<'a> {
             repo_pr_link: b.repo_pr_link.as_deref(),
             repo_commit_link: &b.repo_commit_link,
             webui_link: &b.webui_link,
+            pinned: b.pinned,
         }
     }
 }
@@ -221,6 +229,12 @@ pub struct StatusCounts {
     pub max_initializing: u64,
     /// Builds being undeployed.
     pub undeploying: u64,
+    /// Pinned builds (they count in the other counters too).
+    #[serde(default)]
+    pub pinned: u64,
+    /// The `max_pinned` limit.
+    #[serde(default)]
+    pub max_pinned: u64,
     /// Leader election, when it is on (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leadership: Option<LeaderStatus>,
@@ -512,6 +526,7 @@ mod tests {
             repo_pr_link: pr.map(|n| format!("p{n}")),
             repo_commit_link: "c".into(),
             webui_link: "w".into(),
+            pinned: false,
         }
     }
 
@@ -534,6 +549,21 @@ mod tests {
         );
         let back: Build = serde_json::from_str(&listed).expect("a client reads it back");
         assert_eq!(back, branch);
+    }
+
+    /// `pinned` is omitted when false (the original's exact fields), and
+    /// the last field when true, in both shapes.
+    #[test]
+    fn pinned_is_omitted_unless_true() {
+        let mut b = build(Some(7));
+        let plain = serde_json::to_string(&b).expect("json");
+        assert!(!plain.contains("pinned"), "{plain}");
+        b.pinned = true;
+        let full = serde_json::to_string(&b).expect("json");
+        assert!(full.ends_with(r#","pinned":true}"#), "{full}");
+        assert_eq!(serde_json::to_string(&ListedBuild::from(&b)).expect("json"), full);
+        let back: Build = serde_json::from_str(&full).expect("read back");
+        assert!(back.pinned);
     }
 
     #[test]

@@ -217,6 +217,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pin builds (admin): the limits and idle stop never stop or undeploy them
+    #[command(after_help = "Pinned builds still count against max_started and max_deployed; \
+                      the server refuses a pin beyond its max_pinned setting (HTTP 409).\n\n\
+                      Examples:\n  runboat pin b1a2b3c4d5e6\n  runboat unpin b1a2b3c4d5e6")]
+    Pin {
+        /// Build names
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Print the server's JSON answers
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpin builds (admin)
+    #[command(after_help = "Examples:\n  runboat unpin b1a2b3c4d5e6")]
+    Unpin {
+        /// Build names
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Print the server's JSON answers
+        #[arg(long)]
+        json: bool,
+    },
     /// Undeploy builds by name, or every build of a repo, PR or branch (admin)
     #[command(
         after_help = "Undeploying by --repo lists the builds and asks for confirmation, unless --yes.\n\

@@ -223,7 +223,8 @@ impl ApiClient {
         self.json(Method::POST, &format!("/api/v1/builds/trigger/pr?{q}")).await
     }
 
-    /// `POST /builds/{name}/{action}` for `start`, `stop` or `reset`. An
+    /// `POST /builds/{name}/{action}` for `start`, `stop`, `reset`, `pin` or
+    /// `unpin` (the last two admin). An
     /// action the server ignored (it does not apply to the build's state;
     /// the server answers 200, as the original did) is an error here, as a
     /// 409 was: the admin asked for something that did not happen.

@@ -61,6 +61,8 @@ pub async fn execute(client: &ApiClient, command: Command, style: Style) -> Resu
         Command::Start { names, wait, json } => start(client, &names, &wait, json, style).await,
         Command::Stop { names, json } => actions(client, &names, "stop", json).await,
         Command::Reset { names, json } => actions(client, &names, "reset", json).await,
+        Command::Pin { names, json } => actions(client, &names, "pin", json).await,
+        Command::Unpin { names, json } => actions(client, &names, "unpin", json).await,
         Command::Undeploy(args) => undeploy(client, args).await,
         Command::Logs { name, init, follow } => logs(client, &name, init, follow, style).await,
         Command::Watch { filters, name, json } => {

@@ -149,11 +149,11 @@ impl Table {
             let cells = row
                 .iter()
                 .enumerate()
-                .map(
-                    |(i, c)| {
-                        if Some(i) == self.status_col { style.status(c, c) } else { c.clone() }
-                    },
-                )
+                .map(|(i, c)| {
+                    // Coloured by the status word ("started (pinned)").
+                    let status = c.split(' ').next().unwrap_or(c);
+                    if Some(i) == self.status_col { style.status(status, c) } else { c.clone() }
+                })
                 .collect();
             line(cells, row, &mut out);
         }
@@ -175,7 +175,7 @@ pub fn builds_table(builds: &[Build], wide: bool, now: Timestamp) -> Table {
                 b.commit_info.repo.clone(),
                 branch_or_pr(b),
                 short_sha(b).to_owned(),
-                b.status.to_string(),
+                if b.pinned { format!("{} (pinned)", b.status) } else { b.status.to_string() },
                 ago(now, parse_time(&b.created)),
                 ago(now, parse_time(&b.last_scaled)),
             ];
@@ -203,9 +203,14 @@ pub fn build_detail(b: &Build, now: Timestamp, style: Style) -> String {
     let mut fields = vec![
         ("name", b.name.clone()),
         ("status", style.status(b.status.as_str(), b.status.as_str())),
+    ];
+    if b.pinned {
+        fields.push(("pinned", "yes (the limits and idle stop never stop or undeploy it)".into()));
+    }
+    fields.extend([
         ("repo", b.commit_info.repo.clone()),
         ("target branch", b.commit_info.target_branch.clone()),
-    ];
+    ]);
     if let Some(pr) = b.commit_info.pr {
         fields.push(("pull request", format!("#{pr}")));
     }
@@ -242,6 +247,7 @@ pub fn status_table(status: &Value) -> String {
         ("stopped", n("stopped"), None),
         ("failed", n("failed"), None),
         ("undeploying", n("undeploying"), None),
+        ("pinned", n("pinned"), Some(n("max_pinned"))),
     ];
     let w = rows.iter().map(|r| r.1.len()).max().unwrap_or(1);
     let mut out = String::new();
@@ -322,6 +328,7 @@ mod tests {
             repo_pr_link: None,
             repo_commit_link: String::new(),
             webui_link: String::new(),
+            pinned: false,
         }
     }
 
@@ -364,6 +371,11 @@ mod tests {
         let coloured = t.render(Style { color: true });
         assert_eq!(strip_ansi(&coloured), plain);
         assert!(coloured.contains("\u{1b}[32mstarted"));
+        let mut pinned = build("b1", "oca/web", "16.0", None, "2024-01-09T00:00:00Z");
+        pinned.pinned = true;
+        let t = builds_table(&[pinned], false, now);
+        assert!(t.render(Style { color: false }).contains("stopped (pinned)"));
+        assert!(t.render(Style { color: true }).contains("\u{1b}[34mstopped (pinned)"));
     }
 
     #[test]
@@ -387,6 +399,9 @@ mod tests {
         let t = status_table(&v);
         assert!(t.contains("deployed      3 / 10"), "{t}");
         assert!(t.contains("failed        0\n"), "{t}");
+        assert!(t.contains("pinned        - / -"), "an older server: {t}");
+        let v = serde_json::json!({"pinned": 2, "max_pinned": 5});
+        assert!(status_table(&v).contains("pinned        2 / 5"));
     }
 
     proptest! {

@@ -54,6 +54,8 @@ fn build(i: usize) -> Build {
         desired_replicas: i32::from(status == BuildStatus::Started),
         created: ts(i),
         last_scaled: (i.is_multiple_of(2)).then(|| ts(i + 7)),
+        pinned: false,
+        route: None,
     }
 }
 
@@ -155,6 +157,7 @@ fn benches(c: &mut Criterion) {
         max_concurrent_actions: usize::MAX,
         cleanup_failures: &failures,
         now: tokio::time::Instant::now(),
+        wall_now: jiff::Timestamp::now(),
         leader: true,
     };
     let step = decide(&world, &touched, []);

@@ -8,8 +8,8 @@ use jiff::Timestamp;
 
 use crate::commit::CommitInfo;
 use crate::contract::{
-    ANNOTATION_GIT_COMMIT, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED, ANNOTATION_PR,
-    ANNOTATION_REPO, ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
+    ANNOTATION_GIT_COMMIT, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED, ANNOTATION_PINNED,
+    ANNOTATION_PR, ANNOTATION_REPO, ANNOTATION_ROUTE, ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
 };
 use crate::error::{Error, Result};
 use crate::status::{BuildStatus, DeploymentFacts, InitStatus};
@@ -46,6 +46,47 @@ pub struct Build {
     pub created: Timestamp,
     /// The `runboat/last-scaled` annotation, `None` when absent or empty.
     pub last_scaled: Option<Timestamp>,
+    /// The `runboat/pinned` annotation is `"true"`: the limits and idle
+    /// stop never stop or undeploy this build (other policies, such as a
+    /// supersede, must check it too).
+    pub pinned: bool,
+    /// The `runboat/route` annotation: where runboat last pointed the
+    /// build's Ingress (`None`: never, or an unknown value).
+    pub route: Option<Route>,
+}
+
+/// Where a build's Ingress backends point (with `wake_service` set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The build's own Services (it is started and ready).
+    Build,
+    /// The wake Service: runboat-server answers with the waiting page.
+    Wake,
+}
+
+impl Route {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Build => "build",
+            Route::Wake => "wake",
+        }
+    }
+
+    /// Parses an annotation value (`None` when unknown).
+    pub fn parse(value: &str) -> Option<Route> {
+        match value {
+            "build" => Some(Route::Build),
+            "wake" => Some(Route::Wake),
+            _ => None,
+        }
+    }
+
+    /// Where a build of `status` must be routed: to itself only when
+    /// started (its pod ready), else to the wake Service.
+    pub fn wanted(status: BuildStatus) -> Route {
+        if status == BuildStatus::Started { Route::Build } else { Route::Wake }
+    }
 }
 
 fn annotation<'a>(facts: &'a DeploymentFacts, key: &'static str) -> Result<&'a str> {
@@ -110,6 +151,8 @@ impl Build {
             desired_replicas: facts.spec_replicas.unwrap_or(0),
             created,
             last_scaled,
+            pinned: facts.annotations.get(ANNOTATION_PINNED).is_some_and(|v| v == "true"),
+            route: facts.annotations.get(ANNOTATION_ROUTE).and_then(|v| Route::parse(v)),
         })
     }
 
@@ -202,6 +245,7 @@ impl Build {
             repo_pr_link: self.repo_pr_link(),
             repo_commit_link: self.repo_commit_link(),
             webui_link: self.webui_link(base_url),
+            pinned: self.pinned,
         }
     }
 

@@ -395,6 +395,24 @@ pub trait Cluster: Send + Sync + 'static {
             chunks: futures::stream::once(async move { Ok(text.into_bytes()) }).boxed(),
         }))
     }
+
+    /// Points the build's Ingress backends at `route` (the build's own
+    /// Services, or `wake_service`), then writes `runboat/route` on its
+    /// Deployment. `NotFound` when the build has no Deployment. The default
+    /// refuses (`Invalid`).
+    async fn set_route(&self, build_name: &str, route: crate::build::Route) -> ClusterResult<()> {
+        Err(ClusterError::Invalid(
+            format!("routing {build_name} to {}: not supported here", route.as_str()).into(),
+        ))
+    }
+
+    /// Writes `runboat/pinned: "true"` on the build's Deployment, or
+    /// removes it. `NotFound` when the build has no Deployment. The default
+    /// refuses: an implementation without pins answers `Invalid`.
+    async fn set_pinned(&self, build_name: &str, pinned: bool) -> ClusterResult<()> {
+        let _ = pinned;
+        Err(ClusterError::Invalid(format!("pinning {build_name}: not supported here").into()))
+    }
 }
 
 /// Which of a build's logs.

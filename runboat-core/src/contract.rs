@@ -24,6 +24,19 @@ pub const ANNOTATION_INIT_STATUS: &str = "runboat/init-status";
 /// Deployment annotation: when the deployment was last scaled
 /// (UTC ISO-8601 with seconds and `Z`, see [`format_last_scaled`]).
 pub const ANNOTATION_LAST_SCALED: &str = "runboat/last-scaled";
+/// Deployment annotation: `"true"` when an admin pinned the build (never
+/// stopped by the limits or idle stop, never undeployed by the limits).
+/// runboat's own addition: absent on the original's builds, which are
+/// therefore unpinned.
+pub const ANNOTATION_PINNED: &str = "runboat/pinned";
+/// Deployment annotation: where runboat last pointed the build's Ingress
+/// backends, `"build"` (its own Services) or `"wake"` (the wake Service
+/// reaching runboat-server), with `wake_service` set. runboat's own
+/// addition; absent means never routed.
+pub const ANNOTATION_ROUTE: &str = "runboat/route";
+/// Ingress annotation: the build's own backends (JSON) while runboat points
+/// the Ingress at the wake Service, to put them back.
+pub const ANNOTATION_BUILD_BACKENDS: &str = "runboat/build-backends";
 /// Annotation naming the container whose log is the build log.
 pub const ANNOTATION_DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 

@@ -101,6 +101,10 @@ pub struct StatusCounts {
     pub max_initializing: usize,
     /// Builds being undeployed.
     pub undeploying: usize,
+    /// Pinned builds (counted in the other counters too).
+    pub pinned: usize,
+    /// The `max_pinned` limit.
+    pub max_pinned: usize,
 }
 
 /// The filters of the API's build searches; `None` means "any".
@@ -184,11 +188,17 @@ struct Derived {
     init_counts: [usize; 4],
     /// Init status `todo` and not undeploying, by created.
     todo: BTreeSet<Keyed>,
-    /// Status `started`, by last scaled.
+    /// Status `started` and not pinned, by last scaled.
     started: BTreeSet<Keyed>,
-    /// Stopped, stopping or failed and not the newest of its branch, by
-    /// last scaled.
+    /// Stopped, stopping or failed, not pinned and not the newest of its
+    /// branch, by last scaled.
     evictable: BTreeSet<Keyed>,
+    /// Pinned builds, undeploying ones included.
+    pinned: usize,
+    /// Build name by slug (the host a build is served at), for the wake
+    /// page. Slugs are not unique in theory (the sha is cut to 12 digits);
+    /// the smallest name wins.
+    by_slug: BTreeSet<(String, Name)>,
     /// Status `undeploying`, by created.
     undeploying: BTreeSet<Keyed>,
     /// Branch builds per repo and target branch, by created.
@@ -266,7 +276,9 @@ impl Derived {
     /// Puts `entry` in `evictable` or takes it out, as its status and the
     /// newest build of its branch say.
     fn sync_evictable(&mut self, entry: &mut Entry) {
-        let should = entry.build.status.is_evictable() && !self.is_newest(&entry.build);
+        let should = entry.build.status.is_evictable()
+            && !entry.build.pinned
+            && !self.is_newest(&entry.build);
         if should != entry.evictable {
             let key = (entry.build.last_scaled_or_created(), entry.name.clone());
             if should {
@@ -290,11 +302,14 @@ impl Derived {
     fn index_state(&mut self, name: &Name, b: &Build) {
         self.status_counts[b.status.index()] += 1;
         self.init_counts[b.init_status.index()] += 1;
+        if b.pinned {
+            self.pinned += 1;
+        }
         if is_todo(b) {
             self.todo.insert((b.created, name.clone()));
         }
         match b.status {
-            BuildStatus::Started => {
+            BuildStatus::Started if !b.pinned => {
                 self.started.insert((b.last_scaled_or_created(), name.clone()));
             }
             BuildStatus::Undeploying => {
@@ -307,11 +322,14 @@ impl Derived {
     fn unindex_state(&mut self, name: &Name, b: &Build) {
         self.status_counts[b.status.index()] -= 1;
         self.init_counts[b.init_status.index()] -= 1;
+        if b.pinned {
+            self.pinned -= 1;
+        }
         if is_todo(b) {
             self.todo.remove(&(b.created, name.clone()));
         }
         match b.status {
-            BuildStatus::Started => {
+            BuildStatus::Started if !b.pinned => {
                 self.started.remove(&(b.last_scaled_or_created(), name.clone()));
             }
             BuildStatus::Undeploying => {
@@ -325,6 +343,7 @@ impl Derived {
     fn index_place(&mut self, name: &Name, b: &Build) {
         let c = &b.commit_info;
         self.by_commit.insert((commit_hash(c), name.clone()));
+        self.by_slug.insert((c.slug(), name.clone()));
         if c.is_branch() {
             let branches = match self.branches.get_mut(c.repo()) {
                 Some(branches) => branches,
@@ -346,6 +365,7 @@ impl Derived {
     fn unindex_place(&mut self, name: &Name, b: &Build) {
         let c = &b.commit_info;
         self.by_commit.remove(&(commit_hash(c), name.clone()));
+        self.by_slug.remove(&(c.slug(), name.clone()));
         if c.is_branch()
             && let Some(branches) = self.branches.get_mut(c.repo())
         {
@@ -518,7 +538,31 @@ impl BuildIndex {
             initializing: self.count_by_init_status(InitStatus::Started),
             max_initializing: limits.max_initializing,
             undeploying: self.count_by_status(BuildStatus::Undeploying),
+            pinned: self.count_pinned(),
+            max_pinned: limits.max_pinned,
         }
+    }
+
+    /// Number of pinned builds (undeploying ones included), in O(1).
+    pub fn count_pinned(&self) -> usize {
+        self.derived.pinned
+    }
+
+    /// True when the build `name` exists and is pinned (what a policy that
+    /// stops or undeploys builds must respect).
+    pub fn is_pinned(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|b| b.pinned)
+    }
+
+    /// The build served at `<slug>.<build_domain>`, if any (should two
+    /// builds share a slug, the one with the smallest name).
+    pub fn get_by_slug(&self, slug: &str) -> Option<&Build> {
+        self.derived
+            .by_slug
+            .range((slug.to_owned(), Arc::<str>::from(""))..)
+            .next()
+            .filter(|(s, _)| s == slug)
+            .and_then(|(_, n)| self.get(n))
     }
 
     /// Number of deployed builds: all but the undeploying ones.
@@ -532,13 +576,14 @@ impl BuildIndex {
         self.resolve(self.derived.todo.iter(), limit)
     }
 
-    /// Up to `limit` started builds, oldest last scaled first.
+    /// Up to `limit` started builds that are not pinned, oldest last
+    /// scaled first.
     pub fn oldest_started(&self, limit: usize) -> Vec<&Build> {
         self.resolve(self.derived.started.iter(), limit)
     }
 
     /// Up to `limit` stopped, stopping or failed builds, oldest last scaled
-    /// first, never the newest build of a branch.
+    /// first, never a pinned build nor the newest build of a branch.
     pub fn oldest_stopped(&self, limit: usize) -> Vec<&Build> {
         self.resolve(self.derived.evictable.iter(), limit)
     }

@@ -27,7 +27,7 @@ pub mod status;
 #[cfg(test)]
 mod testutil;
 
-pub use build::{Build, wire_status};
+pub use build::{Build, Route, wire_status};
 pub use cluster::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, JobFacts, JobKind, JobPhase, KubefilesMode,
     LogFollow, LogSource, LogTail,

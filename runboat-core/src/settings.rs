@@ -55,12 +55,22 @@ pub struct Limits {
     /// Above this many deployed (not undeploying) builds, undeploy the
     /// oldest-scaled stopped/stopping/failed ones.
     pub max_deployed: usize,
+    /// At most this many pinned builds (a pin beyond is refused).
+    pub max_pinned: usize,
 }
 
+/// Default of [`Settings::max_pinned`].
+pub const DEFAULT_MAX_PINNED: usize = 5;
+
 impl Default for Limits {
-    /// The original's defaults: 2 / 6 / 10.
+    /// The original's defaults: 2 / 6 / 10 (and 5 pinned builds).
     fn default() -> Self {
-        Limits { max_initializing: 2, max_started: 6, max_deployed: 10 }
+        Limits {
+            max_initializing: 2,
+            max_started: 6,
+            max_deployed: 10,
+            max_pinned: DEFAULT_MAX_PINNED,
+        }
     }
 }
 
@@ -268,11 +278,61 @@ pub struct Settings {
     /// Start a build as soon as its initialization succeeded (default
     /// false: builds stay stopped until someone starts them).
     pub start_after_init: bool,
+    /// Pinned builds, at most (default 5; 0 refuses every pin). Pinned
+    /// builds count against `max_started` and `max_deployed`, but are never
+    /// stopped or undeployed by them.
+    pub max_pinned: usize,
+    /// Stop a started build this long after it was last started or woken
+    /// (`None`, the default: never; pinned builds are exempt).
+    pub idle_stop_after: Option<std::time::Duration>,
+    /// `name:port` of a Service in the build namespace that reaches
+    /// runboat-server: runboat points a build's Ingress backends at it
+    /// while the build is not started and ready, so requests to its host
+    /// get the waiting page (`None`, the default: Ingresses are left as the
+    /// kubefiles make them).
+    pub wake_service: Option<WakeService>,
+}
+
+/// The [`Settings::wake_service`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WakeService {
+    /// The Service name (a DNS-1035 label).
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// Parses `name:port` (a DNS-1035 label of at most 63 characters, a port
+/// 1-65535); an empty value means off.
+pub fn parse_wake_service(key: &str, text: &str) -> Result<Option<WakeService>> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        err(
+            key,
+            format!(
+                "expected a Service in the build namespace as \"name:port\", such as \"runboat-wake:80\"; got {t:?}"
+            ),
+        )
+    };
+    let (name, port) = t.rsplit_once(':').ok_or_else(bad)?;
+    let label_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if !label_ok || port == 0 {
+        return Err(bad());
+    }
+    Ok(Some(WakeService { name: name.to_owned(), port }))
 }
 
 /// Setting names known to the loader (TOML keys; env names are these
 /// upper-cased with [`ENV_PREFIX`]).
-pub const SETTING_KEYS: [&str; 20] = [
+pub const SETTING_KEYS: [&str; 23] = [
     "repos",
     "api_admin_user",
     "api_admin_passwd",
@@ -293,6 +353,9 @@ pub const SETTING_KEYS: [&str; 20] = [
     "deployment_resource_types",
     "no_cleanup_job",
     "start_after_init",
+    "max_pinned",
+    "idle_stop_after",
+    "wake_service",
 ];
 
 /// The `RUNBOAT_*` variables of `env` that are no setting (to warn about
@@ -307,6 +370,53 @@ pub fn unknown_env_keys<K: AsRef<str>, V>(env: impl IntoIterator<Item = (K, V)>)
             (!SETTING_KEYS.contains(&name.as_str())).then(|| k.to_owned())
         })
         .collect()
+}
+
+/// Parses a session length such as `2h`, `90m`, `45s`, `1h30m` (units
+/// `h`, `m`, `s`, at least one second, at most 30 days); `off`, `0` or an
+/// empty string mean no idle stop (`None`).
+pub fn parse_session(key: &str, text: &str) -> Result<Option<std::time::Duration>> {
+    let t = text.trim();
+    if t.is_empty() || t == "0" || t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || {
+        err(
+            key,
+            format!(
+                "expected a duration such as \"2h\", \"90m\" or \"1h30m\", or \"off\"; got {t:?}"
+            ),
+        )
+    };
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for ch in t.chars() {
+        if ch.is_ascii_digit() {
+            if digits.len() >= 9 {
+                return Err(bad());
+            }
+            digits.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total = total.saturating_add(n.saturating_mul(unit));
+        any = true;
+    }
+    if !digits.is_empty() || !any {
+        return Err(bad());
+    }
+    if total == 0 || total > 30 * 24 * 3600 {
+        return Err(err(key, format!("must be between 1s and 30 days, got {t:?}")));
+    }
+    Ok(Some(std::time::Duration::from_secs(total)))
 }
 
 /// A raw setting value and where it came from.
@@ -696,6 +806,21 @@ impl Settings {
         };
         let no_cleanup_job = flag(take("no_cleanup_job"))?;
         let start_after_init = flag(take("start_after_init"))?;
+        let max_pinned = count(take("max_pinned"), DEFAULT_MAX_PINNED)?;
+        let wake_service = match take("wake_service") {
+            None => None,
+            Some(r) => {
+                let key = r.key.clone();
+                parse_wake_service(&key, &r.string(false)?)?
+            }
+        };
+        let idle_stop_after = match take("idle_stop_after") {
+            None => None,
+            Some(r) => {
+                let key = r.key.clone();
+                parse_session(&key, &r.string(false)?)?
+            }
+        };
 
         Ok(Settings {
             repos,
@@ -718,6 +843,9 @@ impl Settings {
             deployment_resource_types,
             no_cleanup_job,
             start_after_init,
+            max_pinned,
+            idle_stop_after,
+            wake_service,
         })
     }
 
@@ -738,6 +866,7 @@ impl Settings {
             max_initializing: self.max_initializing,
             max_started: self.max_started,
             max_deployed: self.max_deployed,
+            max_pinned: self.max_pinned,
         }
     }
 

@@ -24,6 +24,7 @@ pub(crate) struct Spec {
     pub(crate) status: BuildStatus,
     pub(crate) created: i64,
     pub(crate) last_scaled: Option<i64>,
+    pub(crate) pinned: bool,
 }
 
 impl Spec {
@@ -43,6 +44,7 @@ impl Spec {
             status,
             created: 0,
             last_scaled: None,
+            pinned: false,
         }
     }
 
@@ -59,6 +61,8 @@ impl Spec {
             desired_replicas: i32::from(self.status == BuildStatus::Started),
             created: ts(self.created),
             last_scaled: self.last_scaled.map(ts),
+            pinned: self.pinned,
+            route: None,
         }
     }
 }
@@ -89,21 +93,25 @@ pub(crate) fn arb_build(names: usize) -> impl Strategy<Value = Build> {
         arb_states(),
         0..20i64,
         prop::option::of(0..20i64),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(|(n, repo, branch, pr, sha, (init, status), created, last_scaled)| {
-            Spec {
-                name: format!("b{n}"),
-                repo: repo.to_owned(),
-                branch: branch.to_owned(),
-                pr,
-                sha,
-                init,
-                status,
-                created,
-                last_scaled,
-            }
-            .build()
-        })
+        .prop_map(
+            |(n, repo, branch, pr, sha, (init, status), created, last_scaled, pinned)| {
+                Spec {
+                    name: format!("b{n}"),
+                    repo: repo.to_owned(),
+                    branch: branch.to_owned(),
+                    pr,
+                    sha,
+                    init,
+                    status,
+                    created,
+                    last_scaled,
+                    pinned,
+                }
+                .build()
+            },
+        )
 }
 
 /// The reference model of the index: a `Vec` scanned linearly.
@@ -169,7 +177,10 @@ impl Model {
     }
 
     pub(crate) fn oldest_started(&self) -> Vec<&Build> {
-        self.sorted_by(|b| b.status == BuildStatus::Started, Build::last_scaled_or_created)
+        self.sorted_by(
+            |b| b.status == BuildStatus::Started && !b.pinned,
+            Build::last_scaled_or_created,
+        )
     }
 
     pub(crate) fn oldest_stopped(&self) -> Vec<&Build> {
@@ -178,7 +189,8 @@ impl Model {
                 matches!(
                     b.status,
                     BuildStatus::Stopped | BuildStatus::Stopping | BuildStatus::Failed
-                ) && !self.is_newest(b)
+                ) && !b.pinned
+                    && !self.is_newest(b)
             },
             Build::last_scaled_or_created,
         )
@@ -194,6 +206,10 @@ impl Model {
 
     pub(crate) fn count_init(&self, init: InitStatus) -> usize {
         self.builds.iter().filter(|b| b.init_status == init).count()
+    }
+
+    pub(crate) fn count_pinned(&self) -> usize {
+        self.builds.iter().filter(|b| b.pinned).count()
     }
 
     pub(crate) fn deployed(&self) -> usize {

@@ -172,6 +172,8 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<StatusC
             leader: l.is_leader(),
             holder: l.holder(),
         }),
+        pinned: n(c.pinned),
+        max_pinned: n(c.max_pinned),
     }))
 }
 
@@ -590,6 +592,52 @@ pub(crate) async fn undeploy_build(
     state.admin().check(&headers)?;
     let result = state.controller().undeploy(&name).await;
     action_answer(&name, "undeploy", result)
+}
+
+#[utoipa::path(post, path = "/api/v1/builds/{name}/pin", tag = "admin",
+    params(("name" = String, Path, description = "build name")),
+    security(("basic" = [])),
+    description = "Pins a build: the limits (`max_started`, `max_deployed`) and idle stop never \
+        stop or undeploy it (it still counts against them). Stored as the `runboat/pinned` \
+        annotation of its Deployment. Pinning a pinned build is done at once.",
+    responses(
+        (status = 200, description = "pin requested; or ignored (`ignored: true`) when the build \
+            is undeploying", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 409, description = "`max_pinned` builds are pinned already", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
+/// `POST /builds/{name}/pin` (admin).
+pub(crate) async fn pin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.admin().check(&headers)?;
+    let result = state.controller().pin(&name).await;
+    action_answer(&name, "pin", result)
+}
+
+#[utoipa::path(post, path = "/api/v1/builds/{name}/unpin", tag = "admin",
+    params(("name" = String, Path, description = "build name")),
+    security(("basic" = [])),
+    description = "Unpins a build (done at once when it is not pinned).",
+    responses(
+        (status = 200, description = "unpin requested", body = BuildAction),
+        (status = 401, description = "admin credentials required (HTTP Basic)", body = Detail),
+        (status = 404, description = "no such build", body = Detail),
+        (status = 503, description = "the controller is stopping", body = Detail),
+    ))]
+/// `POST /builds/{name}/unpin` (admin).
+pub(crate) async fn unpin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.admin().check(&headers)?;
+    let result = state.controller().unpin(&name).await;
+    action_answer(&name, "unpin", result)
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub enum ApiError {
     /// No such build (or no such log): 404.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the state (a pin beyond `max_pinned`):
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
     /// The request body is over the limit: 413.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Unsupported { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -154,6 +159,13 @@ pub fn command(result: CommandResult, subject: Subject<'_>) -> Result<Accepted, 
                 "build {name:?}: repo/branch is not supported by the settings"
             )),
         }),
+        CommandOutcome::PinLimit { max_pinned } => Err(ApiError::Conflict(match subject {
+            Subject::Build(name) => format!(
+                "build {name:?} cannot be pinned: {max_pinned} builds are pinned already \
+                 (max_pinned = {max_pinned}); unpin one first"
+            ),
+            Subject::Commit(_) => format!("max_pinned = {max_pinned} builds are pinned already"),
+        })),
     }
 }
 

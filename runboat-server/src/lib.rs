@@ -26,6 +26,7 @@ pub mod run;
 pub mod summary;
 pub mod ui;
 pub mod views;
+pub mod wake;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -101,6 +102,8 @@ struct Inner {
     list_views: views::ViewCache,
     /// The leader election, when it is on.
     leadership: Option<runboat_k8s::Leadership>,
+    /// Wake-on-request counters and history.
+    wake: wake::WakeState,
 }
 
 impl AppState {
@@ -153,6 +156,7 @@ impl AppState {
                 views: views::ViewCache::default(),
                 list_views: views::ViewCache::default(),
                 leadership,
+                wake: wake::WakeState::default(),
             }),
         }
     }
@@ -185,6 +189,11 @@ impl AppState {
 
     pub(crate) fn event_streams(&self) -> &Arc<limits::Slots> {
         &self.inner.event_streams
+    }
+
+    /// Wake-on-request counters and history.
+    pub fn wake(&self) -> &wake::WakeState {
+        &self.inner.wake
     }
 
     pub(crate) fn actions_by_client(&self) -> &limits::RateLimiter {
@@ -303,6 +312,8 @@ fn api_route(path: &str, t: TimeoutLayer) -> MethodRouter<AppState> {
         "/builds/{name}/start" => post(api::start).layer(t),
         "/builds/{name}/stop" => post(api::stop).layer(t),
         "/builds/{name}/reset" => post(api::reset).layer(t),
+        "/builds/{name}/pin" => post(api::pin).layer(t),
+        "/builds/{name}/unpin" => post(api::unpin).layer(t),
         "/build-events" => get(events::build_events),
         "/openapi.json" => get(ops::openapi),
         // A listed path without handlers answers 405 (and fails the
@@ -345,6 +356,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(api::not_found)
+        // Build hosts (wake on request) before any route.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), wake::by_host))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics, hand-written text exposition (format 0.0.4).
 //!
 //! The server's own: `runboat_builds{status}`, `runboat_init_queue_length`,
-//! `runboat_initializing`, `runboat_ready`, `runboat_http_requests_total` and
+//! `runboat_initializing`, `runboat_pinned_builds`, `runboat_ready`, `runboat_http_requests_total` and
 //! the `runboat_http_request_duration_seconds` histogram by method, matched
 //! route and status. And the controller's, from its counters
 //! ([`ControllerHandle::stats`], [`ControllerHandle::action_counts`],
@@ -197,6 +197,11 @@ pub fn render(state: &AppState) -> String {
             "runboat_initializing {}",
             index.count_by_init_status(InitStatus::Started)
         );
+        out.push_str(
+            "# HELP runboat_pinned_builds Builds an admin pinned.\n\
+             # TYPE runboat_pinned_builds gauge\n",
+        );
+        let _ = writeln!(out, "runboat_pinned_builds {}", index.count_pinned());
     });
     out.push_str("# HELP runboat_ready Whether the first cluster listing is in.\n# TYPE runboat_ready gauge\n");
     let _ = writeln!(out, "runboat_ready {}", u8::from(state.controller().is_ready()));
@@ -209,6 +214,7 @@ pub fn render(state: &AppState) -> String {
     if let Some(leadership) = state.leadership() {
         write_leadership(leadership, &mut out);
     }
+    state.wake().write_metrics(&mut out);
     out
 }
 
@@ -253,6 +259,11 @@ fn write_controller(controller: &ControllerHandle, out: &mut String) {
             "runboat_controller_watch_restarts_total",
             "Full relistings after a watch restarted.",
             stats.watch_restarts,
+        ),
+        (
+            "runboat_idle_stops_total",
+            "Started builds stopped because their idle session ran out.",
+            stats.idle_stops,
         ),
     ];
     for (name, help, value) in counters {

@@ -36,6 +36,8 @@ use crate::{api, events, logs, ops, summary};
         api::start,
         api::stop,
         api::reset,
+        api::pin,
+        api::unpin,
         logs::init_log,
         logs::log,
         events::build_events,
@@ -86,6 +88,8 @@ pub const API_PATHS: &[&str] = &[
     "/builds/{name}/start",
     "/builds/{name}/stop",
     "/builds/{name}/reset",
+    "/builds/{name}/pin",
+    "/builds/{name}/unpin",
     "/build-events",
     "/openapi.json",
 ];

@@ -116,6 +116,8 @@ mod tests {
             desired_replicas: 0,
             created: ts(created),
             last_scaled: scaled.map(ts),
+            pinned: false,
+            route: None,
         }
     }
 

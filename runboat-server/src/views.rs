@@ -155,6 +155,8 @@ mod tests {
             desired_replicas: 0,
             created: jiff::Timestamp::UNIX_EPOCH,
             last_scaled: None,
+            pinned: false,
+            route: None,
         }
     }
 

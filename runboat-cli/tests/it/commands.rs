@@ -22,6 +22,8 @@ async fn help_and_completions_need_no_server() {
         &["start", "--help"],
         &["stop", "--help"],
         &["reset", "--help"],
+        &["pin", "--help"],
+        &["unpin", "--help"],
         &["undeploy", "--help"],
         &["logs", "--help"],
         &["watch", "--help"],
@@ -182,6 +184,28 @@ async fn trigger_wait_start_wait_logs_stop_undeploy() {
     r.expect_code(0);
     assert_eq!(r.json()["detail"], "reset requested");
     s.until_status(&name, Some("stopped")).await;
+
+    // Pin and unpin need the admin credentials.
+    let r = run(runboat(&s.url), &["pin", &name]).await;
+    r.expect_code(4);
+    assert!(r.stderr.contains("admin credentials required"), "{r:?}");
+    let r = run(admin(&s.url), &["pin", &name]).await;
+    r.expect_code(0);
+    assert_eq!(r.stdout, format!("{name}: pin requested\n"));
+    s.until_pinned(&name, true).await;
+    let r = run(runboat(&s.url), &["show", &name]).await;
+    r.expect_code(0);
+    assert!(r.stdout.contains("pinned:"), "{r:?}");
+    assert_eq!(run(runboat(&s.url), &["show", &name, "--json"]).await.json()["pinned"], true);
+    let r = run(runboat(&s.url), &["status"]).await;
+    r.expect_code(0);
+    assert!(r.stdout.contains("pinned") && r.stdout.contains("1 / 5"), "{r:?}");
+    let r = run(admin(&s.url), &["unpin", &name, "--json"]).await;
+    r.expect_code(0);
+    assert_eq!(r.json()["detail"], "unpin requested");
+    s.until_pinned(&name, false).await;
+    let shown = run(runboat(&s.url), &["show", &name, "--json"]).await.json();
+    assert!(shown.get("pinned").is_none(), "pinned is omitted when false: {shown}");
 
     // Undeploy needs the admin credentials.
     let r = run(runboat(&s.url), &["undeploy", &name]).await;

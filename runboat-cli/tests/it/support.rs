@@ -170,6 +170,16 @@ impl Server {
         self.handle.with_index(|index| index.get(name).map(|b| b.status.as_str().to_owned()))
     }
 
+    /// Waits until build `name` is pinned (or not).
+    pub(crate) async fn until_pinned(&self, name: &str, pinned: bool) {
+        let mut rx = self.handle.with_index(|index| index.subscribe());
+        let deadline = Instant::now() + PATIENCE;
+        while self.handle.get(name).map(|b| b.pinned) != Some(pinned) {
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+            assert!(Instant::now() < deadline, "{name} did not become pinned={pinned}");
+        }
+    }
+
     /// Waits until build `name` has `status` (`None`: is gone).
     pub(crate) async fn until_status(&self, name: &str, status: Option<&str>) {
         let rx = self.handle.with_index(|index| index.subscribe());

@@ -220,6 +220,15 @@ impl Ctx {
                 self.delete_resources(j, name).await?;
                 self.remove_finalizer(j, name).await?;
             }
+            Task::Pin(name) => {
+                self.call(j, "set_pinned", || self.cluster.set_pinned(name, true)).await?;
+            }
+            Task::Route(name, route) => {
+                self.call(j, "set_route", || self.cluster.set_route(name, *route)).await?;
+            }
+            Task::Unpin(name) => {
+                self.call(j, "set_pinned", || self.cluster.set_pinned(name, false)).await?;
+            }
             Task::DeleteOrphan(name) => {
                 let existing =
                     self.call(j, "get_deployment", || self.cluster.get_deployment(name)).await?;

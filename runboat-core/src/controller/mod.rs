@@ -156,6 +156,11 @@ pub struct ControllerConfig {
     /// undeploy-matching request expands into are not counted: the loop
     /// queued them itself.)
     pub max_queued_requests: usize,
+    /// The wall time when the loop starts, from which it counts on tokio's
+    /// clock (`None`: the system's time). Idle stop compares this clock
+    /// with `runboat/last-scaled`; a simulated cluster on tokio's paused
+    /// clock passes its own start time so both clocks agree.
+    pub wall_clock_start: Option<jiff::Timestamp>,
 }
 
 impl Default for ControllerConfig {
@@ -169,6 +174,7 @@ impl Default for ControllerConfig {
             resubscribe_delay: Duration::from_secs(1),
             seed: 0x5eed_1234_abcd_0001,
             max_queued_requests: 4096,
+            wall_clock_start: None,
         }
     }
 }
@@ -210,6 +216,8 @@ pub struct ControllerStats {
     /// Full relistings received after the first one of each stream: each
     /// is a watch that had to restart.
     pub watch_restarts: u64,
+    /// Builds stopped because their idle session ran out.
+    pub idle_stops: u64,
 }
 
 /// How many actions of one kind ended one way (see
@@ -233,6 +241,7 @@ struct Counters {
     actions_failed: AtomicU64,
     actions_panicked: AtomicU64,
     watch_restarts: AtomicU64,
+    idle_stops: AtomicU64,
     /// Ended actions by (kind, outcome).
     by_kind: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -489,6 +498,18 @@ impl ControllerHandle {
         self.ask(Request::Reset(build_name.to_owned())).await
     }
 
+    /// Pins a build (not undeploying): the limits and idle stop never stop
+    /// or undeploy it. [`CommandOutcome::PinLimit`] when `max_pinned`
+    /// builds are pinned already; `Done` at once when it is pinned.
+    pub async fn pin(&self, build_name: &str) -> CommandResult {
+        self.ask(Request::Pin(build_name.to_owned())).await
+    }
+
+    /// Unpins a build (`Done` at once when it is not pinned).
+    pub async fn unpin(&self, build_name: &str) -> CommandResult {
+        self.ask(Request::Unpin(build_name.to_owned())).await
+    }
+
     /// Undeploys a build (deletes its Deployment; cleanup follows).
     pub async fn undeploy(&self, build_name: &str) -> CommandResult {
         self.ask(Request::Undeploy(build_name.to_owned())).await
@@ -611,6 +632,7 @@ impl ControllerHandle {
             actions_failed: c.actions_failed.load(Ordering::Relaxed),
             actions_panicked: c.actions_panicked.load(Ordering::Relaxed),
             watch_restarts: c.watch_restarts.load(Ordering::Relaxed),
+            idle_stops: c.idle_stops.load(Ordering::Relaxed),
         }
     }
 

@@ -98,6 +98,11 @@ pub(super) struct Loop {
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     jitter: Jitter,
     stop: bool,
+    /// The pending wake-up of idle stop, if any.
+    idle_timer: Option<Instant>,
+    /// The wall clock at `started` (see `ControllerConfig::wall_clock_start`).
+    wall_start: jiff::Timestamp,
+    started: Instant,
 }
 
 fn reply(reply: Reply, result: CommandResult) {
@@ -166,7 +171,6 @@ impl Loop {
         Loop {
             shared,
             ctx,
-            config,
             commands,
             deployments,
             jobs,
@@ -184,7 +188,18 @@ impl Loop {
             timers: BinaryHeap::new(),
             jitter,
             stop: false,
+            idle_timer: None,
+            wall_start: config.wall_clock_start.unwrap_or_else(jiff::Timestamp::now),
+            started: Instant::now(),
+            config,
         }
+    }
+
+    /// The wall clock, counted on tokio's clock from the start.
+    fn wall_now(&self, now: Instant) -> jiff::Timestamp {
+        let elapsed = jiff::SignedDuration::try_from(now.saturating_duration_since(self.started))
+            .unwrap_or(jiff::SignedDuration::MAX);
+        self.wall_start.checked_add(elapsed).unwrap_or(jiff::Timestamp::MAX)
     }
 
     pub(super) async fn run(mut self) {
@@ -312,7 +327,12 @@ impl Loop {
                 break;
             }
             if let Some(Reverse((_, name))) = self.timers.pop() {
-                self.touched.insert(name);
+                // The idle timer has no build: it only makes a step.
+                if name.is_empty() {
+                    self.idle_timer = None;
+                } else {
+                    self.touched.insert(name);
+                }
             }
         }
         if self.deployments.resubscribe_at.is_some_and(|at| at <= now) {
@@ -551,6 +571,7 @@ impl Loop {
             max_concurrent_actions: self.config.max_concurrent_actions,
             cleanup_failures: &self.cleanup_failures,
             now,
+            wall_now: self.wall_now(now),
             leader: self.leader,
         };
         let step = policy::decide(&world, &touched, self.queue.iter().map(|(r, _)| r));
@@ -595,6 +616,18 @@ impl Loop {
             self.spawn(task, Reply::None, false, now);
         }
         self.touched.extend(step.revisit);
+        if step.idle_stops > 0 {
+            self.shared.counters.idle_stops.fetch_add(step.idle_stops as u64, Ordering::Relaxed);
+        }
+        if let Some(left) = step.next_idle_stop {
+            // `last-scaled` has whole seconds: wake a second late rather
+            // than early. One pending idle timer is enough.
+            let at = now + left + Duration::from_secs(1);
+            if self.idle_timer.is_none_or(|t| t > at || t <= now) {
+                self.idle_timer = Some(at);
+                self.timers.push(Reverse((at, String::new())));
+            }
+        }
         let failures_changed = !(step.cleanup_failed.is_empty() && step.cleanup_cleared.is_empty());
         for target in step.cleanup_failed {
             tracing::error!(

@@ -66,7 +66,7 @@ fn event_json_and_status_counts() {
         serde_json::json!({
             "deployed": 2, "max_deployed": 10, "failed": 0, "stopped": 1, "started": 0,
             "max_started": 6, "to_initialize": 1, "initializing": 0, "max_initializing": 2,
-            "undeploying": 0,
+            "undeploying": 0, "pinned": 0, "max_pinned": 5,
         })
     );
 }
@@ -322,6 +322,10 @@ fn check(idx: &BuildIndex, model: &Model, filters: &[SearchFilters]) -> Result<(
             .min_by(|x, y| x.name.cmp(&y.name));
         prop_assert_eq!(idx.get_by_commit(&b.commit_info), by_commit);
         prop_assert_eq!(idx.is_newest_of_branch(b), model.is_newest(b));
+        prop_assert_eq!(idx.is_pinned(&b.name), b.pinned);
+        let by_slug =
+            model.builds.iter().filter(|x| x.slug() == b.slug()).min_by(|x, y| x.name.cmp(&y.name));
+        prop_assert_eq!(idx.get_by_slug(&b.slug()), by_slug);
         prop_assert_eq!(
             idx.newest_of_branch(b.commit_info.repo(), b.commit_info.target_branch()),
             model.newest_of_branch(b.commit_info.repo(), b.commit_info.target_branch())
@@ -334,6 +338,7 @@ fn check(idx: &BuildIndex, model: &Model, filters: &[SearchFilters]) -> Result<(
         prop_assert_eq!(idx.count_by_init_status(s), model.count_init(s), "init {}", s);
     }
     prop_assert_eq!(idx.count_deployed(), model.deployed());
+    prop_assert_eq!(idx.count_pinned(), model.count_pinned());
     for limit in [0, 1, 3, usize::MAX] {
         let take = |v: Vec<&Build>| names(&v.into_iter().take(limit).collect::<Vec<_>>());
         prop_assert_eq!(names(&idx.to_initialize(limit)), take(model.to_initialize()));

@@ -168,6 +168,12 @@ impl InFlight {
         self.running.get(build).copied()
     }
 
+    /// How many actions of `kind` run or await their effect.
+    pub fn count_of(&self, kind: TaskKind) -> usize {
+        self.running.values().filter(|k| **k == kind).count()
+            + self.awaiting.values().filter(|(k, _)| *k == kind).count()
+    }
+
     /// How many actions run.
     pub fn running_count(&self) -> usize {
         self.running.len()
@@ -224,5 +230,9 @@ fn reflected(
         }
         TaskKind::CleanupSucceeded => build.is_none(),
         TaskKind::DeleteOrphan => build.is_some() || jobs.live(name, None).next().is_none(),
+        TaskKind::Pin => build.is_none_or(|b| b.pinned || undeploying),
+        TaskKind::Unpin => build.is_none_or(|b| !b.pinned),
+        TaskKind::RouteBuild => build.is_none_or(|b| b.route == Some(crate::build::Route::Build)),
+        TaskKind::RouteWake => build.is_none_or(|b| b.route == Some(crate::build::Route::Wake)),
     }
 }

@@ -26,6 +26,7 @@ mod tests;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
+use jiff::Timestamp;
 use tokio::time::Instant;
 
 use crate::build::Build;
@@ -55,6 +56,10 @@ pub enum Request {
     Undeploy(String),
     /// Undeploy every matching build that is not undeploying.
     UndeployMatching(SearchFilters),
+    /// Pin a build that is not undeploying (within `max_pinned`).
+    Pin(String),
+    /// Unpin a build.
+    Unpin(String),
 }
 
 /// Why a request was accepted but did nothing.
@@ -95,6 +100,11 @@ pub enum CommandOutcome {
     NotFound,
     /// `deploy_commit` of a repo/branch no settings rule supports.
     Unsupported,
+    /// A pin refused: `max_pinned` builds are pinned already.
+    PinLimit {
+        /// The limit.
+        max_pinned: usize,
+    },
 }
 
 /// What to do with one queued request.
@@ -143,6 +153,9 @@ pub struct World<'a> {
     pub cleanup_failures: &'a BTreeSet<String>,
     /// The clock.
     pub now: Instant,
+    /// The wall clock, on the same time base as `runboat/last-scaled`
+    /// (idle stop compares them).
+    pub wall_now: Timestamp,
     /// Whether this replica holds the leadership (always true without
     /// leader election). Only the leader makes scheduling decisions (job
     /// handling, limits, cleanup, initialization); requests are served by
@@ -165,6 +178,11 @@ pub struct Step {
     pub cleanup_failed: Vec<Target>,
     /// Builds no longer in a failed cleanup (the Job or the build went).
     pub cleanup_cleared: Vec<String>,
+    /// How many of `tasks` are stops of idle builds (for the metrics).
+    pub idle_stops: usize,
+    /// With idle stop on: how long until the next started build's session
+    /// ends (the loop wakes then to stop it), when one is running.
+    pub next_idle_stop: Option<std::time::Duration>,
 }
 
 impl Step {
@@ -188,6 +206,8 @@ struct Decider<'w, 'a> {
     claimed: HashSet<String>,
     capacity: usize,
     cleanup_failures: HashSet<String>,
+    /// Pins given a task in this step.
+    pins: usize,
     step: Step,
 }
 
@@ -249,6 +269,8 @@ impl Decider<'_, '_> {
                 |t: Target| Task::Undeploy(t.name),
                 |s| s != BuildStatus::Undeploying,
             ),
+            Request::Pin(name) => self.pin_request(name, true),
+            Request::Unpin(name) => self.pin_request(name, false),
             Request::UndeployMatching(filters) => {
                 let names: Vec<String> = index
                     .search(filters, SortOrder::Asc)
@@ -288,6 +310,36 @@ impl Decider<'_, '_> {
             return Verdict::Wait;
         }
         let task = task(Target::of(build));
+        self.claim(&task);
+        Verdict::Run(task)
+    }
+
+    /// A pin or unpin: idempotent (pinning a pinned build is done), and a
+    /// pin is refused when `max_pinned` builds are pinned or being pinned.
+    fn pin_request(&mut self, name: &str, pin: bool) -> Verdict {
+        let index = self.world.index;
+        let Some(build) = index.get(name) else {
+            return Verdict::Answer(CommandOutcome::NotFound);
+        };
+        if pin && build.status == BuildStatus::Undeploying {
+            return Verdict::Answer(CommandOutcome::Ignored(IgnoredReason::Status(build.status)));
+        }
+        if self.busy(name) {
+            return Verdict::Wait;
+        }
+        if build.pinned == pin {
+            return Verdict::Answer(CommandOutcome::Done);
+        }
+        let max_pinned = self.world.settings.max_pinned;
+        let pinned =
+            index.count_pinned() + self.world.in_flight.count_of(TaskKind::Pin) + self.pins;
+        if pin && pinned >= max_pinned {
+            return Verdict::Answer(CommandOutcome::PinLimit { max_pinned });
+        }
+        let task = if pin { Task::Pin(name.to_owned()) } else { Task::Unpin(name.to_owned()) };
+        if pin {
+            self.pins += 1;
+        }
         self.claim(&task);
         Verdict::Run(task)
     }
@@ -353,9 +405,25 @@ impl Decider<'_, '_> {
         let stop_excess =
             index.count_by_status(BuildStatus::Started).saturating_sub(limits.max_started);
         let undeploy_excess = index.count_deployed().saturating_sub(limits.max_deployed);
-        let candidates: Vec<Task> = index
-            .oldest_started(stop_excess)
+        // Idle stop: started builds (never pinned ones: the index keeps
+        // them out of its started set) whose session since their last
+        // start ran out, after the excess over `max_started`.
+        let idle: Vec<&Build> = match self.world.settings.idle_stop_after {
+            Some(session) => {
+                let (expired, next) = idle_builds(index, session, self.world.wall_now);
+                self.step.next_idle_stop = next;
+                expired
+            }
+            None => Vec::new(),
+        };
+        let excess = index.oldest_started(stop_excess);
+        let excess_names: HashSet<&str> = excess.iter().map(|b| b.name.as_str()).collect();
+        let idle_only: Vec<&Build> =
+            idle.into_iter().filter(|b| !excess_names.contains(b.name.as_str())).collect();
+        let idle_names: HashSet<&str> = idle_only.iter().map(|b| b.name.as_str()).collect();
+        let candidates: Vec<Task> = excess
             .into_iter()
+            .chain(idle_only.iter().copied())
             .map(|b| Task::Stop(Target::of(b)))
             .chain(
                 index
@@ -379,6 +447,9 @@ impl Decider<'_, '_> {
         for task in candidates {
             if !self.has_capacity() {
                 break;
+            }
+            if idle_names.contains(task.build_name()) {
+                self.step.idle_stops += 1;
             }
             self.run(task);
         }
@@ -438,6 +509,36 @@ impl Decider<'_, '_> {
     }
 }
 
+/// The started builds whose idle session ran out at `now` (oldest first;
+/// pinned builds are not in the index's started set), and how long until
+/// the next one's does.
+fn idle_builds(
+    index: &BuildIndex,
+    session: std::time::Duration,
+    now: Timestamp,
+) -> (Vec<&Build>, Option<std::time::Duration>) {
+    let session = jiff::SignedDuration::try_from(session).unwrap_or(jiff::SignedDuration::MAX);
+    let mut expired = Vec::new();
+    let mut limit = 16;
+    loop {
+        let started = index.oldest_started(limit);
+        expired.clear();
+        for b in &started {
+            let end = b.last_scaled_or_created().checked_add(session).unwrap_or(Timestamp::MAX);
+            if end <= now {
+                expired.push(*b);
+            } else {
+                let left = now.duration_until(end).unsigned_abs();
+                return (expired, Some(left));
+            }
+        }
+        if started.len() < limit {
+            return (expired, None);
+        }
+        limit = limit.saturating_mul(2);
+    }
+}
+
 /// The scheduling step: see the [module docs](self).
 ///
 /// `touched` are the builds whose facts changed since the last step (their
@@ -449,8 +550,10 @@ impl Decider<'_, '_> {
 /// one task per build, never one for a busy build, never more tasks than
 /// the free capacity, never an init job beyond `max_initializing` or for an
 /// undeploying build, never more stops or undeploys than the excess over
-/// `max_started`/`max_deployed`, never the newest build of a branch
-/// undeployed by the limit, no task but those of requests when not
+/// `max_started`/`max_deployed` (plus, for stops, the builds whose idle
+/// session ran out), never the newest build of a branch undeployed by the
+/// limit, never a pinned build stopped or undeployed but by a request,
+/// never more than `max_pinned` pinned builds by its pins, no task but those of requests when not
 /// [`World::leader`]; and once its tasks are recorded as in flight, a
 /// second step over the same facts issues nothing new.
 pub fn decide<'r>(
@@ -465,6 +568,7 @@ pub fn decide<'r>(
         claimed: HashSet::new(),
         capacity,
         cleanup_failures: world.cleanup_failures.iter().cloned().collect(),
+        pins: 0,
         step: Step::default(),
     };
 
@@ -494,6 +598,37 @@ pub fn decide<'r>(
         }
         if let Some(task) = d.job_task(name) {
             d.run(task);
+        }
+    }
+
+    // 2b. Routing: with `wake_service`, a touched build whose Ingress does
+    // not point where its status wants it; without, one still pointing at
+    // the wake Service (the setting was removed) goes back to itself.
+    let wake_on = world.settings.wake_service.is_some();
+    {
+        for name in touched {
+            if d.busy(name) {
+                continue;
+            }
+            let Some(build) = world.index.get(name) else { continue };
+            if build.status == BuildStatus::Undeploying {
+                continue;
+            }
+            let wanted = if wake_on {
+                crate::build::Route::wanted(build.status)
+            } else if build.route == Some(crate::build::Route::Wake) {
+                crate::build::Route::Build
+            } else {
+                continue;
+            };
+            if build.route == Some(wanted) {
+                continue;
+            }
+            if !d.has_capacity() {
+                d.step.revisit.push(name.clone());
+                continue;
+            }
+            d.run(Task::Route(name.clone(), wanted));
         }
     }
 

@@ -59,6 +59,13 @@ pub enum Task {
     /// Jobs of a build that has no Deployment: delete its resources (after
     /// checking the Deployment really is gone).
     DeleteOrphan(String),
+    /// Write `runboat/pinned: "true"` on the Deployment.
+    Pin(String),
+    /// Remove `runboat/pinned` from the Deployment.
+    Unpin(String),
+    /// Point the build's Ingress backends at this route and record it in
+    /// `runboat/route` (with `wake_service` set).
+    Route(String, crate::build::Route),
 }
 
 /// The kind of a [`Task`], without its data: what in-flight bookkeeping and
@@ -91,6 +98,14 @@ pub enum TaskKind {
     CleanupSucceeded,
     /// [`Task::DeleteOrphan`].
     DeleteOrphan,
+    /// [`Task::Pin`].
+    Pin,
+    /// [`Task::Unpin`].
+    Unpin,
+    /// [`Task::Route`] to the build.
+    RouteBuild,
+    /// [`Task::Route`] to the wake Service.
+    RouteWake,
 }
 
 impl TaskKind {
@@ -110,6 +125,10 @@ impl TaskKind {
             TaskKind::CleanupSucceeded => "cleanup-succeeded",
             TaskKind::DeleteOrphan => "delete-orphan",
             TaskKind::Requeue => "requeue",
+            TaskKind::Pin => "pin",
+            TaskKind::Unpin => "unpin",
+            TaskKind::RouteBuild => "route-build",
+            TaskKind::RouteWake => "route-wake",
         }
     }
 }
@@ -128,14 +147,24 @@ impl Task {
             | Task::InitSucceeded(t)
             | Task::InitFailed(t)
             | Task::Requeue(t) => Some(t),
-            Task::Undeploy(_) | Task::CleanupSucceeded(_) | Task::DeleteOrphan(_) => None,
+            Task::Undeploy(_)
+            | Task::CleanupSucceeded(_)
+            | Task::DeleteOrphan(_)
+            | Task::Pin(_)
+            | Task::Unpin(_)
+            | Task::Route(..) => None,
         }
     }
 
     /// The build the task is about.
     pub fn build_name(&self) -> &str {
         match self {
-            Task::Undeploy(n) | Task::CleanupSucceeded(n) | Task::DeleteOrphan(n) => n,
+            Task::Undeploy(n)
+            | Task::CleanupSucceeded(n)
+            | Task::DeleteOrphan(n)
+            | Task::Pin(n)
+            | Task::Unpin(n)
+            | Task::Route(n, _) => n,
             // Every other variant has a target.
             other => other.target().map_or("", |t| &t.name),
         }
@@ -162,6 +191,10 @@ impl Task {
             Task::Requeue(_) => TaskKind::Requeue,
             Task::CleanupSucceeded(_) => TaskKind::CleanupSucceeded,
             Task::DeleteOrphan(_) => TaskKind::DeleteOrphan,
+            Task::Pin(_) => TaskKind::Pin,
+            Task::Unpin(_) => TaskKind::Unpin,
+            Task::Route(_, crate::build::Route::Build) => TaskKind::RouteBuild,
+            Task::Route(_, crate::build::Route::Wake) => TaskKind::RouteWake,
         }
     }
 }

@@ -62,6 +62,7 @@ struct Fixture {
     failures: BTreeSet<String>,
     max_concurrent_actions: usize,
     now: Instant,
+    wall_now: jiff::Timestamp,
     leader: bool,
 }
 
@@ -74,6 +75,7 @@ impl Fixture {
             failures: BTreeSet::new(),
             max_concurrent_actions: 1000,
             now: Instant::now(),
+            wall_now: crate::testutil::ts(25),
             leader: true,
         }
     }
@@ -87,6 +89,7 @@ impl Fixture {
             max_concurrent_actions: self.max_concurrent_actions,
             cleanup_failures: &self.failures,
             now: self.now,
+            wall_now: self.wall_now,
             leader: self.leader,
         }
     }
@@ -383,6 +386,8 @@ struct World0 {
     capacity: usize,
     touched: Vec<usize>,
     requests: Vec<(u8, usize)>,
+    /// `max_pinned`, and the idle session in seconds (`None`: off).
+    pins_idle: (usize, Option<i64>, bool),
 }
 
 fn arb_world() -> impl Strategy<Value = World0> {
@@ -400,17 +405,21 @@ fn arb_world() -> impl Strategy<Value = World0> {
         (0..5usize, 0..8usize, 0..30usize),
         1..40usize,
         prop::collection::vec(0..NAMES, 0..NAMES),
-        prop::collection::vec((0..6u8, 0..NAMES), 0..10),
+        prop::collection::vec((0..8u8, 0..NAMES), 0..10),
+        (0..4usize, prop::option::of(1..30i64), any::<bool>()),
     )
-        .prop_map(|(builds, jobs, in_flight, limits, capacity, touched, requests)| World0 {
-            builds,
-            jobs,
-            in_flight,
-            limits,
-            capacity,
-            touched,
-            requests,
-        })
+        .prop_map(
+            |(builds, jobs, in_flight, limits, capacity, touched, requests, pins_idle)| World0 {
+                builds,
+                jobs,
+                in_flight,
+                limits,
+                capacity,
+                touched,
+                requests,
+                pins_idle,
+            },
+        )
 }
 
 fn name(i: usize) -> String {
@@ -438,6 +447,13 @@ fn build(w: &World0) -> Built {
     }
     let (i, s, d) = w.limits;
     let mut fixture = Fixture::new(settings(i, s, d));
+    fixture.settings.max_pinned = w.pins_idle.0;
+    fixture.settings.wake_service = w
+        .pins_idle
+        .2
+        .then(|| crate::settings::WakeService { name: "runboat-wake".to_owned(), port: 80 });
+    fixture.settings.idle_stop_after =
+        w.pins_idle.1.map(|secs| Duration::from_secs(secs.unsigned_abs()));
     fixture.max_concurrent_actions = w.capacity;
     for (n, (j, b, kind, phase, deleting)) in w.jobs.iter().enumerate() {
         let mut facts = job(&format!("j{j}-{n}"), &name(*b), *kind, *phase);
@@ -451,10 +467,10 @@ fn build(w: &World0) -> Built {
         if fixture.in_flight.running(&n).is_some() {
             continue;
         }
-        let task = if *initialize {
-            Task::Initialize(Target { name: n.clone(), commit: some_commit() })
-        } else {
-            Task::Undeploy(n.clone())
+        let task = match (*initialize, b % 3) {
+            (true, _) => Task::Initialize(Target { name: n.clone(), commit: some_commit() }),
+            (false, 0) => Task::Pin(n.clone()),
+            _ => Task::Undeploy(n.clone()),
         };
         fixture.in_flight.begin(&task, before, timeout);
         match state {
@@ -476,6 +492,8 @@ fn build(w: &World0) -> Built {
             1 => Request::Stop(name(*b)),
             2 => Request::Reset(name(*b)),
             3 => Request::Undeploy(name(*b)),
+            6 => Request::Pin(name(*b)),
+            7 => Request::Unpin(name(*b)),
             4 => Request::Deploy(
                 CommitInfo::new("oca/a", "17.0", Some(*b as u64 + 1), &format!("{b:040x}"))
                     .expect("commit"),
@@ -546,19 +564,78 @@ proptest! {
             prop_assert!(after.len() <= w.limits.0, "{} slots held, max {}", after.len(), w.limits.0);
         }
 
-        // Limits: no more stops or undeploys than the excess; only started
-        // builds stopped; never the newest build of a branch undeployed.
+        // Limits: no more stops or undeploys than the excess (stops of
+        // builds whose idle session ran out aside); only started builds
+        // stopped; never a pinned build stopped or undeployed; never the
+        // newest build of a branch undeployed.
         let stops: Vec<&Task> = step.tasks.iter().filter(|t| matches!(t, Task::Stop(_))).collect();
         let excess_started = b.model.count(BuildStatus::Started).saturating_sub(w.limits.1);
-        prop_assert!(stops.len() <= excess_started);
+        let expired = |x: &Build| {
+            w.pins_idle.1.is_some_and(|secs| {
+                x.last_scaled_or_created() + jiff::SignedDuration::from_secs(secs)
+                    <= b.fixture.wall_now
+            })
+        };
+        let mut not_idle = 0;
         for t in &stops {
-            prop_assert_eq!(b.index.get(t.build_name()).map(|x| x.status), Some(BuildStatus::Started));
+            let build = b.index.get(t.build_name()).expect("stopping a known build");
+            prop_assert_eq!(build.status, BuildStatus::Started);
+            prop_assert!(!build.pinned, "stopping pinned build {}", build.name);
+            if !expired(build) {
+                not_idle += 1;
+            }
+        }
+        prop_assert!(not_idle <= excess_started, "{} stops beyond the excess {}", not_idle, excess_started);
+        // The idle-stop count: stops of expired builds only, the rest
+        // within the excess.
+        let expired_stops = stops.iter().filter(|t| b.index.get(t.build_name()).is_some_and(expired)).count();
+        prop_assert!(step.idle_stops <= expired_stops, "{} idle stops of {} expired", step.idle_stops, expired_stops);
+        prop_assert!(stops.len() - step.idle_stops <= excess_started);
+        // Idle stop is live: with room for every task, every started build
+        // whose session ran out, neither pinned nor busy, is stopped.
+        if w.capacity >= 1000 && step.verdicts.len() == b.requests.len() {
+            for x in b.model.oldest_started() {
+                if expired(x) && !b.fixture.in_flight.busy(&x.name, now) && !distinct.contains(x.name.as_str()) {
+                    prop_assert!(false, "idle build {} not stopped", x.name);
+                }
+            }
+        }
+        // Pins: never beyond `max_pinned`, counting the pins in flight.
+        let new_pins = all.iter().filter(|t| matches!(t, Task::Pin(_))).count();
+        if new_pins > 0 {
+            let held = b.model.count_pinned() + b.fixture.in_flight.count_of(TaskKind::Pin);
+            prop_assert!(held + new_pins <= w.pins_idle.0, "{} + {} pins, max {}", held, new_pins, w.pins_idle.0);
+        }
+        for t in &all {
+            if let Task::Pin(n) = t {
+                let build = b.index.get(n).expect("pinning a known build");
+                prop_assert!(!build.pinned);
+                prop_assert_ne!(build.status, BuildStatus::Undeploying);
+            }
+        }
+        // Routing: only with a wake Service, only touched builds, never an
+        // undeploying one, always to where its status wants it.
+        for t in &all {
+            if let Task::Route(n, route) = t {
+                prop_assert!(b.touched.contains(n.as_str()), "routing untouched {}", n);
+                let build = b.index.get(n).expect("routing a known build");
+                prop_assert_ne!(build.status, BuildStatus::Undeploying);
+                if w.pins_idle.2 {
+                    prop_assert_eq!(*route, crate::build::Route::wanted(build.status));
+                } else {
+                    // Without a wake Service, only back from it.
+                    prop_assert_eq!(*route, crate::build::Route::Build);
+                    prop_assert_eq!(build.route, Some(crate::build::Route::Wake));
+                }
+                prop_assert_ne!(build.route, Some(*route));
+            }
         }
         let undeploys: Vec<&Task> =
             step.tasks.iter().filter(|t| matches!(t, Task::Undeploy(_))).collect();
         prop_assert!(undeploys.len() <= b.model.deployed().saturating_sub(w.limits.2));
         for t in &undeploys {
             let build = b.index.get(t.build_name()).expect("undeploying a known build");
+            prop_assert!(!build.pinned, "undeploying pinned build {}", build.name);
             prop_assert!(matches!(
                 build.status,
                 BuildStatus::Stopped | BuildStatus::Stopping | BuildStatus::Failed

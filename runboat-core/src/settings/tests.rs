@@ -167,7 +167,10 @@ fn limits_of_zero_pause() {
         ("RUNBOAT_MAX_DEPLOYED", "0"),
     ])
     .expect("zero limits");
-    assert_eq!(s.limits(), Limits { max_initializing: 0, max_started: 0, max_deployed: 0 });
+    assert_eq!(
+        s.limits(),
+        Limits { max_initializing: 0, max_started: 0, max_deployed: 0, max_pinned: 5 }
+    );
     let s = Settings::from_toml_str(&format!("max_started = 0\n{MINIMAL_TOML}")).expect("zero");
     assert_eq!(s.max_started, 0);
 }
@@ -388,4 +391,62 @@ proptest! {
             prop_assert_eq!(format!("{name}:{tag}"), image);
         }
     }
+}
+
+#[test]
+fn idle_stop_after_parses_durations_and_is_off_by_default() {
+    let s = Settings::from_toml_str(MINIMAL_TOML).expect("valid");
+    assert_eq!(s.idle_stop_after, None);
+    assert_eq!(s.max_pinned, DEFAULT_MAX_PINNED);
+    let secs = |t: &str| parse_session("idle_stop_after", t).map(|d| d.map(|d| d.as_secs()));
+    assert_eq!(secs("2h").expect("2h"), Some(7200));
+    assert_eq!(secs("30m").expect("30m"), Some(1800));
+    assert_eq!(secs("1h30m").expect("1h30m"), Some(5400));
+    assert_eq!(secs(" 45s ").expect("45s"), Some(45));
+    assert_eq!(secs("off").expect("off"), None);
+    assert_eq!(secs("0").expect("0"), None);
+    for bad in ["2", "h", "2d", "-1h", "1.5h", "0h", "31d", "721h", "9999999999h", "2 h"] {
+        let e = secs(bad).expect_err(bad).to_string();
+        assert!(e.contains("idle_stop_after"), "{bad}: {e}");
+    }
+    let s = Settings::from_toml_str(&format!(
+        "idle_stop_after = \"90m\"\nmax_pinned = 0\n{MINIMAL_TOML}"
+    ))
+    .expect("valid");
+    assert_eq!(s.idle_stop_after, Some(std::time::Duration::from_secs(5400)));
+    assert_eq!(s.limits().max_pinned, 0);
+    let e = Settings::from_toml_str(&format!("idle_stop_after = \"soon\"\n{MINIMAL_TOML}"))
+        .expect_err("invalid");
+    assert!(e.to_string().contains("idle_stop_after"), "{e}");
+    let s =
+        with_env(&[("RUNBOAT_IDLE_STOP_AFTER", "2h"), ("RUNBOAT_MAX_PINNED", "3")]).expect("env");
+    assert_eq!(s.idle_stop_after, Some(std::time::Duration::from_secs(7200)));
+    assert_eq!(s.max_pinned, 3);
+}
+
+proptest! {
+    #[test]
+    fn parse_session_never_panics(s in "\\PC{0,20}") {
+        let _ = parse_session("idle_stop_after", &s);
+    }
+}
+
+#[test]
+fn wake_service_is_a_service_name_and_port() {
+    let s = Settings::from_toml_str(MINIMAL_TOML).expect("valid");
+    assert_eq!(s.wake_service, None);
+    let ws = |t: &str| parse_wake_service("wake_service", t);
+    assert_eq!(
+        ws("runboat-wake:8080").expect("valid"),
+        Some(WakeService { name: "runboat-wake".into(), port: 8080 })
+    );
+    assert_eq!(ws("").expect("off"), None);
+    for bad in
+        ["runboat-wake", "Runboat:80", "-a:80", "a-:80", "a:0", "a:65536", "a.b:80", ":80", "a:x"]
+    {
+        let e = ws(bad).expect_err(bad).to_string();
+        assert!(e.contains("wake_service") && e.contains("name:port"), "{bad}: {e}");
+    }
+    let s = with_env(&[("RUNBOAT_WAKE_SERVICE", "wake:80")]).expect("env");
+    assert_eq!(s.wake_service.map(|w| w.port), Some(80));
 }

@@ -81,8 +81,8 @@ use crate::cluster::{
 use crate::commit::CommitInfo;
 use crate::contract::{
     ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_GIT_COMMIT, ANNOTATION_INIT_STATUS,
-    ANNOTATION_LAST_SCALED, ANNOTATION_PR, ANNOTATION_REPO, ANNOTATION_TARGET_BRANCH, LABEL_BUILD,
-    format_last_scaled,
+    ANNOTATION_LAST_SCALED, ANNOTATION_PINNED, ANNOTATION_PR, ANNOTATION_REPO, ANNOTATION_ROUTE,
+    ANNOTATION_TARGET_BRANCH, LABEL_BUILD, format_last_scaled,
 };
 use crate::rng::SeededRng;
 use crate::status::{DeploymentFacts, InitStatus};
@@ -198,6 +198,8 @@ pub enum SimMethod {
     InitLog,
     Log,
     GetDeployment,
+    SetPinned,
+    SetRoute,
 }
 
 /// One call received (recorded before faults apply).
@@ -249,6 +251,10 @@ struct Dep {
     todo_generation: u64,
     /// Incremented by each scale, so late replica updates are dropped.
     scale_generation: u64,
+    /// `runboat/pinned`.
+    pinned: bool,
+    /// `runboat/route` (the sim has no Ingress: the annotation is the route).
+    route: Option<crate::build::Route>,
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +352,12 @@ impl State {
         annotations.insert(ANNOTATION_DEFAULT_CONTAINER.to_owned(), "odoo".to_owned());
         if let Some(at) = d.last_scaled {
             annotations.insert(ANNOTATION_LAST_SCALED.to_owned(), format_last_scaled(at));
+        }
+        if d.pinned {
+            annotations.insert(ANNOTATION_PINNED.to_owned(), "true".to_owned());
+        }
+        if let Some(route) = d.route {
+            annotations.insert(ANNOTATION_ROUTE.to_owned(), route.as_str().to_owned());
         }
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_BUILD.to_owned(), build.to_owned());
@@ -565,6 +577,8 @@ impl SimCluster {
                 finalizer: true,
                 todo_generation: 1,
                 scale_generation: 0,
+                pinned: false,
+                route: None,
             },
         );
         s.resources.insert(build.clone());
@@ -596,6 +610,13 @@ impl SimCluster {
     /// True while the build's Deployment carries the finalizer.
     pub fn has_finalizer(&self, build_name: &str) -> bool {
         self.lock().deps.get(build_name).is_some_and(|d| d.finalizer)
+    }
+
+    /// The simulated wall clock now (what `runboat/last-scaled` gets): pass
+    /// it as `ControllerConfig::wall_clock_start` so idle stop runs on the
+    /// same clock.
+    pub fn wall_now(&self) -> Timestamp {
+        self.lock().now()
     }
 
     /// What the sim observed so far.
@@ -957,6 +978,8 @@ impl Cluster for SimCluster {
                                 finalizer: true,
                                 todo_generation,
                                 scale_generation: 0,
+                                pinned: false,
+                                route: None,
                             },
                         );
                         s.resources.insert(build.clone());
@@ -1071,5 +1094,27 @@ impl Cluster for SimCluster {
         let fail = self.enter(SimCluster::call(SimMethod::GetDeployment, build_name)).await?;
         SimCluster::fail_after(fail)?;
         Ok(self.lock().dep_facts(build_name))
+    }
+
+    async fn set_route(&self, build_name: &str, route: crate::build::Route) -> ClusterResult<()> {
+        let fail = self.enter(SimCluster::call(SimMethod::SetRoute, build_name)).await?;
+        let mut s = self.lock();
+        let Some(d) = s.deps.get_mut(build_name) else {
+            return Err(ClusterError::NotFound(format!("deployment of {build_name}").into()));
+        };
+        d.route = Some(route);
+        self.emit_dep(&mut s, build_name);
+        SimCluster::fail_after(fail)
+    }
+
+    async fn set_pinned(&self, build_name: &str, pinned: bool) -> ClusterResult<()> {
+        let fail = self.enter(SimCluster::call(SimMethod::SetPinned, build_name)).await?;
+        let mut s = self.lock();
+        let Some(d) = s.deps.get_mut(build_name) else {
+            return Err(ClusterError::NotFound(format!("deployment of {build_name}").into()));
+        };
+        d.pinned = pinned;
+        self.emit_dep(&mut s, build_name);
+        SimCluster::fail_after(fail)
     }
 }

@@ -39,6 +39,30 @@ builds = [{{ image = "ghcr.io/oca/oca-ci:latest" }}]
     Arc::new(Settings::from_toml_str(&toml).expect("valid settings"))
 }
 
+/// [`settings`] (init 2, no start after init, cleanup jobs) with
+/// `extra` TOML lines (such as `idle_stop_after` or `max_pinned`).
+pub(crate) fn settings_with(max_started: usize, max_deployed: usize, extra: &str) -> Arc<Settings> {
+    let toml = format!(
+        r#"
+api_admin_user = "admin"
+api_admin_passwd = "pw"
+build_namespace = "runboat-builds"
+build_domain = "runboat.example.com"
+base_url = "https://runboat.example.com"
+max_initializing = 2
+max_started = {max_started}
+max_deployed = {max_deployed}
+{extra}
+
+[[repos]]
+repo = "oca/.*"
+branch = ".*"
+builds = [{{ image = "ghcr.io/oca/oca-ci:latest" }}]
+"#
+    );
+    Arc::new(Settings::from_toml_str(&toml).expect("valid settings"))
+}
+
 /// A commit of `oca/repo<repo>` on `branch`, pr optional, sha from `n`.
 pub(crate) fn commit(repo: usize, branch: &str, pr: Option<u64>, n: u64) -> CommitInfo {
     CommitInfo::new(&format!("oca/repo{repo}"), branch, pr, &format!("{n:040x}"))
@@ -90,7 +114,10 @@ pub(crate) fn spawn(
     seed: u64,
 ) -> ControllerHandle {
     let cluster: Arc<dyn Cluster> = Arc::new(sim.clone());
-    Controller::spawn(cluster, forge, settings, config(seed))
+    // Idle stop compares the sim's `last-scaled` with the controller's
+    // wall clock: both count from now on tokio's clock.
+    let config = ControllerConfig { wall_clock_start: Some(sim.wall_now()), ..config(seed) };
+    Controller::spawn(cluster, forge, settings, config)
 }
 
 pub(crate) fn sim(config: SimConfig) -> SimCluster {

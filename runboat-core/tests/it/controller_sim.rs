@@ -359,3 +359,145 @@ async fn a_commit_redeployed_while_its_build_undeploys_is_deployed_again_afterwa
     assert_eq!(sim.report().cleanup_jobs_created, 1);
     assert_eq!(sim.report().violations, Vec::<String>::new());
 }
+
+/// Deploys `c` and waits until its initialization made it stopped.
+async fn deployed_stopped(
+    h: &runboat_core::ControllerHandle,
+    c: runboat_core::CommitInfo,
+) -> String {
+    let name = c.build_name();
+    assert_eq!(h.deploy_commit(c).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(h, &name) == Some(BuildStatus::Stopped)).await);
+    name
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_stop_stops_a_started_build_after_its_session_but_never_a_pinned_one() {
+    let sim = sim(SimConfig::default());
+    let settings = crate::common::settings_with(6, 10, "idle_stop_after = \"10m\"\nmax_pinned = 1");
+    let h = spawn(&sim, Arc::new(NoForge), settings, 11);
+    h.ready().await;
+    let kept = deployed_stopped(&h, commit(1, "16.0", Some(1), 1)).await;
+    let idle = deployed_stopped(&h, commit(1, "16.0", Some(2), 2)).await;
+
+    assert_eq!(h.pin(&kept).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || h.get(&kept).is_some_and(|b| b.pinned)).await);
+    assert_eq!(h.pin(&kept).await, Ok(CommandOutcome::Done), "pinning a pinned build is done");
+    assert_eq!(h.pin(&idle).await, Ok(CommandOutcome::PinLimit { max_pinned: 1 }));
+    assert_eq!(h.pin("nope").await, Ok(CommandOutcome::NotFound));
+    assert_eq!(h.status_counts().pinned, 1);
+
+    assert_eq!(h.start(&kept).await, Ok(CommandOutcome::Done));
+    assert_eq!(h.start(&idle).await, Ok(CommandOutcome::Done));
+    let both_started = || {
+        status_of(&h, &kept) == Some(BuildStatus::Started)
+            && status_of(&h, &idle) == Some(BuildStatus::Started)
+    };
+    assert!(eventually(MINUTE, both_started).await);
+    let started_at = tokio::time::Instant::now();
+
+    // Within the session nothing is stopped (paused clock: this advances it).
+    tokio::time::sleep(Duration::from_secs(8 * 60)).await;
+    assert!(both_started(), "stopped before the session ended");
+    assert_eq!(h.stats().idle_stops, 0);
+
+    // The session ends: the unpinned build is stopped, the pinned one not.
+    assert!(eventually(5 * MINUTE, || status_of(&h, &idle) == Some(BuildStatus::Stopped)).await);
+    let stopped_after = started_at.elapsed();
+    assert!(stopped_after >= Duration::from_secs(10 * 60), "stopped after {stopped_after:?}");
+    assert_eq!(h.stats().idle_stops, 1);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(status_of(&h, &kept), Some(BuildStatus::Started), "a pinned build was stopped");
+
+    // Woken (started) again: a new session from the new start.
+    assert_eq!(h.start(&idle).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &idle) == Some(BuildStatus::Started)).await);
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    assert_eq!(status_of(&h, &idle), Some(BuildStatus::Started), "the session restarts on start");
+    assert!(eventually(10 * MINUTE, || status_of(&h, &idle) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(h.stats().idle_stops, 2);
+
+    // Unpinned, the build's session (long over) ends it.
+    assert_eq!(h.unpin(&kept).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &kept) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(h.stats().idle_stops, 3);
+    assert_eq!(h.status_counts().pinned, 0);
+    assert_eq!(
+        sim.deployment(&kept).map(|d| d.annotations.contains_key("runboat/pinned")),
+        Some(false)
+    );
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn pinned_builds_count_against_the_limits_but_survive_them() {
+    let sim = sim(SimConfig::default());
+    let settings = crate::common::settings_with(2, 3, "max_pinned = 2");
+    let h = spawn(&sim, Arc::new(NoForge), settings, 12);
+    h.ready().await;
+    // The oldest build, pinned and stopped: the first max_deployed would
+    // take were it not pinned.
+    let p1 = deployed_stopped(&h, commit(1, "16.0", Some(1), 1)).await;
+    assert_eq!(h.pin(&p1).await, Ok(CommandOutcome::Done));
+    let p2 = deployed_stopped(&h, commit(1, "16.0", Some(2), 2)).await;
+    assert_eq!(h.pin(&p2).await, Ok(CommandOutcome::Done));
+    assert_eq!(h.start(&p2).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &p2) == Some(BuildStatus::Started)).await);
+    let b3 = deployed_stopped(&h, commit(1, "16.0", Some(3), 3)).await;
+    assert_eq!(h.status_counts().pinned, 2);
+
+    // A fourth deployed build, one over max_deployed: the oldest unpinned
+    // stopped build goes, not the older pinned one.
+    let b4 = deployed_stopped(&h, commit(1, "16.0", Some(4), 4)).await;
+    assert!(eventually(MINUTE, || h.get(&b3).is_none()).await, "b3 undeployed by max_deployed");
+    assert!(h.get(&p1).is_some_and(|b| b.pinned), "the pinned build was undeployed");
+    assert_eq!(h.status_counts().deployed, 3, "pinned builds count as deployed");
+
+    // Pinned builds count as started: p2 and b4 fill max_started; starting
+    // p1 stops b4 (the only unpinned started build), never a pinned one.
+    assert_eq!(h.start(&b4).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &b4) == Some(BuildStatus::Started)).await);
+    assert_eq!(h.start(&p1).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &b4) == Some(BuildStatus::Stopped)).await);
+    assert!(eventually(MINUTE, || status_of(&h, &p1) == Some(BuildStatus::Started)).await);
+    tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+    assert_eq!(status_of(&h, &p1), Some(BuildStatus::Started));
+    assert_eq!(status_of(&h, &p2), Some(BuildStatus::Started));
+    assert_eq!(h.stats().idle_stops, 0, "idle stop is off by default");
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_wake_service_the_route_follows_the_status() {
+    use runboat_core::Route;
+    let sim = sim(SimConfig::default());
+    let settings = crate::common::settings_with(6, 10, "wake_service = \"runboat-wake:8080\"");
+    let h = spawn(&sim, Arc::new(NoForge), settings, 13);
+    h.ready().await;
+    let name = deployed_stopped(&h, commit(1, "16.0", Some(1), 1)).await;
+    let route = || h.get(&name).and_then(|b| b.route);
+    assert!(eventually(MINUTE, || route() == Some(Route::Wake)).await, "a stopped build wakes");
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::Done));
+    // Starting (pod not ready): still the wake Service.
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Starting)).await);
+    assert_eq!(route(), Some(Route::Wake));
+    assert!(eventually(MINUTE, || route() == Some(Route::Build)).await, "started: the build");
+    assert_eq!(status_of(&h, &name), Some(BuildStatus::Started));
+    assert_eq!(h.stop(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || route() == Some(Route::Wake)).await, "stopping: wake again");
+    let routes = sim.calls().iter().filter(|c| c.method == SimMethod::SetRoute).count();
+    assert_eq!(routes, 3, "one write per change");
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_wake_service_nothing_is_routed() {
+    let sim = sim(SimConfig::default());
+    let h = spawn(&sim, Arc::new(NoForge), settings(2, 6, 10, false, false), 14);
+    h.ready().await;
+    let name = deployed_stopped(&h, commit(1, "16.0", Some(1), 1)).await;
+    assert_eq!(h.start(&name).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Started)).await);
+    assert!(sim.calls().iter().all(|c| c.method != SimMethod::SetRoute));
+    assert_eq!(h.get(&name).and_then(|b| b.route), None);
+}

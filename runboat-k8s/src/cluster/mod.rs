@@ -42,12 +42,14 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use runboat_core::cluster::ErrorDetail;
 use runboat_core::contract::{
-    ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_INIT_STATUS, ANNOTATION_LAST_SCALED,
-    FINALIZER_CLEANUP, LABEL_BUILD, LABEL_JOB_KIND, format_last_scaled,
+    ANNOTATION_BUILD_BACKENDS, ANNOTATION_DEFAULT_CONTAINER, ANNOTATION_INIT_STATUS,
+    ANNOTATION_LAST_SCALED, ANNOTATION_PINNED, ANNOTATION_ROUTE, FINALIZER_CLEANUP, LABEL_BUILD,
+    LABEL_JOB_KIND, format_last_scaled,
 };
+use runboat_core::settings::WakeService;
 use runboat_core::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, CommitInfo, DeploymentFacts, InitStatus,
-    JobFacts, JobKind, KubefilesMode, LogFollow, LogSource, LogTail, Settings,
+    JobFacts, JobKind, KubefilesMode, LogFollow, LogSource, LogTail, Route, Settings,
 };
 use serde_json::{Value, json};
 
@@ -59,6 +61,70 @@ use crate::render::{Format, Kubefiles, RenderContext};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "runboat";
+/// The merge patch that points `ingress`'s service backends at `route`
+/// (`None`: they already do). To the wake Service: the build's own backends
+/// are saved (JSON, in rule and path order) in `runboat/build-backends`,
+/// unless every backend points at the wake Service already. Back to the
+/// build: the saved ones are put back and the annotation removed (without
+/// it, the backends are the kubefiles' and stay). The resourceVersion makes
+/// the patch conditional.
+pub fn route_patch(ingress: &Value, route: Route, wake: Option<&WakeService>) -> Option<Value> {
+    // Without a wake Service (the setting was removed) only the way back
+    // is possible, and every saved backend goes back.
+    let wake_backend = wake.map(|w| json!({"name": w.name, "port": {"number": w.port}}));
+    let mut rules = ingress.pointer("/spec/rules")?.as_array()?.clone();
+    let saved: Option<Vec<Value>> = ingress
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ANNOTATION_BUILD_BACKENDS))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok());
+    let mut services: Vec<&mut Value> = rules
+        .iter_mut()
+        .filter_map(|r| r.pointer_mut("/http/paths").and_then(Value::as_array_mut))
+        .flatten()
+        .filter_map(|p| p.pointer_mut("/backend/service"))
+        .collect();
+    let annotation = match route {
+        Route::Wake => {
+            let wake_backend = wake_backend?;
+            if services.iter().all(|s| **s == wake_backend) {
+                return None;
+            }
+            let own: Vec<Value> = services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match saved.as_ref().and_then(|v| v.get(i)) {
+                    Some(before) if **s == wake_backend => before.clone(),
+                    _ => (**s).clone(),
+                })
+                .collect();
+            for s in &mut services {
+                **s = wake_backend.clone();
+            }
+            Value::String(serde_json::to_string(&own).unwrap_or_default())
+        }
+        Route::Build => {
+            let saved = saved?;
+            for (s, own) in services.iter_mut().zip(saved) {
+                if wake_backend.as_ref().is_none_or(|w| **s == *w) {
+                    **s = own;
+                }
+            }
+            Value::Null
+        }
+    };
+    Some(json!({
+        "metadata": {
+            "resourceVersion": ingress.pointer("/metadata/resourceVersion"),
+            "annotations": {ANNOTATION_BUILD_BACKENDS: annotation},
+        },
+        "spec": {"rules": rules},
+    }))
+}
+
+/// The field manager of the routing writes (the Ingress backends while a
+/// build sleeps), distinct from the kubefiles' server-side apply.
+pub const ROUTE_FIELD_MANAGER: &str = "runboat-router";
 
 /// Attempts of a read-modify-write (finalizer removal) before giving up
 /// with a conflict.
@@ -510,7 +576,9 @@ impl Inner {
             }
         }))
         .await?;
+        let mut ingress = false;
         for r in &rendered {
+            ingress |= r.object.get("kind").and_then(Value::as_str) == Some("Ingress");
             if r.is_deployment && mode == KubefilesMode::Deployment {
                 self.apply_new_deployment(r, &apply).await?;
             } else {
@@ -522,7 +590,67 @@ impl Inner {
                 lock(&self.deployment_names).insert(ctx.build_name.clone(), r.name.clone());
             }
         }
+        // The apply put the kubefiles' backends back: a sleeping build's
+        // Ingress points at the wake Service again.
+        if ingress && self.settings.wake_service.is_some() {
+            let route = self.find_deployment(build_name).await?.and_then(|d| {
+                d.metadata.annotations?.get(ANNOTATION_ROUTE).and_then(|v| Route::parse(v))
+            });
+            if route == Some(Route::Wake) {
+                self.route_ingresses(build_name, Route::Wake).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Points every backend of the build's Ingresses at `route`: the wake
+    /// Service (saving the build's own backends in an annotation), or back
+    /// to the saved ones (also without `wake_service`, for builds routed
+    /// before it was removed; to the wake Service is then a no-op).
+    async fn route_ingresses(&self, build_name: &str, route: Route) -> ClusterResult<()> {
+        let wake = self.settings.wake_service.as_ref();
+        if wake.is_none() && route == Route::Wake {
+            return Ok(());
+        }
+        check_build_name(build_name)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress"),
+                "ingresses",
+            ),
+        );
+        let params = PatchParams {
+            field_manager: Some(ROUTE_FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        let lp = ListParams::default().labels(&format!("{LABEL_BUILD}={build_name}"));
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let list = api
+                .list(&lp)
+                .await
+                .map_err(|e| cluster_error(&format!("list of the ingresses of {build_name}"), e))?;
+            let mut conflicted = false;
+            for ingress in list.items {
+                let Some(name) = ingress.metadata.name.clone() else { continue };
+                let object = serde_json::to_value(&ingress).unwrap_or(Value::Null);
+                let Some(patch) = route_patch(&object, route, wake) else { continue };
+                match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) if is_conflict(&e) => {
+                        conflicted = true;
+                        break;
+                    }
+                    Err(e) => return Err(cluster_error(&format!("routing of {name}"), e)),
+                }
+            }
+            if !conflicted {
+                return Ok(());
+            }
+        }
+        Err(ClusterError::Conflict(format!("routing of {build_name} kept conflicting").into()))
     }
 
     /// Mode `deployment`: create the Deployment with its replicas and init
@@ -744,6 +872,23 @@ impl Cluster for KubeCluster {
     async fn set_init_status(&self, build_name: &str, status: InitStatus) -> ClusterResult<()> {
         let patch = json!({"metadata": {"annotations": {ANNOTATION_INIT_STATUS: status.as_str()}}});
         self.inner.patch_deployment(build_name, "set init status", &patch).await
+    }
+
+    async fn set_route(&self, build_name: &str, route: Route) -> ClusterResult<()> {
+        // The Ingresses first, the record after: a failure in between is
+        // retried from the same (unrecorded) state.
+        self.inner.route_ingresses(build_name, route).await?;
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_ROUTE: route.as_str()}}});
+        self.inner.patch_deployment(build_name, "set route", &patch).await
+    }
+
+    async fn set_pinned(&self, build_name: &str, pinned: bool) -> ClusterResult<()> {
+        // A merge patch (not the kubefiles' field manager): a reset
+        // re-applying the kubefiles, which do not name the annotation,
+        // leaves it alone. `null` removes it.
+        let value = if pinned { json!("true") } else { Value::Null };
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_PINNED: value}}});
+        self.inner.patch_deployment(build_name, "set pinned", &patch).await
     }
 
     async fn delete_deployment(&self, build_name: &str) -> ClusterResult<()> {

@@ -169,6 +169,14 @@ async fn deploy_scale_annotate_and_read_a_build() {
     assert_eq!(scaled.len(), "2024-05-01T12:34:56Z".len(), "{scaled}");
     assert!(scaled.ends_with('Z') && scaled.parse::<jiff::Timestamp>().is_ok(), "{scaled}");
 
+    // The pin: an annotation runboat writes, which no kubefiles apply
+    // removes (checked after the reset below).
+    cluster.set_pinned(&name, true).await.expect("pin");
+    let d = deployment_of(&sim, &name).expect("deployment");
+    assert_eq!(annotation(&d, "runboat/pinned").as_deref(), Some("true"));
+    let facts = cluster.get_deployment(&name).await.expect("get").expect("exists");
+    assert!(runboat_core::Build::from_deployment_facts(&facts).expect("build").pinned);
+
     // Modes that leave replicas and init status out must not remove them.
     cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Stop).await.expect("stop");
     cluster.apply_kubefiles(&c.build_name(), &c, KubefilesMode::Start).await.expect("start");
@@ -219,6 +227,11 @@ async fn deploy_scale_annotate_and_read_a_build() {
     let d = deployment_of(&sim, &name).expect("deployment");
     assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
     assert_eq!(annotation(&d, "runboat/init-status").as_deref(), Some("todo"));
+    assert_eq!(annotation(&d, "runboat/pinned").as_deref(), Some("true"), "a reset unpinned");
+    cluster.set_pinned(&name, false).await.expect("unpin");
+    let d = deployment_of(&sim, &name).expect("deployment");
+    assert_eq!(annotation(&d, "runboat/pinned"), None);
+    assert!(cluster.set_pinned("bnothere", true).await.is_err_and(|e| e.is_not_found()));
 
     // Unknown builds.
     assert!(cluster.scale("bnothere", 1).await.is_err_and(|e| e.is_not_found()));

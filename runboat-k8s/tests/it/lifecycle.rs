@@ -262,3 +262,138 @@ async fn a_restarted_controller_finishes_what_the_first_began() {
     }
     second.shutdown().await;
 }
+
+/// Idle stop on kubesim with a 2 s session: the session counts from the
+/// `runboat/last-scaled` the start wrote in the cluster, so a second
+/// controller (restarted with idle stop on) stops a build the first
+/// started; a pinned build is never stopped, and a restart starts a new
+/// session.
+#[tokio::test]
+async fn idle_stop_stops_unpinned_builds_after_their_session_across_a_restart() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let first = controller(&sim, "").await;
+    let (idle, kept) = (commit(60).build_name(), commit(61).build_name());
+    for c in [commit(60), commit(61)] {
+        assert_eq!(first.deploy_commit(c).await, Ok(CommandOutcome::Done));
+    }
+    for name in [&idle, &kept] {
+        wait_status(&first, name, BuildStatus::Stopped).await;
+        assert_eq!(first.start(name).await, Ok(CommandOutcome::Done));
+    }
+    assert_eq!(first.pin(&kept).await, Ok(CommandOutcome::Done));
+    for name in [&idle, &kept] {
+        wait_status(&first, name, BuildStatus::Started).await;
+    }
+    wait_build(&first, &kept, "pinned", |_| first.get(&kept).is_some_and(|b| b.pinned)).await;
+    first.shutdown().await;
+
+    let second = controller(&sim, "idle_stop_after = \"2s\"").await;
+    let started_at = second.get(&idle).and_then(|b| b.last_scaled).expect("last-scaled");
+    wait_status(&second, &idle, BuildStatus::Stopped).await;
+    assert!(jiff::Timestamp::now() >= started_at + jiff::SignedDuration::from_secs(2));
+    assert_eq!(second.stats().idle_stops, 1);
+
+    // Woken again: stopped again after a new session; the pinned build,
+    // whose session ran out long ago, stays started all along.
+    assert_eq!(second.start(&idle).await, Ok(CommandOutcome::Done));
+    wait_status(&second, &idle, BuildStatus::Started).await;
+    let restarted_at = second.get(&idle).and_then(|b| b.last_scaled).expect("last-scaled");
+    assert!(restarted_at > started_at, "the start wrote a new last-scaled");
+    wait_status(&second, &idle, BuildStatus::Stopped).await;
+    assert!(jiff::Timestamp::now() >= restarted_at + jiff::SignedDuration::from_secs(2));
+    assert_eq!(second.stats().idle_stops, 2);
+    assert_eq!(second.get(&kept).map(|b| b.status), Some(BuildStatus::Started));
+    let kept_since = second.get(&kept).and_then(|b| b.last_scaled).expect("last-scaled");
+    assert!(jiff::Timestamp::now() >= kept_since + jiff::SignedDuration::from_secs(2));
+
+    // Unpinned, its long-gone session stops it.
+    assert_eq!(second.unpin(&kept).await, Ok(CommandOutcome::Done));
+    wait_status(&second, &kept, BuildStatus::Stopped).await;
+    assert_eq!(second.stats().idle_stops, 3);
+    second.shutdown().await;
+}
+
+/// The Service an ingress controller would send a request for `host` to,
+/// reading the cluster's Ingress objects as it does (host → rule → path
+/// `/` → service backend).
+fn resolve(h: &kubesim::Handle, host: &str) -> Option<String> {
+    let ingresses = h.list("ingresses", Some(NS)).expect("ingresses");
+    ingresses.iter().find_map(|i| {
+        let rules = i.pointer("/spec/rules")?.as_array()?;
+        let rule = rules.iter().find(|r| r["host"] == host)?;
+        let paths = rule.pointer("/http/paths")?.as_array()?;
+        let path = paths.iter().find(|p| p["path"] == "/")?;
+        path.pointer("/backend/service/name")?.as_str().map(str::to_owned)
+    })
+}
+
+/// With `wake_service`, a build's hosts reach the wake Service while it is
+/// not started and ready, and its own Services once it is; a reset
+/// re-applying the kubefiles and a controller restart keep that.
+#[tokio::test]
+async fn the_ingress_points_at_the_wake_service_while_the_build_sleeps() {
+    let sim = sim_with(ControllerConfig::instant()).await;
+    let h = sim.handle();
+    let extra = "wake_service = \"runboat-wake:8080\"";
+    let first = controller(&sim, extra).await;
+    let c = commit(70);
+    let name = c.build_name();
+    let host = format!("{}.runboat.example.com", c.slug());
+    let mail = format!("{}.mail.runboat.example.com", c.slug());
+    assert_eq!(first.deploy_commit(c.clone()).await, Ok(CommandOutcome::Done));
+    wait_status(&first, &name, BuildStatus::Stopped).await;
+    let sleeping = |h: &kubesim::Handle| {
+        resolve(h, &host).as_deref() == Some("runboat-wake")
+            && resolve(h, &mail).as_deref() == Some("runboat-wake")
+    };
+    assert!(h.wait_until(LIFECYCLE_WAIT, sleeping).await, "{:?}", resolve(&h, &host));
+    let port =
+        h.list("ingresses", Some(NS)).expect("ingresses").iter().find_map(|i| {
+            i.pointer("/spec/rules/0/http/paths/0/backend/service/port/number").cloned()
+        });
+    assert_eq!(port, Some(serde_json::json!(8080)));
+
+    // Started and ready: its own Services.
+    assert_eq!(first.start(&name).await, Ok(CommandOutcome::Done));
+    let awake = |h: &kubesim::Handle| {
+        resolve(h, &host).is_some_and(|s| s != "runboat-wake" && s.starts_with(&name))
+            && resolve(h, &mail).is_some_and(|s| s != "runboat-wake")
+    };
+    assert!(h.wait_until(LIFECYCLE_WAIT, awake).await, "{:?}", resolve(&h, &host));
+    let own = (resolve(&h, &host), resolve(&h, &mail));
+    assert_eq!(first.get(&name).map(|b| b.status), Some(BuildStatus::Started));
+
+    // Stopped: the wake Service again; a reset (which re-applies the
+    // kubefiles, backends included) leaves it so.
+    assert_eq!(first.stop(&name).await, Ok(CommandOutcome::Done));
+    assert!(h.wait_until(LIFECYCLE_WAIT, sleeping).await);
+    assert_eq!(first.reset(&name).await, Ok(CommandOutcome::Done));
+    wait_build(&first, &name, "re-initializing", |s| s != Some(BuildStatus::Stopped)).await;
+    wait_status(&first, &name, BuildStatus::Stopped).await;
+    assert!(sleeping(&h), "after the reset: {:?}", resolve(&h, &host));
+    first.shutdown().await;
+
+    // A new controller finds the routing in the cluster, and puts the
+    // build's own backends back on the next start.
+    let second = controller(&sim, extra).await;
+    assert!(sleeping(&h));
+    assert_eq!(second.start(&name).await, Ok(CommandOutcome::Done));
+    assert!(h.wait_until(LIFECYCLE_WAIT, awake).await);
+    assert_eq!((resolve(&h, &host), resolve(&h, &mail)), own);
+    assert_eq!(second.stop(&name).await, Ok(CommandOutcome::Done));
+    assert!(h.wait_until(LIFECYCLE_WAIT, sleeping).await);
+    // The record follows the Ingress write.
+    let recorded = |_: Option<BuildStatus>| {
+        second.get(&name).and_then(|b| b.route) == Some(runboat_core::Route::Wake)
+    };
+    wait_build(&second, &name, "recorded as routed to wake", recorded).await;
+    second.shutdown().await;
+
+    // The setting removed: a sleeping build's Ingress gets its own
+    // backends back (else it would stay unreachable once started).
+    let third = controller(&sim, "").await;
+    let own_again = |h: &kubesim::Handle| (resolve(h, &host), resolve(h, &mail)) == own;
+    assert!(h.wait_until(LIFECYCLE_WAIT, own_again).await, "{:?}", resolve(&h, &host));
+    assert_eq!(third.get(&name).map(|b| b.status), Some(BuildStatus::Stopped));
+    third.shutdown().await;
+}

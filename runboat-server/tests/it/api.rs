@@ -38,7 +38,8 @@ async fn status_counts_builds() {
     assert_eq!(v["undeploying"], 1);
     assert_eq!((v["max_deployed"].as_u64(), v["max_started"].as_u64()), (Some(10), Some(6)));
     assert_eq!(v["max_initializing"], 2);
-    assert_eq!(v.as_object().expect("object").len(), 10);
+    assert_eq!((v["pinned"].as_u64(), v["max_pinned"].as_u64()), (Some(0), Some(5)));
+    assert_eq!(v.as_object().expect("object").len(), 12);
 }
 
 #[tokio::test]
@@ -242,6 +243,8 @@ async fn admin_endpoints_require_credentials() {
         ("DELETE", "/api/v1/builds?repo=oca/web".to_owned()),
         ("POST", "/api/v1/builds/trigger/branch?repo=oca/web&branch=16.0".to_owned()),
         ("POST", "/api/v1/builds/trigger/pr?repo=oca/web&pr=1".to_owned()),
+        ("POST", format!("/api/v1/builds/{}/pin", b.name)),
+        ("POST", format!("/api/v1/builds/{}/unpin", b.name)),
     ];
     for (method, uri) in &endpoints {
         for auth in [None, Some(basic("admin", "wrong")), Some(basic("root", "hunter2"))] {
@@ -783,4 +786,64 @@ async fn a_handler_that_waits_too_long_answers_503() {
     let waited = started.elapsed();
     let timeout = runboat_server::limits::Limits::default().request_timeout;
     assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
+}
+
+#[tokio::test]
+async fn pin_and_unpin_within_max_pinned() {
+    let settings = crate::support::settings_with("max_pinned = 1");
+    let h = Harness::build(settings, crate::support::still(), ServerOptions::default()).await;
+    let b1 = h.add("oca/web", "16.0", Some(1), &sha(1), BuildStatus::Stopped, 0).await;
+    let b2 = h.add("oca/web", "16.0", Some(2), &sha(2), BuildStatus::Started, 1).await;
+    let pinned = |name: &str| {
+        let name = name.to_owned();
+        move |c: &runboat_core::ControllerHandle| c.get(&name).filter(|b| b.pinned)
+    };
+
+    let a = h.send(admin("POST", &format!("/api/v1/builds/{}/pin", b1.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.detail(), "pin requested");
+    h.wait_for(pinned(&b1.name)).await.expect("b1 pinned");
+    assert_eq!(
+        h.sim.deployment(&b1.name).and_then(|d| d.annotations.get("runboat/pinned").cloned()),
+        Some("true".to_owned()),
+        "stored in the cluster"
+    );
+    let got = h.send(get(&format!("/api/v1/builds/{}", b1.name))).await.json();
+    assert_eq!(got["pinned"], true);
+    let listed = h.send(get("/api/v1/builds")).await.json();
+    let listed = listed.as_array().expect("array");
+    let of = |name: &str| listed.iter().find(|b| b["name"] == name).expect("listed");
+    assert_eq!(of(&b1.name)["pinned"], true);
+    assert!(of(&b2.name).get("pinned").is_none(), "omitted when false");
+    let v = h.send(get("/api/v1/status")).await.json();
+    assert_eq!((v["pinned"].as_u64(), v["max_pinned"].as_u64()), (Some(1), Some(1)));
+    let metrics = h.send(get("/metrics")).await.text();
+    assert!(metrics.contains("\nrunboat_pinned_builds 1\n"), "{metrics}");
+    assert!(metrics.contains("\nrunboat_idle_stops_total 0\n"), "{metrics}");
+
+    // Again: done at once. Another: over max_pinned, 409 with the limit.
+    let a = h.send(admin("POST", &format!("/api/v1/builds/{}/pin", b1.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = h.send(admin("POST", &format!("/api/v1/builds/{}/pin", b2.name))).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    assert!(
+        a.detail().contains("max_pinned = 1") && a.detail().contains("unpin one"),
+        "{}",
+        a.detail()
+    );
+    let a = h.send(admin("POST", "/api/v1/builds/bnope/pin")).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = h.send(req("GET", &format!("/api/v1/builds/{}/pin", b1.name))).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Unpinned, the other one can be pinned.
+    let a = h.send(admin("POST", &format!("/api/v1/builds/{}/unpin", b1.name))).await;
+    assert_eq!((a.status, a.detail()), (StatusCode::OK, "unpin requested".to_owned()));
+    h.wait_for(|c| c.get(&b1.name).filter(|b| !b.pinned)).await.expect("b1 unpinned");
+    assert!(
+        h.sim.deployment(&b1.name).is_some_and(|d| !d.annotations.contains_key("runboat/pinned"))
+    );
+    let a = h.send(admin("POST", &format!("/api/v1/builds/{}/pin", b2.name))).await;
+    assert_eq!(a.status, StatusCode::OK);
+    h.wait_for(pinned(&b2.name)).await.expect("b2 pinned");
 }

@@ -34,18 +34,18 @@ use tokio::net::TcpListener;
 /// deadlines for each step).
 const BROWSER_DEADLINE: Duration = Duration::from_secs(180);
 
-fn notice(reason: &str) {
+pub(crate) fn notice(reason: &str) {
     let msg = format!("NOTICE: browser test skipped: {reason}");
     assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set: .ci/run must install it)");
     eprintln!("{msg}");
 }
 
-fn on_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("RUNBOAT_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
@@ -61,7 +61,7 @@ fn target_dir(manifest: &Path) -> PathBuf {
 
 /// Waits for `child` with a deadline; on timeout kills it (by its id) and
 /// fails.
-async fn wait_output(child: std::process::Child) -> std::process::Output {
+pub(crate) async fn wait_output(child: std::process::Child) -> std::process::Output {
     let pid = child.id();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
     match tokio::time::timeout(BROWSER_DEADLINE, waiting).await {

@@ -6,6 +6,9 @@
 //! headless Chromium (with RUNBOAT_SLOW_TESTS=1); `binary` checks what the
 //! binary says when it cannot run; `abuse` attacks the real binary (issue
 //! 15's cheap attacks, bounded) and reports for RELIABILITY.md.
+//! `wake` checks the waiting page in-process; `wake_e2e` runs the real binary
+//! on kubesim behind a stand-in ingress controller (Chromium part with
+//! RUNBOAT_SLOW_TESTS=1).
 
 mod abuse;
 mod api;
@@ -21,4 +24,6 @@ mod replicas;
 mod serve;
 mod support;
 mod ui;
+mod wake;
+mod wake_e2e;
 mod webhook;

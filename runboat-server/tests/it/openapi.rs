@@ -60,6 +60,10 @@ async fn every_field_of_the_wire_types_is_in_its_schema() {
     let h = Harness::new().await;
     let doc = document(&h).await;
     let pr = h.add("oca/web", "16.0", Some(3), &sha(1), BuildStatus::Stopped, 0).await;
+    // Pinned, so that `pinned` (omitted when false) is there.
+    let pin = h.send(admin("POST", &format!("/api/v1/builds/{}/pin", pr.name))).await;
+    assert_eq!(pin.status, StatusCode::OK, "{}", pin.text());
+    h.wait_for(|c| c.get(&pr.name).filter(|b| b.pinned)).await.expect("pinned");
 
     let build = h.send(get(&format!("/api/v1/builds/{}", pr.name))).await.json();
     assert_eq!(keys(&build), properties(&doc, "Build"));
