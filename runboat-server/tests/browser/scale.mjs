@@ -50,6 +50,8 @@ const expectBuilds = Number(env("RUNBOAT_EXPECT_BUILDS"));
 const expectRepos = Number(env("RUNBOAT_EXPECT_REPOS"));
 const bigRepo = env("RUNBOAT_BIG_REPO");
 const bigRepoBuilds = Number(env("RUNBOAT_BIG_REPO_BUILDS"));
+// The admin's credentials, given only when the server asks (pin).
+const admin = { username: env("RUNBOAT_ADMIN_USER"), password: env("RUNBOAT_ADMIN_PASSWORD"), send: "unauthorized" };
 
 const BURST = 100;
 // Deadlines: these only bound a hang.
@@ -112,6 +114,7 @@ async function main() {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
+    httpCredentials: admin,
     viewport: { width: 1280, height: 900 },
     args: [
       "--headless",
@@ -406,12 +409,13 @@ async function main() {
     const finished = await page.evaluate(() => [...document.querySelectorAll("ol.timeline li")].map((li) => li.textContent));
     check(finished.some((t) => t.includes("initialization finished (took 5 min 30 s)")), `timeline: ${finished}`);
     check(finished.some((t) => t.includes("stopped (ran 2 h)")), `timeline: ${finished}`);
-    // Pinning, where this server has no such endpoint: the refusal is said
-    // in the card and the buttons come back.
+    // Pinning: the server asks for the admin's credentials (the browser
+    // gives them), the badge shows and the button offers to unpin.
     check((await page.locator(".card button.pin").count()) === 1, "no pin button on the build page");
     await page.click(".card button.pin");
-    await page.waitForSelector(".card .feedback.error[role=alert]:has-text('404')", { timeout: PAGE_READY });
-    check(await page.locator(".card button.pin").isEnabled(), "pin button stays disabled after a refusal");
+    await page.waitForSelector(".card .badge.pinned:not([hidden])", { timeout: PAGE_READY });
+    await page.waitForSelector(".card button.pin:has-text('unpin'):enabled", { timeout: PAGE_READY });
+    check((await api(`/api/v1/builds/${done}`)).pinned === true, "the API does not say pinned");
     await page.screenshot({ path: join(shots, "build-timeline-scale.png"), fullPage: true });
     log(`build page with a reported timeline: ${finished.join(" | ")}`);
 

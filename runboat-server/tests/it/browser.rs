@@ -291,6 +291,8 @@ async fn board_stays_fast_at_oca_scale() {
         .env("RUNBOAT_EXPECT_REPOS", SCALE_REPOS.to_string())
         .env("RUNBOAT_BIG_REPO", "oca/big")
         .env("RUNBOAT_BIG_REPO_BUILDS", BIG_REPO_BUILDS.to_string())
+        .env("RUNBOAT_ADMIN_USER", "admin")
+        .env("RUNBOAT_ADMIN_PASSWORD", "hunter2")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
