@@ -322,6 +322,9 @@ mod tests {
             repo_pr_link: None,
             repo_commit_link: String::new(),
             webui_link: String::new(),
+            eta_seconds: None,
+            superseded_by: None,
+            timeline: None,
         }
     }
 

@@ -130,6 +130,13 @@ impl Build {
         self.commit_info.is_branch()
     }
 
+    /// Whether an admin pinned the build (pinned builds are never
+    /// superseded). The hook for the pin feature, which lives on another
+    /// branch: until it is merged, no build is pinned.
+    pub fn is_pinned(&self) -> bool {
+        false
+    }
+
     /// `http://<slug>.<build_domain>`: where the running instance is served.
     pub fn deploy_link(&self, build_domain: &str) -> String {
         format!("http://{}.{}", self.slug(), build_domain)
@@ -202,6 +209,9 @@ impl Build {
             repo_pr_link: self.repo_pr_link(),
             repo_commit_link: self.repo_commit_link(),
             webui_link: self.webui_link(base_url),
+            eta_seconds: None,
+            superseded_by: None,
+            timeline: None,
         }
     }
 

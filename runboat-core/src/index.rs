@@ -559,6 +559,22 @@ impl BuildIndex {
         self.derived.is_newest(build)
     }
 
+    /// The builds of one pull request (`pr` set) or of one branch's branch
+    /// builds (`pr` `None`) of (repo, target branch), newest created first
+    /// (ties: greatest name first). A range of the search order: no scan.
+    pub fn group(&self, repo: &str, target_branch: &str, pr: Option<u64>) -> Vec<&Build> {
+        let Some(set) = self.derived.repos.get(repo) else { return Vec::new() };
+        let p = pr.unwrap_or(u64::MAX);
+        let from: RepoOrderKey = (p, target_branch.to_owned(), Timestamp::MIN, Arc::from(""));
+        let mut found: Vec<&Build> = set
+            .range(from..)
+            .take_while(|(kp, tb, _, _)| *kp == p && tb == target_branch)
+            .filter_map(|(_, _, _, n)| self.get(n))
+            .collect();
+        found.reverse();
+        found
+    }
+
     /// The builds passing `filters`, in `order`. A name filter is a direct
     /// lookup; a repo filter narrows the walk to that repo's builds.
     pub fn search(&self, filters: &SearchFilters, order: SortOrder) -> Vec<&Build> {

@@ -268,11 +268,17 @@ pub struct Settings {
     /// Start a build as soon as its initialization succeeded (default
     /// false: builds stay stopped until someone starts them).
     pub start_after_init: bool,
+    /// Supersede: once a build of a pull request (or branch) has
+    /// initialized successfully, undeploy the older builds of that pull
+    /// request (or branch), keeping the newest `supersede_keep`
+    /// successfully initialized ones. 0 (the default, the original's
+    /// behaviour) never supersedes.
+    pub supersede_keep: usize,
 }
 
 /// Setting names known to the loader (TOML keys; env names are these
 /// upper-cased with [`ENV_PREFIX`]).
-pub const SETTING_KEYS: [&str; 20] = [
+pub const SETTING_KEYS: [&str; 21] = [
     "repos",
     "api_admin_user",
     "api_admin_passwd",
@@ -293,6 +299,7 @@ pub const SETTING_KEYS: [&str; 20] = [
     "deployment_resource_types",
     "no_cleanup_job",
     "start_after_init",
+    "supersede_keep",
 ];
 
 /// The `RUNBOAT_*` variables of `env` that are no setting (to warn about
@@ -696,6 +703,7 @@ impl Settings {
         };
         let no_cleanup_job = flag(take("no_cleanup_job"))?;
         let start_after_init = flag(take("start_after_init"))?;
+        let supersede_keep = count(take("supersede_keep"), 0)?;
 
         Ok(Settings {
             repos,
@@ -718,6 +726,7 @@ impl Settings {
             deployment_resource_types,
             no_cleanup_job,
             start_after_init,
+            supersede_keep,
         })
     }
 

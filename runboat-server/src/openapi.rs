@@ -51,6 +51,7 @@ use crate::{api, events, logs, ops};
         runboat_api::Repo,
         runboat_api::Resync,
         runboat_api::StatusCounts,
+        runboat_api::Timeline,
         runboat_api::Undeployed,
     )),
     modifiers(&BasicAuth)

@@ -2,6 +2,7 @@
 //! build, each call retried on transient errors, then the commit statuses
 //! they earned.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use crate::build::Build;
 use crate::cluster::{Cluster, ClusterResult, JobKind, KubefilesMode};
 use crate::commit::CommitInfo;
 use crate::forge::{CommitState, CommitStatus, Forge};
-use crate::policy::{Target, Task};
+use crate::policy::{Superseded, Target, Task};
 use crate::rng::SeededRng;
 use crate::settings::Settings;
 use crate::status::InitStatus;
@@ -122,7 +123,7 @@ impl Ctx {
         let result = self.calls(task, j, &mut posts).await;
         if let Some(commit) = task.commit() {
             for (state, description) in posts {
-                self.post(task.build_name(), commit, state, description);
+                self.post(task.build_name(), commit, state, &description);
             }
         }
         result
@@ -132,12 +133,12 @@ impl Ctx {
         &self,
         task: &Task,
         j: &mut Jitter,
-        posts: &mut Vec<(CommitState, &'static str)>,
+        posts: &mut Vec<(CommitState, Cow<'static, str>)>,
     ) -> ClusterResult<()> {
         match task {
             Task::Deploy(Target { name, commit }) => {
                 self.apply(j, name, commit, KubefilesMode::Deployment).await?;
-                posts.push((CommitState::Pending, "build queued"));
+                posts.push((CommitState::Pending, Cow::Borrowed("build queued")));
             }
             Task::Initialize(Target { name, commit }) => {
                 self.apply(j, name, commit, KubefilesMode::Initialize).await?;
@@ -154,13 +155,29 @@ impl Ctx {
                 self.kill(j, name, JobKind::Initialize).await?;
                 self.kill(j, name, JobKind::Cleanup).await?;
                 self.apply(j, name, commit, KubefilesMode::Deployment).await?;
-                posts.push((CommitState::Pending, "build queued"));
+                posts.push((CommitState::Pending, Cow::Borrowed("build queued")));
             }
             Task::Undeploy(name) => {
                 ok_if_gone(
                     self.call(j, "delete_deployment", || self.cluster.delete_deployment(name))
                         .await,
                 )?;
+            }
+            Task::Supersede(Superseded { target, by, init_status }) => {
+                ok_if_gone(
+                    self.call(j, "delete_deployment", || {
+                        self.cluster.delete_deployment(&target.name)
+                    })
+                    .await,
+                )?;
+                // The old commit's status says what happened to its build;
+                // its state stays what the build had earned.
+                let state = match init_status {
+                    InitStatus::Succeeded => CommitState::Success,
+                    InitStatus::Failed => CommitState::Failure,
+                    InitStatus::Todo | InitStatus::Started => CommitState::Error,
+                };
+                posts.push((state, Cow::Owned(format!("superseded by {by}"))));
             }
             Task::Cleanup(Target { name, commit }) => {
                 self.kill(j, name, JobKind::Initialize).await?;
@@ -180,7 +197,7 @@ impl Ctx {
                     return Ok(());
                 }
                 self.set_init(j, name, InitStatus::Started).await?;
-                posts.push((CommitState::Pending, "initializing"));
+                posts.push((CommitState::Pending, Cow::Borrowed("initializing")));
             }
             Task::InitSucceeded(Target { name, commit }) => {
                 // Job completions are acted on once: re-read the init
@@ -190,7 +207,7 @@ impl Ctx {
                 }
                 self.apply(j, name, commit, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Succeeded).await?;
-                posts.push((CommitState::Success, "build ready"));
+                posts.push((CommitState::Success, Cow::Borrowed("build ready")));
                 if self.settings.start_after_init {
                     self.apply(j, name, commit, KubefilesMode::Start).await?;
                     self.scale(j, name, 1).await?;
@@ -203,7 +220,7 @@ impl Ctx {
                 self.scale(j, name, 0).await?;
                 self.apply(j, name, commit, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Failed).await?;
-                posts.push((CommitState::Failure, "initialization failed"));
+                posts.push((CommitState::Failure, Cow::Borrowed("initialization failed")));
             }
             Task::Requeue(Target { name, .. }) => {
                 if !matches!(
@@ -214,7 +231,7 @@ impl Ctx {
                 }
                 tracing::warn!(build = name, "initializing without init job: back to todo");
                 self.set_init(j, name, InitStatus::Todo).await?;
-                posts.push((CommitState::Pending, "build queued"));
+                posts.push((CommitState::Pending, Cow::Borrowed("build queued")));
             }
             Task::CleanupSucceeded(name) => {
                 self.delete_resources(j, name).await?;

@@ -627,3 +627,125 @@ proptest! {
         prop_assert_eq!(step.verdicts, as_leader.verdicts);
     }
 }
+
+// ---- Supersede ----
+
+fn supersede_settings(keep: usize) -> Settings {
+    let mut s = settings(2, 6, 99);
+    s.supersede_keep = keep;
+    s
+}
+
+fn pr_spec(name: &str, status: BuildStatus, init: InitStatus, created: i64, sha: u8) -> Spec {
+    let mut s = spec(name, status, created, sha);
+    s.pr = Some(7);
+    s.init = init;
+    s
+}
+
+#[test]
+fn supersede_waits_for_the_new_build_to_initialize() {
+    use InitStatus::{Failed, Started, Succeeded, Todo};
+    let old = pr_spec("old", BuildStatus::Started, Succeeded, 1, 1);
+    let new_todo = pr_spec("new", BuildStatus::Initializing, Todo, 2, 2);
+    let f = Fixture::new(supersede_settings(1));
+    // The new commit is initializing: the old build stays.
+    let idx = index_of(&[old.clone(), new_todo.clone()]);
+    assert!(f.decide(&idx, &["old", "new"], &[]).tasks.iter().all(|t| t.build_name() != "old"));
+    let mut running = new_todo.clone();
+    running.init = Started;
+    let idx = index_of(&[old.clone(), running]);
+    assert!(f.decide(&idx, &["old", "new"], &[]).tasks.iter().all(|t| t.build_name() != "old"));
+    // It failed: the old build, the last good one, stays.
+    let failed = pr_spec("new", BuildStatus::Failed, Failed, 2, 2);
+    let idx = index_of(&[old.clone(), failed]);
+    assert!(f.decide(&idx, &["old", "new"], &[]).tasks.is_empty());
+    // It succeeded: the old one is superseded by it, with what it had
+    // earned; a build of another PR or of the branch is not.
+    let ready = pr_spec("new", BuildStatus::Stopped, Succeeded, 2, 2);
+    let mut other_pr = pr_spec("other", BuildStatus::Stopped, Succeeded, 0, 3);
+    other_pr.pr = Some(8);
+    let branch = spec("branch", BuildStatus::Stopped, 0, 4);
+    let idx = index_of(&[old.clone(), ready.clone(), other_pr, branch]);
+    let step = f.decide(&idx, &["new"], &[]);
+    assert_eq!(
+        step.tasks,
+        [Task::Supersede(Superseded {
+            target: Target::of(idx.get("old").expect("old")),
+            by: "new".into(),
+            init_status: Succeeded,
+        })]
+    );
+    assert_eq!(
+        supersede::superseded_by(&idx, idx.get("old").expect("old"), 1).map(|b| &*b.name),
+        Some("new")
+    );
+    assert_eq!(supersede::superseded_by(&idx, idx.get("new").expect("new"), 1), None);
+    // Off by default: nothing superseded, nothing shown.
+    assert!(Fixture::new(settings(2, 6, 99)).decide(&idx, &["new"], &[]).tasks.is_empty());
+    assert_eq!(supersede::superseded_by(&idx, idx.get("old").expect("old"), 0), None);
+    // Keeping 2: both stay; a third good one supersedes the oldest only.
+    assert!(Fixture::new(supersede_settings(2)).decide(&idx, &["new"], &[]).tasks.is_empty());
+    let third = pr_spec("third", BuildStatus::Stopped, Succeeded, 3, 5);
+    let idx = index_of(&[old, ready, third]);
+    assert_eq!(
+        names(&Fixture::new(supersede_settings(2)).decide(&idx, &["third"], &[]).tasks),
+        ["supersede old"]
+    );
+}
+
+#[test]
+fn supersede_revisits_when_out_of_capacity_and_skips_busy_builds() {
+    use InitStatus::Succeeded;
+    let idx = index_of(&[
+        pr_spec("a", BuildStatus::Stopped, Succeeded, 1, 1),
+        pr_spec("b", BuildStatus::Stopped, Succeeded, 2, 2),
+        pr_spec("c", BuildStatus::Stopped, Succeeded, 3, 3),
+    ]);
+    let mut f = Fixture::new(supersede_settings(1));
+    f.max_concurrent_actions = 1;
+    let step = f.decide(&idx, &["c"], &[]);
+    assert_eq!(step.tasks.len(), 1);
+    assert_eq!(step.revisit.len(), 1);
+    let mut f = Fixture::new(supersede_settings(1));
+    f.in_flight.begin(&Task::Undeploy("a".into()), f.now, Duration::from_secs(30));
+    assert_eq!(names(&f.decide(&idx, &["c"], &[]).tasks), ["supersede b"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Supersede never takes the newest `keep` successfully initialized
+    /// builds of a pull request or branch, only builds older than them, and
+    /// says by which build.
+    #[test]
+    fn supersede_never_undeploys_the_last_good_builds(w in arb_world(), keep in 1..3usize) {
+        let mut b = build(&w);
+        b.fixture.settings.supersede_keep = keep;
+        let world = b.fixture.world(&b.index);
+        let step = decide(&world, &b.touched, &b.requests);
+        for t in step.all_tasks() {
+            let Task::Supersede(s) = t else { continue };
+            let old = b.index.get(&s.target.name).expect("a known build");
+            prop_assert_ne!(old.status, BuildStatus::Undeploying);
+            let c = &old.commit_info;
+            let good_newer: Vec<&Build> = b.model.builds.iter()
+                .filter(|x| x.commit_info.repo() == c.repo()
+                    && x.commit_info.target_branch() == c.target_branch()
+                    && x.commit_info.pr() == c.pr()
+                    && (x.created, &x.name) > (old.created, &old.name)
+                    && x.init_status == InitStatus::Succeeded
+                    && x.status != BuildStatus::Undeploying)
+                .collect();
+            prop_assert!(good_newer.len() >= keep, "{} superseded with {} good newer", old.name, good_newer.len());
+            let by = good_newer.iter().max_by_key(|x| (x.created, &x.name)).expect("some");
+            prop_assert_eq!(&s.by, &by.name);
+            prop_assert_eq!(s.init_status, old.init_status);
+        }
+        // Off, nothing is superseded.
+        b.fixture.settings.supersede_keep = 0;
+        let world = b.fixture.world(&b.index);
+        let step = decide(&world, &b.touched, &b.requests);
+        prop_assert!(!step.all_tasks().any(|t| matches!(t, Task::Supersede(_))));
+    }
+}
