@@ -214,10 +214,23 @@ impl AppState {
         self.inner.controller.with_index(f)
     }
 
-    /// A build as the API shows it (SPEC's JSON fields), ready to serialise.
+    /// A build as the API shows it (SPEC's JSON fields), ready to serialise
+    /// (takes the index's read lock: not for use under [`AppState::read`]).
     pub(crate) fn build_view(&self, build: &Build) -> runboat_api::Build {
+        self.read(|index| self.build_view_in(index, build))
+    }
+
+    /// [`AppState::build_view`] under a read lock already held. The fields
+    /// that depend on other builds (`superseded_by`) change only with the
+    /// build itself in practice (a superseded build is undeployed at once),
+    /// so the per-build caches stay right.
+    pub(crate) fn build_view_in(&self, index: &BuildIndex, build: &Build) -> runboat_api::Build {
         let s = self.settings();
-        build.view(&s.build_domain, &s.base_url)
+        let mut view = build.view(&s.build_domain, &s.base_url);
+        view.superseded_by =
+            runboat_core::policy::supersede::superseded_by(index, build, s.supersede_keep)
+                .map(|b| b.name.clone());
+        view
     }
 
     /// `GET /builds`'s answer for `filters` (newest first), from the
@@ -232,7 +245,7 @@ impl AppState {
         let key = format!("{filters:?}");
         views.answer(index, &key, || {
             let found = index.search_with_revisions(filters, runboat_core::SortOrder::Desc);
-            views.json_array(index, &found, |b| self.build_list_json(b)).into()
+            views.json_array(index, &found, |b| self.build_list_json(index, b)).into()
         })
     }
 
@@ -243,20 +256,20 @@ impl AppState {
         build: &Build,
         rev: u64,
     ) -> bytes::Bytes {
-        self.inner.views.json_one(index, build, rev, |b| self.build_json(b))
+        self.inner.views.json_one(index, build, rev, |b| self.build_json(index, b))
     }
 
-    fn build_json(&self, build: &Build) -> bytes::Bytes {
+    fn build_json(&self, index: &BuildIndex, build: &Build) -> bytes::Bytes {
         // A view is plain strings and numbers: serialising cannot fail.
-        serde_json::to_vec(&self.build_view(build)).unwrap_or_default().into()
+        serde_json::to_vec(&self.build_view_in(index, build)).unwrap_or_default().into()
     }
 
     /// A build as `GET /builds` shows it: the fields that are `null`
     /// (`commit_info.pr`, `repo_pr_link` of a branch build) are left out,
     /// as the original's list answer (FastAPI's `response_model_exclude_none`)
     /// does. `GET /builds/{name}` and the events keep them as `null`.
-    fn build_list_json(&self, build: &Build) -> bytes::Bytes {
-        let view = self.build_view(build);
+    fn build_list_json(&self, index: &BuildIndex, build: &Build) -> bytes::Bytes {
+        let view = self.build_view_in(index, build);
         serde_json::to_vec(&runboat_api::ListedBuild::from(&view)).unwrap_or_default().into()
     }
 

@@ -9,6 +9,12 @@
 //! `succeeded`) and are not undeploying; it is superseded *by* the newest
 //! of them. Undeploying and pinned builds are never superseded.
 //!
+//! "Created after" is the index's order: the Deployment's creation time,
+//! which Kubernetes keeps to the second, ties broken by name. Two commits of
+//! a group deployed within the same second may so be ordered against their
+//! push order; the counting is the same everywhere, so the guarantee below
+//! holds in either order.
+//!
 //! So the newest K successfully initialized builds of a group are never
 //! superseded (a failing or still initializing new commit leaves the last
 //! good one deployed), and with K = 0 nothing ever is (the original's

@@ -17,6 +17,7 @@ mod events;
 mod fake;
 mod openapi;
 mod serve;
+mod supersede;
 mod support;
 mod ui;
 mod webhook;
