@@ -11,6 +11,7 @@ use crate::cluster::{Cluster, ClusterResult, JobKind, KubefilesMode};
 use crate::commit::CommitInfo;
 use crate::forge::{CommitState, CommitStatus, Forge};
 use crate::policy::{Superseded, Target, Task};
+use crate::progress::{Progress, Step, ready_in};
 use crate::rng::SeededRng;
 use crate::settings::Settings;
 use crate::status::InitStatus;
@@ -26,6 +27,8 @@ pub(super) struct Ctx {
     pub(super) forge: Arc<dyn Forge>,
     pub(super) settings: Arc<Settings>,
     pub(super) retry: RetryPolicy,
+    /// The duration estimates, for the "ready in ~N min" of a status.
+    pub(super) progress: Arc<std::sync::Mutex<Progress>>,
 }
 
 impl Ctx {
@@ -189,7 +192,7 @@ impl Ctx {
                     self.apply(j, name, commit, KubefilesMode::Cleanup).await?;
                 }
             }
-            Task::InitStarted(Target { name, .. }) => {
+            Task::InitStarted(Target { name, commit }) => {
                 if !matches!(
                     self.current_init_status(j, name).await?,
                     Some((InitStatus::Todo, false))
@@ -197,7 +200,17 @@ impl Ctx {
                     return Ok(());
                 }
                 self.set_init(j, name, InitStatus::Started).await?;
-                posts.push((CommitState::Pending, Cow::Borrowed("initializing")));
+                let estimate = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .estimator()
+                    .estimate(Step::Initialize, commit.repo(), commit.target_branch());
+                let description = match estimate {
+                    Some(d) => Cow::Owned(format!("initializing, {}", ready_in(d.as_secs()))),
+                    None => Cow::Borrowed("initializing"),
+                };
+                posts.push((CommitState::Pending, description));
             }
             Task::InitSucceeded(Target { name, commit }) => {
                 // Job completions are acted on once: re-read the init

@@ -141,6 +141,7 @@ impl Loop {
             forge,
             settings: shared.settings.clone(),
             retry: config.retry,
+            progress: shared.progress.clone(),
         });
         let deployments = Watch::new(shared.cluster.deployment_events());
         let jobs = Watch::new(shared.cluster.job_events());
@@ -359,6 +360,8 @@ impl Loop {
             ClusterEvent::Applied(facts) => match Build::from_deployment_facts(&facts) {
                 Ok(build) => {
                     self.touched.insert(build.name.clone());
+                    let before = idx.get(&build.name).map(|b| b.status);
+                    self.shared.progress().transition(before, &build, jiff::Timestamp::now());
                     idx.upsert(build);
                 }
                 Err(e) => {
@@ -388,10 +391,16 @@ impl Loop {
                 if self.jobs.listed {
                     self.shared.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
                 }
+                let mut progress = self.shared.progress();
+                list.iter().for_each(|job| progress.job(job));
+                drop(progress);
                 self.touched.extend(self.job_table.replace_all(list));
                 self.jobs.listed = true;
             }
-            ClusterEvent::Applied(job) => self.touched.extend(self.job_table.insert(job)),
+            ClusterEvent::Applied(job) => {
+                self.shared.progress().job(&job);
+                self.touched.extend(self.job_table.insert(job));
+            }
             ClusterEvent::Deleted(job) => self.touched.extend(self.job_table.remove(&job.name)),
         }
         self.update_ready();
@@ -526,6 +535,9 @@ impl Loop {
             leader: self.leader,
         };
         let step = policy::decide(&world, &touched, self.queue.iter().map(|(r, _)| r));
+        self.shared
+            .progress()
+            .absorb(&idx, &touched, |name| self.job_table.all(name).next().is_some());
         drop(idx);
 
         // Requests: the step looked at the front of the queue, in order.

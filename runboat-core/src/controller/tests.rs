@@ -124,6 +124,8 @@ fn job(c: &CommitInfo, kind: JobKind, phase: JobPhase) -> JobFacts {
         kind,
         phase,
         deleting: false,
+        started: None,
+        finished: None,
     }
 }
 

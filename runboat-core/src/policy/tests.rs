@@ -50,7 +50,15 @@ fn spec(name: &str, status: BuildStatus, created: i64, sha: u8) -> Spec {
 }
 
 fn job(name: &str, build: &str, kind: JobKind, phase: JobPhase) -> JobFacts {
-    JobFacts { name: name.into(), build_name: build.into(), kind, phase, deleting: false }
+    JobFacts {
+        name: name.into(),
+        build_name: build.into(),
+        kind,
+        phase,
+        deleting: false,
+        started: None,
+        finished: None,
+    }
 }
 
 /// Everything the step reads but the index, with room for any number of

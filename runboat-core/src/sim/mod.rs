@@ -805,6 +805,8 @@ impl SimCluster {
             kind,
             phase: JobPhase::Pending,
             deleting: false,
+            started: None,
+            finished: None,
         };
         s.set_job(&name, Some(Job { facts, uid }));
         s.report.peak_active_init_jobs = s.report.peak_active_init_jobs.max(s.active_init);
@@ -838,7 +840,13 @@ impl SimCluster {
         match s.jobs.get(name) {
             Some(job) if job.uid == uid && !job.facts.deleting => {
                 let mut job = job.clone();
+                let now = s.now();
                 job.facts.phase = phase;
+                match phase {
+                    JobPhase::Running => job.facts.started = Some(now),
+                    JobPhase::Succeeded | JobPhase::Failed => job.facts.finished = Some(now),
+                    JobPhase::Pending => {}
+                }
                 s.set_job(name, Some(job));
                 self.emit_job(&mut s, name, None);
                 true

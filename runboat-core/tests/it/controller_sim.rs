@@ -359,3 +359,52 @@ async fn a_commit_redeployed_while_its_build_undeploys_is_deployed_again_afterwa
     assert_eq!(sim.report().cleanup_jobs_created, 1);
     assert_eq!(sim.report().violations, Vec::<String>::new());
 }
+
+/// The descriptions posted for `git_commit`, in order.
+fn descriptions(forge: &RecordingForge, git_commit: &str) -> Vec<String> {
+    let posted = forge.0.lock().expect("lock");
+    posted.iter().filter(|s| s.git_commit == git_commit).map(|s| s.description.clone()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_say_when_a_build_will_be_ready_and_by_which_it_was_superseded() {
+    let sim = sim(SimConfig::default());
+    let forge = Arc::new(RecordingForge::default());
+    let mut s = (*settings(2, 6, 10, false, false)).clone();
+    s.supersede_keep = 1;
+    let h = spawn(&sim, forge.clone(), Arc::new(s), 11);
+    h.ready().await;
+    let first = commit(1, "16.0", Some(4), 1);
+    sim.script_init(&first.build_name(), JobScript::succeed_after(Duration::from_secs(230)));
+    h.deploy_commit(first.clone()).await.expect("deploy");
+    let stopped = |c: &runboat_core::CommitInfo| {
+        let name = c.build_name();
+        let h = h.clone();
+        move || status_of(&h, &name) == Some(BuildStatus::Stopped)
+    };
+    assert!(eventually(10 * MINUTE, stopped(&first)).await);
+    // No history before the first run: no estimate.
+    assert_eq!(
+        descriptions(&forge, first.git_commit()),
+        ["build queued", "initializing", "build ready"]
+    );
+    // The first run took about 4 minutes: the next commit's status says so.
+    let second = commit(1, "16.0", Some(4), 2);
+    h.deploy_commit(second.clone()).await.expect("deploy");
+    assert!(eventually(10 * MINUTE, stopped(&second)).await);
+    assert_eq!(
+        descriptions(&forge, second.git_commit()),
+        ["build queued", "initializing, ready in ~4 min", "build ready"]
+    );
+    // Initialized, the second supersedes the first, whose status says so.
+    assert!(eventually(MINUTE, || h.get(&first.build_name()).is_none()).await);
+    let said = descriptions(&forge, first.git_commit());
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some(format!("superseded by {}", second.build_name()).as_str())
+    );
+    assert_eq!(forge.states_for(first.git_commit()).last().map(String::as_str), Some("success"));
+    // The estimate and the init times are known to the handle.
+    let eta = h.with_progress(|p| p.init_times(&second.build_name()));
+    assert!(eta.is_some_and(|t| t.started.is_some() && t.finished.is_some()));
+}

@@ -43,12 +43,28 @@ pub(crate) fn job_facts(job: &SlimJob) -> Option<JobFacts> {
         tracing::debug!(job = name, "skipping a Job without runboat/build and runboat/job-kind");
         return None;
     };
+    let phase = job_phase(job);
+    let status = job.status.as_ref();
     Some(JobFacts {
         name,
         build_name,
         kind,
-        phase: job_phase(job),
+        phase,
         deleting: meta.deletion_timestamp.is_some(),
+        started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+        finished: match phase {
+            JobPhase::Succeeded => status.and_then(|s| s.completion_time.as_ref()).map(|t| t.0),
+            JobPhase::Failed => status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c.status == "True" && ["Failed", "FailureTarget"].contains(&c.type_.as_str())
+                })
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+            _ => None,
+        },
     })
 }
 
@@ -124,6 +140,36 @@ mod tests {
             assert_eq!(facts.build_name, "b1");
             assert_eq!(facts.kind, JobKind::Initialize);
             assert!(!facts.deleting);
+        }
+    }
+
+    /// The run's times: the start, and the end of a succeeded (completion
+    /// time) or failed (the terminal condition's transition) Job; none of
+    /// a running one's end.
+    #[test]
+    fn job_facts_carry_the_run_times() {
+        let at = |s: &str| Some(s.parse::<jiff::Timestamp>().expect("time"));
+        let started = "2026-11-28T09:14:03Z";
+        let ended = "2026-11-28T09:19:55Z";
+        let cases = [
+            (json!({"active": 1, "startTime": started}), at(started), None),
+            (
+                json!({"succeeded": 1, "startTime": started, "completionTime": ended,
+                    "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": ended}]}),
+                at(started),
+                at(ended),
+            ),
+            (
+                json!({"failed": 1, "startTime": started,
+                    "conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": ended}]}),
+                at(started),
+                at(ended),
+            ),
+            (json!({}), None, None),
+        ];
+        for (status, start, end) in cases {
+            let facts = job_facts(&job(labels(), status.clone())).expect("runboat job");
+            assert_eq!((facts.started, facts.finished), (start, end), "{status}");
         }
     }
 

@@ -72,6 +72,12 @@ pub struct SlimJobStatus {
     pub succeeded: Option<i32>,
     /// `status.failed`: pods that failed.
     pub failed: Option<i32>,
+    /// `status.startTime`.
+    #[serde(rename = "startTime")]
+    pub start_time: Option<Time>,
+    /// `status.completionTime` (set when the Job succeeded).
+    #[serde(rename = "completionTime")]
+    pub completion_time: Option<Time>,
     /// `status.conditions`.
     pub conditions: Option<Vec<SlimJobCondition>>,
 }
@@ -86,6 +92,9 @@ pub struct SlimJobCondition {
     pub type_: String,
     /// `status`: `True`, `False` or `Unknown`.
     pub status: String,
+    /// `lastTransitionTime`.
+    #[serde(rename = "lastTransitionTime")]
+    pub last_transition_time: Option<Time>,
 }
 
 /// The metadata fields that are decoded; every other one (`managedFields`,
@@ -252,11 +261,14 @@ impl From<&Job> for SlimJob {
                 active: s.active,
                 succeeded: s.succeeded,
                 failed: s.failed,
+                start_time: s.start_time.clone(),
+                completion_time: s.completion_time.clone(),
                 conditions: s.conditions.as_ref().map(|cs| {
                     cs.iter()
                         .map(|c| SlimJobCondition {
                             type_: c.type_.clone(),
                             status: c.status.clone(),
+                            last_transition_time: c.last_transition_time.clone(),
                         })
                         .collect()
                 }),
@@ -392,12 +404,25 @@ mod tests {
                 }
             }
         };
+        let status = job.status.as_ref();
+        let ended = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.status == "True" && ["Failed", "FailureTarget"].contains(&c.type_.as_str()))
+            .and_then(|c| c.last_transition_time.as_ref());
         Some(JobFacts {
             name,
             build_name,
             kind,
             phase,
             deleting: meta.deletion_timestamp.is_some(),
+            started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            finished: match phase {
+                JobPhase::Succeeded => status.and_then(|s| s.completion_time.as_ref()).map(|t| t.0),
+                JobPhase::Failed => ended.map(|t| t.0),
+                _ => None,
+            },
         })
     }
 

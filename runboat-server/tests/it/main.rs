@@ -13,6 +13,7 @@ mod binary;
 mod browser;
 mod controller;
 mod e2e;
+mod eta;
 mod events;
 mod fake;
 mod openapi;
