@@ -256,6 +256,12 @@ pub struct Settings {
     pub additional_footer_html: String,
     /// Do not post commit statuses to GitHub.
     pub disable_commit_statuses: bool,
+    /// Create a GitHub deployment per build, with statuses following the
+    /// build (queued, in_progress, success with the build's URL,
+    /// failure, inactive once undeployed or superseded), so GitHub shows
+    /// "View deployment" in the pull request. Needs `github_token` (with
+    /// the deployments permission). Default false.
+    pub github_deployments: bool,
     /// Resource types deleted when undeploying (default
     /// `deployment,service,ingress,configmap,secret,pvc,job`). Any
     /// namespaced type the cluster serves works, as with the original's
@@ -278,7 +284,7 @@ pub struct Settings {
 
 /// Setting names known to the loader (TOML keys; env names are these
 /// upper-cased with [`ENV_PREFIX`]).
-pub const SETTING_KEYS: [&str; 21] = [
+pub const SETTING_KEYS: [&str; 22] = [
     "repos",
     "api_admin_user",
     "api_admin_passwd",
@@ -296,6 +302,7 @@ pub const SETTING_KEYS: [&str; 21] = [
     "base_url",
     "additional_footer_html",
     "disable_commit_statuses",
+    "github_deployments",
     "deployment_resource_types",
     "no_cleanup_job",
     "start_after_init",
@@ -697,6 +704,7 @@ impl Settings {
             take("additional_footer_html").map_or(Ok(String::new()), |r| r.string(false))?;
         let flag = |r: Option<Raw>| r.map_or(Ok(false), Raw::boolean);
         let disable_commit_statuses = flag(take("disable_commit_statuses"))?;
+        let github_deployments = flag(take("github_deployments"))?;
         let deployment_resource_types = match take("deployment_resource_types") {
             None => DEFAULT_DEPLOYMENT_RESOURCE_TYPES.iter().map(|s| (*s).to_owned()).collect(),
             Some(r) => r.string_list()?,
@@ -723,6 +731,7 @@ impl Settings {
             base_url,
             additional_footer_html,
             disable_commit_statuses,
+            github_deployments,
             deployment_resource_types,
             no_cleanup_job,
             start_after_init,
