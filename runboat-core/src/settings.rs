@@ -280,11 +280,15 @@ pub struct Settings {
     /// successfully initialized ones. 0 (the default, the original's
     /// behaviour) never supersedes.
     pub supersede_keep: usize,
+    /// Supersede also the builds of a pull request (or branch) beyond its
+    /// newest `supersede_max_builds` deployed ones, never its newest
+    /// successfully initialized build. 0 (the default): no cap.
+    pub supersede_max_builds: usize,
 }
 
 /// Setting names known to the loader (TOML keys; env names are these
 /// upper-cased with [`ENV_PREFIX`]).
-pub const SETTING_KEYS: [&str; 22] = [
+pub const SETTING_KEYS: [&str; 23] = [
     "repos",
     "api_admin_user",
     "api_admin_passwd",
@@ -307,6 +311,7 @@ pub const SETTING_KEYS: [&str; 22] = [
     "no_cleanup_job",
     "start_after_init",
     "supersede_keep",
+    "supersede_max_builds",
 ];
 
 /// The `RUNBOAT_*` variables of `env` that are no setting (to warn about
@@ -712,6 +717,7 @@ impl Settings {
         let no_cleanup_job = flag(take("no_cleanup_job"))?;
         let start_after_init = flag(take("start_after_init"))?;
         let supersede_keep = count(take("supersede_keep"), 0)?;
+        let supersede_max_builds = count(take("supersede_max_builds"), 0)?;
 
         Ok(Settings {
             repos,
@@ -736,6 +742,7 @@ impl Settings {
             no_cleanup_job,
             start_after_init,
             supersede_keep,
+            supersede_max_builds,
         })
     }
 

@@ -250,9 +250,8 @@ impl AppState {
             self.controller().with_progress(|p| (p.eta(build, now), p.init_times(&build.name)));
         view.eta_seconds = eta;
         view.timeline = Some(runboat_core::progress::timeline(build, init));
-        view.superseded_by =
-            runboat_core::policy::supersede::superseded_by(index, build, s.supersede_keep)
-                .map(|b| b.name.clone());
+        let rule = runboat_core::policy::supersede::Rule::of(s);
+        view.superseded_by = runboat_core::policy::supersede::superseded_by(index, build, rule);
         view
     }
 

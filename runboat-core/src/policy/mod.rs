@@ -349,8 +349,8 @@ impl Decider<'_, '_> {
     /// a group's supersede decision only changes when one of its builds
     /// does. Returns how many builds it undeploys.
     fn supersede(&mut self, touched: &BTreeSet<String>) -> usize {
-        let keep = self.world.settings.supersede_keep;
-        if keep == 0 {
+        let rule = supersede::Rule::of(self.world.settings);
+        if rule.is_off() {
             return 0;
         }
         let index = self.world.index;
@@ -359,7 +359,7 @@ impl Decider<'_, '_> {
         let mut issued = 0;
         for (repo, target_branch, pr) in groups {
             let group = index.group(&repo, &target_branch, pr);
-            for (old, by) in supersede::superseded(&group, keep) {
+            for (old, by) in supersede::superseded(&group, rule) {
                 // A busy build is touched again when its action ends or
                 // its effect shows.
                 if self.busy(&old.name) {

@@ -684,14 +684,15 @@ fn supersede_waits_for_the_new_build_to_initialize() {
             init_status: Succeeded,
         })]
     );
+    let keep = |keep| supersede::Rule { keep, cap: 0 };
     assert_eq!(
-        supersede::superseded_by(&idx, idx.get("old").expect("old"), 1).map(|b| &*b.name),
+        supersede::superseded_by(&idx, idx.get("old").expect("old"), keep(1)).as_deref(),
         Some("new")
     );
-    assert_eq!(supersede::superseded_by(&idx, idx.get("new").expect("new"), 1), None);
+    assert_eq!(supersede::superseded_by(&idx, idx.get("new").expect("new"), keep(1)), None);
     // Off by default: nothing superseded, nothing shown.
     assert!(Fixture::new(settings(2, 6, 99)).decide(&idx, &["new"], &[]).tasks.is_empty());
-    assert_eq!(supersede::superseded_by(&idx, idx.get("old").expect("old"), 0), None);
+    assert_eq!(supersede::superseded_by(&idx, idx.get("old").expect("old"), keep(0)), None);
     // Keeping 2: both stay; a third good one supersedes the oldest only.
     assert!(Fixture::new(supersede_settings(2)).decide(&idx, &["new"], &[]).tasks.is_empty());
     let third = pr_spec("third", BuildStatus::Stopped, Succeeded, 3, 5);
@@ -720,6 +721,31 @@ fn supersede_revisits_when_out_of_capacity_and_skips_busy_builds() {
     assert_eq!(names(&f.decide(&idx, &["c"], &[]).tasks), ["supersede b"]);
 }
 
+#[test]
+fn the_cap_supersedes_the_oldest_but_never_the_newest_good_build() {
+    use InitStatus::{Failed, Succeeded, Todo};
+    let mut s = settings(2, 6, 99);
+    s.supersede_max_builds = 2;
+    let f = Fixture::new(s);
+    // Newest first: two failing, one initializing, the good one, an old one.
+    let idx = index_of(&[
+        pr_spec("f2", BuildStatus::Failed, Failed, 5, 1),
+        pr_spec("f1", BuildStatus::Failed, Failed, 4, 2),
+        pr_spec("init", BuildStatus::Initializing, Todo, 3, 3),
+        pr_spec("good", BuildStatus::Stopped, Succeeded, 2, 4),
+        pr_spec("old", BuildStatus::Stopped, Succeeded, 1, 5),
+    ]);
+    let mut tasks = names(&f.decide(&idx, &["f2"], &[]).tasks);
+    tasks.retain(|t| t.starts_with("supersede"));
+    assert_eq!(tasks, ["supersede init", "supersede old"]);
+    let rule = supersede::Rule { keep: 0, cap: 2 };
+    let by = |n: &str| supersede::superseded_by(&idx, idx.get(n).expect("build"), rule);
+    assert_eq!(by("old").as_deref(), Some("good"));
+    // No good build newer than it: by the newest.
+    assert_eq!(by("init").as_deref(), Some("f2"));
+    assert_eq!((by("good"), by("f1"), by("f2")), (None, None, None));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -727,9 +753,14 @@ proptest! {
     /// builds of a pull request or branch, only builds older than them, and
     /// says by which build.
     #[test]
-    fn supersede_never_undeploys_the_last_good_builds(w in arb_world(), keep in 1..3usize) {
+    fn supersede_never_undeploys_the_last_good_builds(
+        w in arb_world(),
+        keep in 0..3usize,
+        cap in 0..4usize,
+    ) {
         let mut b = build(&w);
         b.fixture.settings.supersede_keep = keep;
+        b.fixture.settings.supersede_max_builds = cap;
         let world = b.fixture.world(&b.index);
         let step = decide(&world, &b.touched, &b.requests);
         for t in step.all_tasks() {
@@ -737,21 +768,32 @@ proptest! {
             let old = b.index.get(&s.target.name).expect("a known build");
             prop_assert_ne!(old.status, BuildStatus::Undeploying);
             let c = &old.commit_info;
-            let good_newer: Vec<&Build> = b.model.builds.iter()
-                .filter(|x| x.commit_info.repo() == c.repo()
-                    && x.commit_info.target_branch() == c.target_branch()
-                    && x.commit_info.pr() == c.pr()
-                    && (x.created, &x.name) > (old.created, &old.name)
-                    && x.init_status == InitStatus::Succeeded
-                    && x.status != BuildStatus::Undeploying)
-                .collect();
-            prop_assert!(good_newer.len() >= keep, "{} superseded with {} good newer", old.name, good_newer.len());
-            let by = good_newer.iter().max_by_key(|x| (x.created, &x.name)).expect("some");
+            let in_group = |x: &&Build| x.commit_info.repo() == c.repo()
+                && x.commit_info.target_branch() == c.target_branch()
+                && x.commit_info.pr() == c.pr()
+                && x.status != BuildStatus::Undeploying;
+            let newer = |x: &&Build| (x.created, &x.name) > (old.created, &old.name);
+            let good = |x: &&Build| x.init_status == InitStatus::Succeeded;
+            let good_newer: Vec<&Build> =
+                b.model.builds.iter().filter(in_group).filter(newer).filter(good).collect();
+            let live_newer = b.model.builds.iter().filter(in_group).filter(newer).count();
+            // Never the newest good build of its group.
+            prop_assert!(!good(&old) || !good_newer.is_empty(), "{} was the newest good build", old.name);
+            // Either K good newer ones, or the cap's excess.
+            let by_keep = keep > 0 && good_newer.len() >= keep;
+            let by_cap = cap > 0 && live_newer >= cap;
+            prop_assert!(by_keep || by_cap, "{} superseded: {} good, {} deployed newer", old.name, good_newer.len(), live_newer);
+            // By the newest good build, else the group's newest.
+            let by = match good_newer.iter().max_by_key(|x| (x.created, &x.name)) {
+                Some(by) => *by,
+                None => b.model.builds.iter().filter(in_group).max_by_key(|x| (x.created, &x.name)).expect("some"),
+            };
             prop_assert_eq!(&s.by, &by.name);
             prop_assert_eq!(s.init_status, old.init_status);
         }
         // Off, nothing is superseded.
         b.fixture.settings.supersede_keep = 0;
+        b.fixture.settings.supersede_max_builds = 0;
         let world = b.fixture.world(&b.index);
         let step = decide(&world, &b.touched, &b.requests);
         prop_assert!(!step.all_tasks().any(|t| matches!(t, Task::Supersede(_))));

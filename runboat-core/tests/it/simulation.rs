@@ -33,6 +33,8 @@ struct World {
     failing_cleanups: BTreeSet<String>,
     /// `supersede_keep` (0: off).
     keep: usize,
+    /// `supersede_max_builds` (0: no cap).
+    cap: usize,
     /// The groups (repo, target branch, pull request) that had a
     /// successfully initialized build at some step.
     had_good: BTreeSet<Group>,
@@ -72,7 +74,18 @@ fn check_superseded(w: &World) -> usize {
         sim_builds(&w.sim).into_iter().filter(|b| b.status != BuildStatus::Undeploying).collect();
     builds.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
     let mut good: BTreeMap<Group, usize> = BTreeMap::new();
+    let mut live: BTreeMap<Group, usize> = BTreeMap::new();
     for b in &builds {
+        let n = live.entry(group_of(b)).or_default();
+        *n += 1;
+        // The cap, plus the newest good build it never takes.
+        assert!(
+            w.cap == 0 || *n <= w.cap + 1,
+            "seed {}: {} builds in {:?}",
+            w.seed,
+            n,
+            group_of(b)
+        );
         let n = good.entry(group_of(b)).or_default();
         assert!(
             *n < w.keep,
@@ -230,6 +243,9 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
     let mut settings =
         settings(max_init, max_started, max_deployed, start_after_init, no_cleanup_job);
     Arc::make_mut(&mut settings).supersede_keep = keep;
+    // Some of them with a cap of 3 deployed builds per group as well.
+    let cap = if keep > 0 && seed.is_multiple_of(3) { 3 } else { 0 };
+    Arc::make_mut(&mut settings).supersede_max_builds = cap;
     let sim = SimCluster::new(SimConfig {
         seed,
         init_failure_rate: 0.15,
@@ -248,6 +264,7 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
         accepted: Arc::default(),
         failing_cleanups: BTreeSet::new(),
         keep,
+        cap,
         had_good: BTreeSet::new(),
     };
     w.handle.ready().await;
