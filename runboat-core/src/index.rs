@@ -532,6 +532,13 @@ impl BuildIndex {
         self.resolve(self.derived.todo.iter(), limit)
     }
 
+    /// How many builds waiting for initialization come before `build` (at
+    /// most `limit`: the walk is that long).
+    pub fn todo_ahead(&self, build: &Build, limit: usize) -> usize {
+        let key: Keyed = (build.created, Name::from(build.name.as_str()));
+        self.derived.todo.range(..key).take(limit).count()
+    }
+
     /// Up to `limit` started builds, oldest last scaled first.
     pub fn oldest_started(&self, limit: usize) -> Vec<&Build> {
         self.resolve(self.derived.started.iter(), limit)

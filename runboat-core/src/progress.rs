@@ -195,13 +195,17 @@ impl Progress {
 
     /// Seconds until `build` is ready at `now`, for a queued or
     /// initializing build (until initialized) and a starting one (until
-    /// started); `None` for the others or without history. A queued build's
-    /// estimate is the initialization's duration (the wait for a slot is not
-    /// counted); a running step's is what is left of it, 0 when overdue.
-    pub fn eta(&self, build: &Build, now: Timestamp) -> Option<u64> {
+    /// started); `None` for the others or without history. A queued build
+    /// waits `rounds` initializations before its own (see [`queue_rounds`]);
+    /// a running step's estimate is what is left of it, 0 when overdue.
+    pub fn eta(&self, build: &Build, now: Timestamp, rounds: u64) -> Option<u64> {
         let c = &build.commit_info;
+        let mut rounds_before = 0;
         let (step, since) = match (build.status, build.init_status) {
-            (BuildStatus::Initializing, InitStatus::Todo) => (Step::Initialize, None),
+            (BuildStatus::Initializing, InitStatus::Todo) => {
+                rounds_before = rounds;
+                (Step::Initialize, None)
+            }
             (BuildStatus::Initializing, InitStatus::Started) => {
                 (Step::Initialize, self.init_times(&build.name).and_then(|t| t.started))
             }
@@ -211,7 +215,7 @@ impl Progress {
         let total = self.estimator.estimate(step, c.repo(), c.target_branch())?.as_secs();
         let elapsed =
             since.map_or(0, |s| u64::try_from(now.as_second() - s.as_second()).unwrap_or(0));
-        Some(total.saturating_sub(elapsed))
+        Some(total.saturating_mul(rounds_before.saturating_add(1)).saturating_sub(elapsed))
     }
 }
 
@@ -229,6 +233,25 @@ pub fn timeline(build: &Build, init: Option<InitTimes>) -> runboat_api::Timeline
         started: at(scaled.filter(|_| up)),
         stopped: at(scaled.filter(|_| !up)),
     }
+}
+
+/// Builds ahead in the initialization queue that are counted (the count
+/// walks the queue).
+pub const QUEUE_LOOKAHEAD: usize = 1000;
+
+/// How many initializations a queued `build` waits for before its own: the
+/// builds queued before it and those initializing now, `max_initializing`
+/// at a time. `None` when initialization is paused (`max_initializing` 0).
+pub fn queue_rounds(index: &BuildIndex, build: &Build, max_initializing: usize) -> Option<u64> {
+    if max_initializing == 0 {
+        return None;
+    }
+    if build.init_status != InitStatus::Todo {
+        return Some(0);
+    }
+    let ahead =
+        index.todo_ahead(build, QUEUE_LOOKAHEAD) + index.count_by_init_status(InitStatus::Started);
+    u64::try_from(ahead / max_initializing).ok()
 }
 
 /// "ready in ~N min" for an ETA in seconds (at least 1 min).
@@ -301,7 +324,7 @@ mod tests {
         // A failed run teaches nothing.
         p.job(&init_job("a", JobPhase::Failed, 0, Some(30)));
         p.absorb(&idx, &touched, |_| true);
-        assert_eq!(p.eta(idx.get("q").expect("q"), ts(0)), None);
+        assert_eq!(p.eta(idx.get("q").expect("q"), ts(0), 0), None);
         // A new run replaces it; it succeeds after 240 s; seen twice (a
         // relisting), it counts once.
         p.job(&init_job("a", JobPhase::Running, 100, None));
@@ -311,15 +334,22 @@ mod tests {
             p.absorb(&idx, &touched, |_| true);
         }
         assert_eq!(p.estimator.init.values().map(|s| s.0.len()).sum::<usize>(), 1);
-        // Queued: the whole initialization.
-        assert_eq!(p.eta(idx.get("q").expect("q"), ts(1000)), Some(240));
+        // Queued with a slot free: the whole initialization; behind a
+        // round of others: two.
+        let q = idx.get("q").expect("q");
+        assert_eq!(p.eta(q, ts(1000), 0), Some(240));
+        assert_eq!(p.eta(q, ts(1000), 1), Some(480));
+        // "b" initializes, one slot: "q" waits one round; two slots: none.
+        assert_eq!(queue_rounds(&idx, q, 1), Some(1));
+        assert_eq!(queue_rounds(&idx, q, 2), Some(0));
+        assert_eq!(queue_rounds(&idx, q, 0), None);
         // Running since 1000: what is left, 0 once overdue.
         p.job(&init_job("b", JobPhase::Running, 1000, None));
         let b = idx.get("b").expect("b");
-        assert_eq!(p.eta(b, ts(1060)), Some(180));
-        assert_eq!(p.eta(b, ts(1300)), Some(0));
+        assert_eq!(p.eta(b, ts(1060), 0), Some(180));
+        assert_eq!(p.eta(b, ts(1300), 5), Some(0), "rounds count for queued builds only");
         // No ETA for a stopped build.
-        assert_eq!(p.eta(idx.get("a").expect("a"), ts(1000)), None);
+        assert_eq!(p.eta(idx.get("a").expect("a"), ts(1000), 0), None);
         // A build gone from the index and the jobs is forgotten.
         idx.remove("a");
         p.absorb(&idx, &touched, |n| n == "b");
@@ -370,6 +400,6 @@ mod tests {
         starting.status = BuildStatus::Starting;
         let b = starting.build();
         let later = b.last_scaled.expect("scaled") + jiff::SignedDuration::from_secs(5);
-        assert_eq!(p.eta(&b, later), Some(15));
+        assert_eq!(p.eta(&b, later, 0), Some(15));
     }
 }
