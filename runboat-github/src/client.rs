@@ -324,6 +324,36 @@ impl GitHubClient {
         Ok(created.id)
     }
 
+    /// The id of the GitHub deployment runboat made earlier for
+    /// `update`'s build (same commit, environment and build), if any: what
+    /// a restarted runboat finds its deployments by.
+    pub async fn find_deployment(
+        &self,
+        update: &DeploymentUpdate,
+    ) -> Result<Option<u64>, ClientError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: u64,
+            #[serde(default)]
+            payload: serde_json::Value,
+        }
+        let (owner, name) = split_repo(&update.repo)?;
+        let path = format!(
+            "/repos/{owner}/{name}/deployments?sha={}&environment={}&per_page=100",
+            encode_path(&update.git_commit, false),
+            encode_path(&update.environment, false)
+        );
+        let listed: Vec<Listed> = match self.get_json(&path, || "deployments".into()).await {
+            Ok(listed) => listed,
+            Err(ClientError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(listed
+            .into_iter()
+            .find(|d| d.payload.get("build").and_then(|b| b.as_str()) == Some(&update.build_name))
+            .map(|d| d.id))
+    }
+
     /// Post `update`'s state on deployment `id`.
     pub async fn create_deployment_status(
         &self,

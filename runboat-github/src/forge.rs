@@ -20,9 +20,11 @@
 //! Deployment updates (`github_deployments`) go through a second queue and
 //! task under the same rules, keyed by build: a newer update of a build
 //! replaces its queued one, so a burst becomes at most one call in flight
-//! and one with the newest state. The first update of a build creates its
-//! GitHub deployment (the id is remembered until the build's deployment is
-//! inactive; at most [`MAX_QUEUED`] are remembered), then posts the state;
+//! and one with the newest state. The first update of a build finds the
+//! GitHub deployment made for it before a restart (by commit, environment
+//! and the build's name in its payload) or creates it (the id is
+//! remembered, for at most [`MAX_QUEUED`] builds: then they are forgotten
+//! and found again), then posts the state;
 //! an update with the state last posted is not sent again. When GitHub
 //! rate-limits beyond what the client waits for itself, the update goes
 //! back to the head of the queue (unless a newer one of its build is
@@ -315,11 +317,14 @@ async fn send_deployment(
     let id = match known.get(key) {
         Some((_, Some(last))) if *last == update.state => return Ok(()),
         Some((id, _)) => *id,
-        // A build first seen inactive (undeployed before anything was
-        // sent) gets no deployment.
-        None if update.state == DeploymentState::Inactive => return Ok(()),
         None => {
-            let id = client.create_deployment(update).await?;
+            // Made before a restart? Else a new one, but not for a build
+            // first seen inactive (undeployed before anything was sent).
+            let id = match client.find_deployment(update).await? {
+                Some(id) => id,
+                None if update.state == DeploymentState::Inactive => return Ok(()),
+                None => client.create_deployment(update).await?,
+            };
             if known.len() >= MAX_QUEUED {
                 known.clear();
             }
@@ -328,9 +333,9 @@ async fn send_deployment(
         }
     };
     client.create_deployment_status(id, update).await?;
-    if update.state == DeploymentState::Inactive {
-        known.remove(key);
-    } else if let Some(entry) = known.get_mut(key) {
+    // Kept when inactive too, so that the cleanup's "undeployed" after a
+    // "superseded by" is not sent again.
+    if let Some(entry) = known.get_mut(key) {
         entry.1 = Some(update.state);
     }
     tracing::debug!(repo = %update.repo, build = %update.build_name, state = %update.state, "deployment status posted");

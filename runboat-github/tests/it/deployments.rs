@@ -64,7 +64,12 @@ fn calls(mock: &MockGitHub) -> Vec<(String, String)> {
         .iter()
         .map(|r| {
             let what = r.body.get("state").or_else(|| r.body.get("environment"));
-            (r.path.clone(), what.and_then(Value::as_str).unwrap_or("").to_owned())
+            let what = what.and_then(Value::as_str).unwrap_or(if r.method == Method::GET {
+                "GET"
+            } else {
+                ""
+            });
+            (r.path.clone(), what.to_owned())
         })
         .collect()
 }
@@ -89,6 +94,8 @@ async fn a_pull_request_build_that_initializes_then_is_superseded() {
     assert_eq!(
         calls(&mock),
         [
+            // None made before a restart (the mock knows none: 404).
+            (DEPLOYMENTS.to_owned(), "GET".to_owned()),
             (DEPLOYMENTS.to_owned(), "runboat/16.0-pr7".to_owned()),
             (statuses(42), "queued".to_owned()),
             (statuses(42), "in_progress".to_owned()),
@@ -96,7 +103,7 @@ async fn a_pull_request_build_that_initializes_then_is_superseded() {
             (statuses(42), "inactive".to_owned()),
         ]
     );
-    let requests = mock.requests();
+    let requests: Vec<_> = mock.requests().into_iter().skip(1).collect();
     let created = &requests[0].body;
     assert_eq!(created["ref"], SHA);
     assert_eq!(created["transient_environment"], true);
@@ -120,7 +127,7 @@ async fn a_failing_build_links_its_init_log() {
         forge.post_deployment(update("b1", state, "x"));
         forge.flush().await;
     }
-    let states: Vec<String> = calls(&mock).into_iter().skip(1).map(|(_, s)| s).collect();
+    let states: Vec<String> = calls(&mock).into_iter().skip(2).map(|(_, s)| s).collect();
     assert_eq!(states, ["queued", "in_progress", "failure"]);
     let last = mock.requests().pop().expect("requests");
     assert_eq!(last.body["log_url"], "https://r.example.org/api/v1/builds/b1/init-log");
@@ -142,17 +149,20 @@ async fn a_burst_of_updates_coalesces_per_build() {
     assert_eq!(
         calls(&mock),
         [
+            (DEPLOYMENTS.to_owned(), "GET".to_owned()),
             (DEPLOYMENTS.to_owned(), "runboat/16.0-pr7".to_owned()),
             (statuses(1), "success".to_owned()),
+            (DEPLOYMENTS.to_owned(), "GET".to_owned()),
             (DEPLOYMENTS.to_owned(), "runboat/16.0-pr7".to_owned()),
             (statuses(2), "success".to_owned()),
         ]
     );
     // An update of a build never deployed on GitHub that is already
-    // inactive sends nothing.
+    // inactive creates nothing.
     forge.post_deployment(update("b3", DeploymentState::Inactive, "undeployed"));
     forge.flush().await;
-    assert_eq!(mock.requests().len(), 4);
+    assert_eq!(mock.requests().len(), 7);
+    assert_eq!(mock.requests()[6].method, Method::GET);
 }
 
 #[tokio::test]
@@ -175,15 +185,36 @@ async fn a_rate_limit_holds_the_update_and_every_later_one_then_sends_them() {
     config.retry.max_wait = Duration::ZERO;
     let forge = GitHubForge::new(GitHubClient::new(config).expect("client"));
     forge.post_deployment(update("b1", DeploymentState::Queued, "build queued"));
-    mock.wait_for_requests(2).await;
+    mock.wait_for_requests(3).await;
     // Newer updates while held: the newest is sent once the pause ends.
     forge.post_deployment(update("b1", DeploymentState::InProgress, "initializing"));
     forge.flush().await;
     let requests = mock.requests();
     let states: Vec<String> = calls(&mock).into_iter().map(|(_, s)| s).collect();
-    assert_eq!(states, ["runboat/16.0-pr7", "queued", "in_progress"]);
-    let paused = requests[2].at.duration_since(requests[1].at);
+    assert_eq!(states, ["GET", "runboat/16.0-pr7", "queued", "in_progress"]);
+    let paused = requests[3].at.duration_since(requests[2].at);
     assert!(paused >= Duration::from_secs(1), "resent after {paused:?}");
     // No second deployment was created for the held update.
-    assert_eq!(requests.iter().filter(|r| r.path == DEPLOYMENTS).count(), 1);
+    let posts = requests.iter().filter(|r| r.path == DEPLOYMENTS && r.method == Method::POST);
+    assert_eq!(posts.count(), 1);
+}
+
+#[tokio::test]
+async fn after_a_restart_the_deployment_made_before_is_found_and_closed() {
+    let mock = MockGitHub::start().await;
+    let listed = json!([
+        {"id": 8, "payload": {"build": "other"}},
+        {"id": 9, "payload": {"build": "b1"}},
+    ]);
+    mock.on(Method::GET, DEPLOYMENTS, vec![MockResponse::new(200, listed.to_string())]).await;
+    mock.on(Method::POST, &statuses(9), vec![MockResponse::new(201, "{}")]).await;
+    let forge = forge(&mock);
+    forge.post_deployment(update("b1", DeploymentState::Inactive, "superseded by b2"));
+    forge.flush().await;
+    assert_eq!(
+        calls(&mock),
+        [(DEPLOYMENTS.to_owned(), "GET".to_owned()), (statuses(9), "inactive".to_owned())]
+    );
+    let asked = &mock.requests()[0];
+    assert_eq!(asked.method, Method::GET);
 }
