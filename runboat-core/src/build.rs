@@ -269,6 +269,7 @@ mod tests {
             available_replicas: Some(1),
             deletion_timestamp: None,
             creation_timestamp: Some("2024-05-01T09:00:00Z".parse().expect("ts")),
+            available_since: None,
         }
     }
 

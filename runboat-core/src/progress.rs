@@ -5,9 +5,9 @@
 //! Everything here is learned from the cluster and kept in memory: the init
 //! durations from the init Jobs' `startTime` and `completionTime` (so a
 //! restart rebuilds them from the Jobs the cluster still holds), the start
-//! durations from the readiness transitions the controller sees (from the
-//! last scale to 1 to the Deployment available; these are learned live
-//! only). Memory is bounded: [`MAX_KEYS`] (repo, target branch) pairs of
+//! durations from the Deployments (from the last scale to 1 to the
+//! `Available` condition turning true), so a restart relearns those of the
+//! builds still started. Memory is bounded: [`MAX_KEYS`] (repo, target branch) pairs of
 //! [`SAMPLES`] samples each, and the init times of the builds and jobs the
 //! cluster holds.
 
@@ -112,6 +112,8 @@ pub struct InitTimes {
 #[derive(Debug, Default)]
 pub struct Progress {
     init: HashMap<String, InitTimes>,
+    /// The scale to 1 whose start was learned, per build (each counts once).
+    started: HashMap<String, Timestamp>,
     estimator: Estimator,
 }
 
@@ -147,6 +149,7 @@ impl Progress {
                 if !has_job(name) {
                     self.init.remove(name);
                 }
+                self.started.remove(name);
                 continue;
             };
             let Some(t) = self.init.get_mut(name) else { continue };
@@ -161,21 +164,27 @@ impl Progress {
         }
     }
 
-    /// Learns a start: `build` was seen started, having been `before`.
-    pub fn transition(&mut self, before: Option<BuildStatus>, build: &Build, now: Timestamp) {
-        if before == Some(BuildStatus::Starting)
-            && build.status == BuildStatus::Started
-            && let Some(scaled) = build.last_scaled
-        {
-            let secs = u64::try_from(now.as_second() - scaled.as_second()).unwrap_or(0);
-            let c = &build.commit_info;
-            self.estimator.record(
-                Step::Start,
-                c.repo(),
-                c.target_branch(),
-                Duration::from_secs(secs),
-            );
+    /// Learns a start from a started build's Deployment: from its last
+    /// scale to 1 to its `Available` condition turning true after it
+    /// (`available_since`, [`DeploymentFacts`](crate::DeploymentFacts)),
+    /// once per scale. Listings after a restart so relearn the starts of the
+    /// builds still started.
+    pub fn deployment(&mut self, build: &Build, available_since: Option<Timestamp>) {
+        let (BuildStatus::Started, Some(scaled), Some(ready)) =
+            (build.status, build.last_scaled, available_since)
+        else {
+            return;
+        };
+        if ready < scaled || self.started.get(&build.name) == Some(&scaled) {
+            return;
         }
+        if self.started.len() >= MAX_KEYS * SAMPLES {
+            self.started.clear();
+        }
+        self.started.insert(build.name.clone(), scaled);
+        let secs = u64::try_from(ready.as_second() - scaled.as_second()).unwrap_or(0);
+        let c = &build.commit_info;
+        self.estimator.record(Step::Start, c.repo(), c.target_branch(), Duration::from_secs(secs));
     }
 
     /// The init times of `build_name`, if an init Job of it was seen.
@@ -383,15 +392,21 @@ mod tests {
     }
 
     #[test]
-    fn a_start_is_learned_from_starting_to_started() {
+    fn a_start_is_learned_once_from_the_scale_to_availability() {
         let mut s = Spec::new("a", BuildStatus::Started);
         s.last_scaled = Some(50);
         let started = s.build();
         let mut p = Progress::default();
-        let now = started.last_scaled.expect("scaled") + jiff::SignedDuration::from_secs(20);
-        p.transition(Some(BuildStatus::Stopped), &started, now);
+        let scaled = started.last_scaled.expect("scaled");
+        let start = |secs| Some(scaled + jiff::SignedDuration::from_secs(secs));
+        // Available before the last scale (a stale condition): nothing.
+        p.deployment(&started, start(-5));
+        p.deployment(&started, None);
         assert_eq!(p.estimator.estimate(Step::Start, "oca/x", "16.0"), None);
-        p.transition(Some(BuildStatus::Starting), &started, now);
+        p.deployment(&started, start(20));
+        // The same start seen again (an update, a relisting): counted once.
+        p.deployment(&started, start(20));
+        assert_eq!(p.estimator.start.values().map(|s| s.0.len()).sum::<usize>(), 1);
         assert_eq!(
             p.estimator.estimate(Step::Start, "oca/x", "16.0"),
             Some(Duration::from_secs(20))

@@ -348,7 +348,16 @@ impl Loop {
                 if self.deployments.listed {
                     self.shared.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
                 }
-                let builds: Vec<Build> = list.iter().filter_map(parse_build).collect();
+                let parsed: Vec<(Build, Option<jiff::Timestamp>)> = list
+                    .iter()
+                    .filter_map(|f| Some((parse_build(f)?, f.available_since)))
+                    .collect();
+                let mut progress = self.shared.progress();
+                for (b, available_since) in &parsed {
+                    progress.deployment(b, *available_since);
+                }
+                drop(progress);
+                let builds: Vec<Build> = parsed.into_iter().map(|(b, _)| b).collect();
                 self.touched.extend(idx.iter().map(|b| b.name.clone()));
                 self.touched.extend(builds.iter().map(|b| b.name.clone()));
                 idx.replace_all(builds);
@@ -360,8 +369,7 @@ impl Loop {
             ClusterEvent::Applied(facts) => match Build::from_deployment_facts(&facts) {
                 Ok(build) => {
                     self.touched.insert(build.name.clone());
-                    let before = idx.get(&build.name).map(|b| b.status);
-                    self.shared.progress().transition(before, &build, jiff::Timestamp::now());
+                    self.shared.progress().deployment(&build, facts.available_since);
                     idx.upsert(build);
                 }
                 Err(e) => {

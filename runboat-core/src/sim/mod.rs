@@ -358,6 +358,7 @@ impl State {
             available_replicas: (d.available > 0).then_some(d.available),
             deletion_timestamp: d.deleting,
             creation_timestamp: Some(d.created),
+            available_since: None,
         })
     }
 

@@ -28,6 +28,13 @@ pub(crate) fn deployment_facts(deployment: &SlimDeployment) -> Option<Deployment
         available_replicas: status.and_then(|s| s.available_replicas),
         deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
         creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0),
+        available_since: status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Available" && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0),
     })
 }
 
@@ -214,5 +221,24 @@ mod tests {
             Some("2024-05-02T12:00:00Z".parse().expect("timestamp"))
         );
         assert!(facts.creation_timestamp.is_some());
+        assert_eq!(facts.available_since, None, "no conditions");
+    }
+
+    /// A start's end: when `Available` last turned true; none while false.
+    #[test]
+    fn deployment_facts_say_since_when_it_is_available() {
+        let with = |status: &str| {
+            let deployment: SlimDeployment = serde_json::from_value(json!({
+                "metadata": {"name": "b1-odoo", "labels": {"runboat/build": "b1"}},
+                "status": {"conditions": [
+                    {"type": "Progressing", "status": "True", "lastTransitionTime": "2024-05-01T12:00:00Z"},
+                    {"type": "Available", "status": status, "lastTransitionTime": "2024-05-01T12:00:42Z"},
+                ]},
+            }))
+            .expect("deployment");
+            deployment_facts(&deployment).expect("runboat deployment").available_since
+        };
+        assert_eq!(with("True"), Some("2024-05-01T12:00:42Z".parse().expect("timestamp")));
+        assert_eq!(with("False"), None);
     }
 }

@@ -49,6 +49,17 @@ pub struct SlimDeploymentStatus {
     pub replicas: Option<i32>,
     /// `status.availableReplicas`.
     pub available_replicas: Option<i32>,
+    /// `status.conditions` (the `Available` one is read); ignored when
+    /// not a list of conditions, as the fields runboat does not read.
+    #[serde(default, deserialize_with = "lenient_conditions")]
+    pub conditions: Option<Vec<SlimJobCondition>>,
+}
+
+fn lenient_conditions<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<SlimJobCondition>>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// A Job with only its metadata (the same fields as [`SlimDeployment`]'s)
@@ -247,6 +258,15 @@ impl From<&Deployment> for SlimDeployment {
             status: d.status.as_ref().map(|s| SlimDeploymentStatus {
                 replicas: s.replicas,
                 available_replicas: s.available_replicas,
+                conditions: s.conditions.as_ref().map(|cs| {
+                    cs.iter()
+                        .map(|c| SlimJobCondition {
+                            type_: c.type_.clone(),
+                            status: c.status.clone(),
+                            last_transition_time: c.last_transition_time.clone(),
+                        })
+                        .collect()
+                }),
             }),
         }
     }
@@ -368,6 +388,13 @@ mod tests {
             available_replicas: status.and_then(|s| s.available_replicas),
             deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
             creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0),
+            available_since: status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == "Available" && c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
         })
     }
 

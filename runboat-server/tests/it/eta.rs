@@ -35,10 +35,18 @@ async fn push(server: &Server, sha: &str) -> String {
     detail.strip_prefix("deploying build ").expect("the build's name").to_owned()
 }
 
+/// The build `name`, once the index has it (a webhook's 202 may come
+/// before the Deployment's event).
 async fn build(server: &Server, name: &str) -> Value {
-    let (status, build) = server.get(&format!("/api/v1/builds/{name}")).await;
-    assert_eq!(status, StatusCode::OK, "{build}");
-    build
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, build) = server.get(&format!("/api/v1/builds/{name}")).await;
+        if status == StatusCode::OK {
+            return build;
+        }
+        assert!(Instant::now() < deadline, "{name}: {status} {build}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -99,4 +107,14 @@ async fn a_queued_build_shows_an_estimate_that_shrinks_and_then_its_timeline() {
     let (_, list) = server.get(&format!("/api/v1/builds?repo={REPO}")).await;
     let listed = list.as_array().expect("a list").iter().find(|b| b["name"] == running.as_str());
     assert!(listed.expect("listed")["timeline"]["init_finished"].is_string(), "{list}");
+
+    // A restarted runboat relearns the estimate from the init Jobs the
+    // cluster holds: a new commit shows one at once.
+    drop(server);
+    let server = Server::start_with(env.dir.path(), &env.kubeconfig, &settings, &[]).await;
+    server.wait_ready().await;
+    let after = push(&server, &"d".repeat(40)).await;
+    let b = build(&server, &after).await;
+    let eta = b["eta_seconds"].as_u64();
+    assert!(eta.is_some_and(|e| (5..=16).contains(&e)), "no estimate after a restart: {b}");
 }
