@@ -207,14 +207,20 @@ impl Progress {
     /// started); `None` for the others or without history. A queued build
     /// waits `rounds` initializations before its own (see [`queue_rounds`]);
     /// a running step's estimate is what is left of it, 0 when overdue.
-    pub fn eta(&self, build: &Build, now: Timestamp, rounds: u64) -> Option<u64> {
+    /// `rounds` is only called for a queued build with an estimate (it
+    /// walks the queue); `None` from it (too far back, or paused) is no
+    /// estimate.
+    pub fn eta(
+        &self,
+        build: &Build,
+        now: Timestamp,
+        rounds: impl FnOnce() -> Option<u64>,
+    ) -> Option<u64> {
         let c = &build.commit_info;
-        let mut rounds_before = 0;
+        let queued =
+            (build.status, build.init_status) == (BuildStatus::Initializing, InitStatus::Todo);
         let (step, since) = match (build.status, build.init_status) {
-            (BuildStatus::Initializing, InitStatus::Todo) => {
-                rounds_before = rounds;
-                (Step::Initialize, None)
-            }
+            (BuildStatus::Initializing, InitStatus::Todo) => (Step::Initialize, None),
             (BuildStatus::Initializing, InitStatus::Started) => {
                 (Step::Initialize, self.init_times(&build.name).and_then(|t| t.started))
             }
@@ -222,6 +228,7 @@ impl Progress {
             _ => return None,
         };
         let total = self.estimator.estimate(step, c.repo(), c.target_branch())?.as_secs();
+        let rounds_before = if queued { rounds()? } else { 0 };
         let elapsed =
             since.map_or(0, |s| u64::try_from(now.as_second() - s.as_second()).unwrap_or(0));
         Some(total.saturating_mul(rounds_before.saturating_add(1)).saturating_sub(elapsed))
@@ -246,11 +253,13 @@ pub fn timeline(build: &Build, init: Option<InitTimes>) -> runboat_api::Timeline
 
 /// Builds ahead in the initialization queue that are counted (the count
 /// walks the queue).
-pub const QUEUE_LOOKAHEAD: usize = 1000;
+pub const QUEUE_LOOKAHEAD: usize = 500;
 
 /// How many initializations a queued `build` waits for before its own: the
 /// builds queued before it and those initializing now, `max_initializing`
-/// at a time. `None` when initialization is paused (`max_initializing` 0).
+/// at a time. `None` when initialization is paused (`max_initializing` 0)
+/// or when [`QUEUE_LOOKAHEAD`] builds or more are queued before it (too far
+/// back to tell).
 pub fn queue_rounds(index: &BuildIndex, build: &Build, max_initializing: usize) -> Option<u64> {
     if max_initializing == 0 {
         return None;
@@ -258,8 +267,11 @@ pub fn queue_rounds(index: &BuildIndex, build: &Build, max_initializing: usize) 
     if build.init_status != InitStatus::Todo {
         return Some(0);
     }
-    let ahead =
-        index.todo_ahead(build, QUEUE_LOOKAHEAD) + index.count_by_init_status(InitStatus::Started);
+    let queued = index.todo_ahead(build, QUEUE_LOOKAHEAD);
+    if queued >= QUEUE_LOOKAHEAD {
+        return None;
+    }
+    let ahead = queued + index.count_by_init_status(InitStatus::Started);
     u64::try_from(ahead / max_initializing).ok()
 }
 
@@ -333,7 +345,7 @@ mod tests {
         // A failed run teaches nothing.
         p.job(&init_job("a", JobPhase::Failed, 0, Some(30)));
         p.absorb(&idx, &touched, |_| true);
-        assert_eq!(p.eta(idx.get("q").expect("q"), ts(0), 0), None);
+        assert_eq!(p.eta(idx.get("q").expect("q"), ts(0), || Some(0)), None);
         // A new run replaces it; it succeeds after 240 s; seen twice (a
         // relisting), it counts once.
         p.job(&init_job("a", JobPhase::Running, 100, None));
@@ -346,8 +358,9 @@ mod tests {
         // Queued with a slot free: the whole initialization; behind a
         // round of others: two.
         let q = idx.get("q").expect("q");
-        assert_eq!(p.eta(q, ts(1000), 0), Some(240));
-        assert_eq!(p.eta(q, ts(1000), 1), Some(480));
+        assert_eq!(p.eta(q, ts(1000), || Some(0)), Some(240));
+        assert_eq!(p.eta(q, ts(1000), || Some(1)), Some(480));
+        assert_eq!(p.eta(q, ts(1000), || None), None, "too far back");
         // "b" initializes, one slot: "q" waits one round; two slots: none.
         assert_eq!(queue_rounds(&idx, q, 1), Some(1));
         assert_eq!(queue_rounds(&idx, q, 2), Some(0));
@@ -355,10 +368,10 @@ mod tests {
         // Running since 1000: what is left, 0 once overdue.
         p.job(&init_job("b", JobPhase::Running, 1000, None));
         let b = idx.get("b").expect("b");
-        assert_eq!(p.eta(b, ts(1060), 0), Some(180));
-        assert_eq!(p.eta(b, ts(1300), 5), Some(0), "rounds count for queued builds only");
+        assert_eq!(p.eta(b, ts(1060), || None), Some(180));
+        assert_eq!(p.eta(b, ts(1300), || Some(5)), Some(0), "rounds count for queued builds only");
         // No ETA for a stopped build.
-        assert_eq!(p.eta(idx.get("a").expect("a"), ts(1000), 0), None);
+        assert_eq!(p.eta(idx.get("a").expect("a"), ts(1000), || Some(0)), None);
         // A build gone from the index and the jobs is forgotten.
         idx.remove("a");
         p.absorb(&idx, &touched, |n| n == "b");
@@ -415,6 +428,6 @@ mod tests {
         starting.status = BuildStatus::Starting;
         let b = starting.build();
         let later = b.last_scaled.expect("scaled") + jiff::SignedDuration::from_secs(5);
-        assert_eq!(p.eta(&b, later, 0), Some(15));
+        assert_eq!(p.eta(&b, later, || None), Some(15));
     }
 }

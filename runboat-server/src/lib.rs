@@ -246,10 +246,10 @@ impl AppState {
         let s = self.settings();
         let mut view = build.view(&s.build_domain, &s.base_url);
         let now = jiff::Timestamp::now();
-        let rounds = runboat_core::progress::queue_rounds(index, build, s.max_initializing);
-        let (eta, init) = self.controller().with_progress(|p| {
-            (rounds.and_then(|r| p.eta(build, now, r)), p.init_times(&build.name))
-        });
+        let rounds = || runboat_core::progress::queue_rounds(index, build, s.max_initializing);
+        let (eta, init) = self
+            .controller()
+            .with_progress(|p| (p.eta(build, now, rounds), p.init_times(&build.name)));
         view.eta_seconds = eta;
         view.timeline = Some(runboat_core::progress::timeline(build, init));
         let rule = runboat_core::policy::supersede::Rule::of(s);
