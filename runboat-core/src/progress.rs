@@ -6,10 +6,10 @@
 //! durations from the init Jobs' `startTime` and `completionTime` (so a
 //! restart rebuilds them from the Jobs the cluster still holds), the start
 //! durations from the Deployments (from the last scale to 1 to the
-//! `Available` condition turning true), so a restart relearns those of the
-//! builds still started. Memory is bounded: [`MAX_KEYS`] (repo, target branch) pairs of
-//! [`SAMPLES`] samples each, and the init times of the builds and jobs the
-//! cluster holds.
+//! `Available` condition turning true; a restart relearns those of the
+//! builds still started). Memory is bounded: [`MAX_KEYS`] (repo, target
+//! branch) pairs of [`SAMPLES`] samples each, and the times of the builds
+//! and jobs the cluster holds.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
