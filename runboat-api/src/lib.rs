@@ -147,6 +147,48 @@ pub struct Build {
     /// exactly SPEC's fields).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// Estimated seconds until the build is ready (initialized, or started
+    /// when it is starting), for queued, initializing and starting builds;
+    /// omitted when unknown (no history yet for its repo and branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 240, minimum = 0)]
+    pub eta_seconds: Option<u64>,
+    /// The name of the newer build of the same pull request (or branch)
+    /// that supersedes this one (see the `supersede_keep` setting); omitted
+    /// when not superseded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "b0123456789abcdef0123")]
+    pub superseded_by: Option<String>,
+    /// When the build reached each stage, as the cluster shows it (omitted
+    /// when nothing is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// When a build reached each stage, as far as the cluster shows it (RFC
+/// 3339 UTC times; a stage not reached, or not known, is omitted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Timeline {
+    /// The Deployment's creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-05-01T12:34:56Z")]
+    pub created: Option<String>,
+    /// The init Job's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-05-01T12:35:10Z")]
+    pub init_started: Option<String>,
+    /// The init Job's end (success or failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-05-01T12:39:02Z")]
+    pub init_finished: Option<String>,
+    /// The last start (scale to 1) of a started or starting build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-05-01T12:40:00Z")]
+    pub started: Option<String>,
+    /// The last stop (scale to 0) of an initialized build that was scaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2024-05-01T13:40:00Z")]
+    pub stopped: Option<String>,
 }
 
 /// A [`Build`] as `GET /builds` lists it: the same fields in the same
@@ -170,6 +212,12 @@ pub struct ListedBuild<'a> {
     webui_link: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pinned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    superseded_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<&'a Timeline>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -202,6 +250,9 @@ impl<'a> From<&'a Build> for ListedBuild<'a> {
             repo_commit_link: &b.repo_commit_link,
             webui_link: &b.webui_link,
             pinned: b.pinned,
+            eta_seconds: b.eta_seconds,
+            superseded_by: b.superseded_by.as_deref(),
+            timeline: b.timeline.as_ref(),
         }
     }
 }
@@ -527,7 +578,29 @@ mod tests {
             repo_commit_link: "c".into(),
             webui_link: "w".into(),
             pinned: false,
+            eta_seconds: None,
+            superseded_by: None,
+            timeline: None,
         }
+    }
+
+    #[test]
+    fn the_new_fields_are_omitted_when_absent_and_listed_alike() {
+        let mut b = build(Some(7));
+        let plain = serde_json::to_string(&b).expect("json");
+        assert!(!plain.contains("eta_seconds") && !plain.contains("superseded_by"));
+        assert!(!plain.contains("timeline"));
+        b.eta_seconds = Some(240);
+        b.superseded_by = Some("b2".into());
+        b.timeline =
+            Some(Timeline { created: Some("2024-05-01T12:34:56Z".into()), ..Timeline::default() });
+        let full = serde_json::to_string(&b).expect("json");
+        assert!(full.ends_with(
+            r#""eta_seconds":240,"superseded_by":"b2","timeline":{"created":"2024-05-01T12:34:56Z"}}"#
+        ), "{full}");
+        assert_eq!(serde_json::to_string(&ListedBuild::from(&b)).expect("json"), full);
+        let back: Build = serde_json::from_str(&full).expect("read back");
+        assert_eq!(back, b);
     }
 
     /// A listed build is the build, field for field and in order, less its

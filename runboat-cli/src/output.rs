@@ -329,6 +329,9 @@ mod tests {
             repo_commit_link: String::new(),
             webui_link: String::new(),
             pinned: false,
+            eta_seconds: None,
+            superseded_by: None,
+            timeline: None,
         }
     }
 

@@ -75,6 +75,7 @@ fn todo_facts(c: &CommitInfo) -> DeploymentFacts {
         labels,
         spec_replicas: Some(0),
         creation_timestamp: Some(jiff::Timestamp::now()),
+        available_since: None,
         ..DeploymentFacts::default()
     }
 }

@@ -173,6 +173,12 @@ impl Build {
         self.commit_info.is_branch()
     }
 
+    /// Whether an admin pinned the build (`runboat/pinned`): the limits,
+    /// idle stop and supersede leave it alone.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
     /// `http://<slug>.<build_domain>`: where the running instance is served.
     pub fn deploy_link(&self, build_domain: &str) -> String {
         format!("http://{}.{}", self.slug(), build_domain)
@@ -246,6 +252,9 @@ impl Build {
             repo_commit_link: self.repo_commit_link(),
             webui_link: self.webui_link(base_url),
             pinned: self.pinned,
+            eta_seconds: None,
+            superseded_by: None,
+            timeline: None,
         }
     }
 
@@ -303,6 +312,7 @@ mod tests {
             available_replicas: Some(1),
             deletion_timestamp: None,
             creation_timestamp: Some("2024-05-01T09:00:00Z".parse().expect("ts")),
+            available_since: None,
         }
     }
 

@@ -164,6 +164,11 @@ pub struct JobFacts {
     /// `metadata.deletionTimestamp` is set: the job is being killed and is
     /// ignored by the controller.
     pub deleting: bool,
+    /// `status.startTime`: when the Job started.
+    pub started: Option<jiff::Timestamp>,
+    /// When it ended: `status.completionTime` of a succeeded Job, the
+    /// terminal condition's `lastTransitionTime` of a failed one.
+    pub finished: Option<jiff::Timestamp>,
 }
 
 /// One item of a watch stream.

@@ -576,6 +576,13 @@ impl BuildIndex {
         self.resolve(self.derived.todo.iter(), limit)
     }
 
+    /// How many builds waiting for initialization come before `build` (at
+    /// most `limit`: the walk is that long).
+    pub fn todo_ahead(&self, build: &Build, limit: usize) -> usize {
+        let key: Keyed = (build.created, Name::from(build.name.as_str()));
+        self.derived.todo.range(..key).take(limit).count()
+    }
+
     /// Up to `limit` started builds that are not pinned, oldest last
     /// scaled first.
     pub fn oldest_started(&self, limit: usize) -> Vec<&Build> {
@@ -602,6 +609,22 @@ impl BuildIndex {
     /// pull request builds).
     pub fn is_newest_of_branch(&self, build: &Build) -> bool {
         self.derived.is_newest(build)
+    }
+
+    /// The builds of one pull request (`pr` set) or of one branch's branch
+    /// builds (`pr` `None`) of (repo, target branch), newest created first
+    /// (ties: greatest name first). A range of the search order: no scan.
+    pub fn group(&self, repo: &str, target_branch: &str, pr: Option<u64>) -> Vec<&Build> {
+        let Some(set) = self.derived.repos.get(repo) else { return Vec::new() };
+        let p = pr.unwrap_or(u64::MAX);
+        let from: RepoOrderKey = (p, target_branch.to_owned(), Timestamp::MIN, Arc::from(""));
+        let mut found: Vec<&Build> = set
+            .range(from..)
+            .take_while(|(kp, tb, _, _)| *kp == p && tb == target_branch)
+            .filter_map(|(_, _, _, n)| self.get(n))
+            .collect();
+        found.reverse();
+        found
     }
 
     /// The builds passing `filters`, in `order`. A name filter is a direct

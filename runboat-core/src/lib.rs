@@ -19,6 +19,7 @@ pub mod error;
 pub mod forge;
 pub mod index;
 pub mod policy;
+pub mod progress;
 pub mod rng;
 pub mod settings;
 #[cfg(feature = "testing")]

@@ -266,6 +266,12 @@ pub struct Settings {
     pub additional_footer_html: String,
     /// Do not post commit statuses to GitHub.
     pub disable_commit_statuses: bool,
+    /// Create a GitHub deployment per build, with statuses following the
+    /// build (queued, in_progress, success with the build's URL,
+    /// failure, inactive once undeployed or superseded), so GitHub shows
+    /// "View deployment" in the pull request. Needs `github_token` (with
+    /// the deployments permission). Default false.
+    pub github_deployments: bool,
     /// Resource types deleted when undeploying (default
     /// `deployment,service,ingress,configmap,secret,pvc,job`). Any
     /// namespaced type the cluster serves works, as with the original's
@@ -291,6 +297,16 @@ pub struct Settings {
     /// get the waiting page (`None`, the default: Ingresses are left as the
     /// kubefiles make them).
     pub wake_service: Option<WakeService>,
+    /// Supersede: once a build of a pull request (or branch) has
+    /// initialized successfully, undeploy the older builds of that pull
+    /// request (or branch), keeping the newest `supersede_keep`
+    /// successfully initialized ones. 0 (the default, the original's
+    /// behaviour) never supersedes.
+    pub supersede_keep: usize,
+    /// Supersede also the builds of a pull request (or branch) beyond its
+    /// newest `supersede_max_builds` deployed ones, never its newest
+    /// successfully initialized build. 0 (the default): no cap.
+    pub supersede_max_builds: usize,
 }
 
 /// The [`Settings::wake_service`].
@@ -332,7 +348,7 @@ pub fn parse_wake_service(key: &str, text: &str) -> Result<Option<WakeService>> 
 
 /// Setting names known to the loader (TOML keys; env names are these
 /// upper-cased with [`ENV_PREFIX`]).
-pub const SETTING_KEYS: [&str; 23] = [
+pub const SETTING_KEYS: [&str; 26] = [
     "repos",
     "api_admin_user",
     "api_admin_passwd",
@@ -350,12 +366,15 @@ pub const SETTING_KEYS: [&str; 23] = [
     "base_url",
     "additional_footer_html",
     "disable_commit_statuses",
+    "github_deployments",
     "deployment_resource_types",
     "no_cleanup_job",
     "start_after_init",
     "max_pinned",
     "idle_stop_after",
     "wake_service",
+    "supersede_keep",
+    "supersede_max_builds",
 ];
 
 /// The `RUNBOAT_*` variables of `env` that are no setting (to warn about
@@ -800,6 +819,7 @@ impl Settings {
             take("additional_footer_html").map_or(Ok(String::new()), |r| r.string(false))?;
         let flag = |r: Option<Raw>| r.map_or(Ok(false), Raw::boolean);
         let disable_commit_statuses = flag(take("disable_commit_statuses"))?;
+        let github_deployments = flag(take("github_deployments"))?;
         let deployment_resource_types = match take("deployment_resource_types") {
             None => DEFAULT_DEPLOYMENT_RESOURCE_TYPES.iter().map(|s| (*s).to_owned()).collect(),
             Some(r) => r.string_list()?,
@@ -821,6 +841,8 @@ impl Settings {
                 parse_session(&key, &r.string(false)?)?
             }
         };
+        let supersede_keep = count(take("supersede_keep"), 0)?;
+        let supersede_max_builds = count(take("supersede_max_builds"), 0)?;
 
         Ok(Settings {
             repos,
@@ -840,12 +862,15 @@ impl Settings {
             base_url,
             additional_footer_html,
             disable_commit_statuses,
+            github_deployments,
             deployment_resource_types,
             no_cleanup_job,
             start_after_init,
             max_pinned,
             idle_stop_after,
             wake_service,
+            supersede_keep,
+            supersede_max_builds,
         })
     }
 

@@ -205,6 +205,9 @@ pub struct DeploymentFacts {
     pub deletion_timestamp: Option<Timestamp>,
     /// `metadata.creationTimestamp`.
     pub creation_timestamp: Option<Timestamp>,
+    /// When the `Available` condition last became `True` (`None` while it
+    /// is not): with the last scale to 1, how long a start took.
+    pub available_since: Option<Timestamp>,
 }
 
 #[cfg(test)]

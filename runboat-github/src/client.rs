@@ -25,7 +25,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use runboat_core::forge::CommitStatus;
+use runboat_core::forge::{CommitStatus, DeploymentUpdate};
 use serde::Deserialize;
 
 use crate::error::{ClientError, error_chain};
@@ -279,6 +279,106 @@ impl GitHubClient {
         if code == StatusCode::NOT_FOUND {
             return Err(ClientError::NotFound {
                 what: format!("commit {} of {}", status.git_commit, status.repo),
+            });
+        }
+        if !code.is_success() {
+            return Err(status_error(Method::POST, &path, code, &bytes));
+        }
+        Ok(())
+    }
+
+    /// Create the GitHub deployment of `update`'s build on its commit (in
+    /// its environment, transient for a pull request's); its id.
+    pub async fn create_deployment(&self, update: &DeploymentUpdate) -> Result<u64, ClientError> {
+        #[derive(Deserialize)]
+        struct Created {
+            id: u64,
+        }
+        let (owner, name) = split_repo(&update.repo)?;
+        let path = format!("/repos/{owner}/{name}/deployments");
+        let body = serde_json::json!({
+            "ref": update.git_commit,
+            "environment": update.environment,
+            "transient_environment": update.transient,
+            "production_environment": false,
+            // A preview of a commit: no merge of the base, no wait on the
+            // commit's other statuses.
+            "auto_merge": false,
+            "required_contexts": [],
+            "description": truncate_chars(&update.description, MAX_DESCRIPTION_CHARS),
+            "payload": {"build": update.build_name},
+        });
+        let (code, bytes) =
+            self.request(Method::POST, &path, Some(Bytes::from(body.to_string()))).await?;
+        if code == StatusCode::NOT_FOUND {
+            return Err(ClientError::NotFound {
+                what: format!("commit {} of {}", update.git_commit, update.repo),
+            });
+        }
+        if !code.is_success() {
+            return Err(status_error(Method::POST, &path, code, &bytes));
+        }
+        let created: Created = serde_json::from_slice(&bytes).map_err(|source| {
+            ClientError::Decode { method: Method::POST, path: path.clone(), source }
+        })?;
+        Ok(created.id)
+    }
+
+    /// The id of the GitHub deployment runboat made earlier for
+    /// `update`'s build (same commit, environment and build), if any: what
+    /// a restarted runboat finds its deployments by.
+    pub async fn find_deployment(
+        &self,
+        update: &DeploymentUpdate,
+    ) -> Result<Option<u64>, ClientError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: u64,
+            #[serde(default)]
+            payload: serde_json::Value,
+        }
+        let (owner, name) = split_repo(&update.repo)?;
+        let path = format!(
+            "/repos/{owner}/{name}/deployments?sha={}&environment={}&per_page=100",
+            encode_path(&update.git_commit, false),
+            encode_path(&update.environment, false)
+        );
+        let listed: Vec<Listed> = match self.get_json(&path, || "deployments".into()).await {
+            Ok(listed) => listed,
+            Err(ClientError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(listed
+            .into_iter()
+            .find(|d| d.payload.get("build").and_then(|b| b.as_str()) == Some(&update.build_name))
+            .map(|d| d.id))
+    }
+
+    /// Post `update`'s state on deployment `id`.
+    pub async fn create_deployment_status(
+        &self,
+        id: u64,
+        update: &DeploymentUpdate,
+    ) -> Result<(), ClientError> {
+        let (owner, name) = split_repo(&update.repo)?;
+        let path = format!("/repos/{owner}/{name}/deployments/{id}/statuses");
+        let mut body = serde_json::json!({
+            "state": update.state.as_str(),
+            "description": truncate_chars(&update.description, MAX_DESCRIPTION_CHARS),
+            // runboat says itself when a deployment goes inactive.
+            "auto_inactive": false,
+        });
+        if !update.environment_url.is_empty() {
+            body["environment_url"] = update.environment_url.clone().into();
+        }
+        if !update.log_url.is_empty() {
+            body["log_url"] = update.log_url.clone().into();
+        }
+        let (code, bytes) =
+            self.request(Method::POST, &path, Some(Bytes::from(body.to_string()))).await?;
+        if code == StatusCode::NOT_FOUND {
+            return Err(ClientError::NotFound {
+                what: format!("deployment {id} of {}", update.repo),
             });
         }
         if !code.is_success() {

@@ -13,13 +13,28 @@
 //! retries) is logged with its response and dropped: it never reaches the
 //! controller.
 //!
-//! Turning statuses off (`disable_commit_statuses`) is the server's choice:
-//! it then hands the controller `runboat_core::forge::NoForge` instead.
+//! Turning statuses off (`disable_commit_statuses`) is the controller's
+//! and the server's choice: the controller then posts none (and the server
+//! hands it `runboat_core::forge::NoForge` unless deployments are on).
+//!
+//! Deployment updates (`github_deployments`) go through a second queue and
+//! task under the same rules, keyed by build: a newer update of a build
+//! replaces its queued one, so a burst becomes at most one call in flight
+//! and one with the newest state. The first update of a build finds the
+//! GitHub deployment made for it before a restart (by commit, environment
+//! and the build's name in its payload) or creates it (the id is
+//! remembered, for at most [`MAX_QUEUED`] builds: then they are forgotten
+//! and found again), then posts the state;
+//! an update with the state last posted is not sent again. When GitHub
+//! rate-limits beyond what the client waits for itself, the update goes
+//! back to the head of the queue (unless a newer one of its build is
+//! there) and the task pauses as long as GitHub said.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use runboat_core::forge::{CommitStatus, Forge};
+use runboat_core::forge::{CommitStatus, DeploymentState, DeploymentUpdate, Forge};
 use tokio::sync::{Notify, watch};
 
 use crate::client::{GitHubClient, STATUS_CONTEXT};
@@ -53,8 +68,17 @@ struct Queue {
     closed: bool,
 }
 
+/// The deployment updates waiting, newest per (repo, build).
+#[derive(Default)]
+struct DeployQueue {
+    order: VecDeque<(String, String)>,
+    latest: HashMap<(String, String), DeploymentUpdate>,
+}
+
 struct Shared {
     queue: Mutex<Queue>,
+    deployments: Mutex<DeployQueue>,
+    deploy_wake: Notify,
     wake: Notify,
     /// Statuses queued or being sent; `flush` waits for zero.
     outstanding: watch::Sender<usize>,
@@ -62,6 +86,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn deploy_lock(&self) -> MutexGuard<'_, DeployQueue> {
+        self.deployments.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding this lock cannot leave the queue invalid
         // (each update is a couple of infallible steps): keep going.
@@ -95,11 +123,14 @@ impl GitHubForge {
     pub fn with_capacity(client: GitHubClient, capacity: usize) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            deployments: Mutex::new(DeployQueue::default()),
+            deploy_wake: Notify::new(),
             wake: Notify::new(),
             outstanding: watch::Sender::new(0),
             capacity: capacity.max(1),
         });
-        tokio::spawn(send_loop(client, Arc::clone(&shared)));
+        tokio::spawn(send_loop(client.clone(), Arc::clone(&shared)));
+        tokio::spawn(deploy_loop(client, Arc::clone(&shared)));
         Self { shared }
     }
 
@@ -115,6 +146,11 @@ impl GitHubForge {
     /// Statuses waiting to be sent (not counting one being sent).
     pub fn queued(&self) -> usize {
         self.shared.lock().order.len()
+    }
+
+    /// Deployment updates waiting to be sent (not counting one being sent).
+    pub fn queued_deployments(&self) -> usize {
+        self.shared.deploy_lock().order.len()
     }
 }
 
@@ -143,12 +179,48 @@ impl Forge for GitHubForge {
         drop(queue);
         self.shared.wake.notify_one();
     }
+
+    fn post_deployment(&self, update: DeploymentUpdate) {
+        self.shared.queue_deployment(update, false);
+    }
+}
+
+impl Shared {
+    fn queue_deployment(&self, update: DeploymentUpdate, front: bool) {
+        let key = (update.repo.clone(), update.build_name.clone());
+        let mut queue = self.deploy_lock();
+        if let Some(queued) = queue.latest.get_mut(&key) {
+            // A newer update of the build is queued: it wins over a retried
+            // one, and replaces an older one in place.
+            if !front {
+                *queued = update;
+            }
+            return;
+        }
+        if queue.order.len() >= self.capacity
+            && let Some(oldest) = queue.order.pop_front()
+        {
+            queue.latest.remove(&oldest);
+            self.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+            tracing::warn!(repo = %oldest.0, build = %oldest.1, "deployment queue full: dropped the oldest update");
+        }
+        if front {
+            queue.order.push_front(key.clone());
+        } else {
+            queue.order.push_back(key.clone());
+        }
+        queue.latest.insert(key, update);
+        self.outstanding.send_modify(|n| *n += 1);
+        drop(queue);
+        self.deploy_wake.notify_one();
+    }
 }
 
 impl Drop for GitHubForge {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
+        self.shared.deploy_wake.notify_one();
     }
 }
 
@@ -185,4 +257,87 @@ async fn send_loop(client: GitHubClient, shared: Arc<Shared>) {
         }
         shared.outstanding.send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// The longest pause after a rate limit that did not say how long.
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+
+/// The GitHub deployment of each build seen: its id and the state last
+/// posted on it.
+type Known = HashMap<(String, String), (u64, Option<DeploymentState>)>;
+
+async fn deploy_loop(client: GitHubClient, shared: Arc<Shared>) {
+    let mut known: Known = HashMap::new();
+    loop {
+        let next = {
+            let mut queue = shared.deploy_lock();
+            queue.order.pop_front().and_then(|key| queue.latest.remove(&key))
+        };
+        let Some(update) = next else {
+            if shared.lock().closed {
+                return;
+            }
+            // A stored permit covers an update queued since the check.
+            shared.deploy_wake.notified().await;
+            continue;
+        };
+        let key = (update.repo.clone(), update.build_name.clone());
+        let paused = match send_deployment(&client, &mut known, &key, &update).await {
+            Ok(()) => None,
+            Err(crate::ClientError::RateLimited { wait, .. }) => {
+                let wait = wait.unwrap_or(RATE_LIMIT_PAUSE).min(RATE_LIMIT_PAUSE * 60);
+                tracing::warn!(repo = %update.repo, build = %update.build_name, ?wait, "GitHub rate limit: deployment update held");
+                shared.queue_deployment(update, true);
+                Some(wait)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    repo = %update.repo,
+                    build = %update.build_name,
+                    state = %update.state,
+                    error = %error_chain(&error),
+                    "could not post deployment status"
+                );
+                None
+            }
+        };
+        shared.outstanding.send_modify(|n| *n = n.saturating_sub(1));
+        if let Some(wait) = paused {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+async fn send_deployment(
+    client: &GitHubClient,
+    known: &mut Known,
+    key: &(String, String),
+    update: &DeploymentUpdate,
+) -> Result<(), crate::ClientError> {
+    let id = match known.get(key) {
+        Some((_, Some(last))) if *last == update.state => return Ok(()),
+        Some((id, _)) => *id,
+        None => {
+            // Made before a restart? Else a new one, but not for a build
+            // first seen inactive (undeployed before anything was sent).
+            let id = match client.find_deployment(update).await? {
+                Some(id) => id,
+                None if update.state == DeploymentState::Inactive => return Ok(()),
+                None => client.create_deployment(update).await?,
+            };
+            if known.len() >= MAX_QUEUED {
+                known.clear();
+            }
+            known.insert(key.clone(), (id, None));
+            id
+        }
+    };
+    client.create_deployment_status(id, update).await?;
+    // Kept when inactive too, so that the cleanup's "undeployed" after a
+    // "superseded by" is not sent again.
+    if let Some(entry) = known.get_mut(key) {
+        entry.1 = Some(update.state);
+    }
+    tracing::debug!(repo = %update.repo, build = %update.build_name, state = %update.state, "deployment status posted");
+    Ok(())
 }

@@ -45,6 +45,24 @@ pub use error::{ApiError, Error, Result};
 pub use github::GitHubLookup;
 pub use run::{Config, LogFormat, run};
 
+/// Seconds an ETA is cached for.
+const ETA_BUCKET_SECONDS: i64 = 1;
+
+/// The view revision of `build`: its index revision, changed every time
+/// bucket for a build that may show an ETA (initializing or starting), so
+/// that cached views of those builds age out. Index revisions are counters
+/// far below 2^32; the bucket goes above, with the top bit set.
+fn timed_revision(build: &Build, rev: u64, bucket: i64) -> u64 {
+    use runboat_core::BuildStatus;
+    match build.status {
+        BuildStatus::Initializing | BuildStatus::Starting => {
+            let bucket = u64::try_from(bucket).unwrap_or(0) & 0x7fff_ffff;
+            (1 << 63) | (bucket << 32) | (rev & 0xffff_ffff)
+        }
+        _ => rev,
+    }
+}
+
 /// Server options that are not runboat settings (command line flags).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -243,10 +261,29 @@ impl AppState {
         self.inner.controller.with_index(f)
     }
 
-    /// A build as the API shows it (SPEC's JSON fields), ready to serialise.
+    /// A build as the API shows it (SPEC's JSON fields), ready to serialise
+    /// (takes the index's read lock: not for use under [`AppState::read`]).
     pub(crate) fn build_view(&self, build: &Build) -> runboat_api::Build {
+        self.read(|index| self.build_view_in(index, build))
+    }
+
+    /// [`AppState::build_view`] under a read lock already held. The fields
+    /// that depend on other builds (`superseded_by`) change only with the
+    /// build itself in practice (a superseded build is undeployed at once),
+    /// so the per-build caches stay right.
+    pub(crate) fn build_view_in(&self, index: &BuildIndex, build: &Build) -> runboat_api::Build {
         let s = self.settings();
-        build.view(&s.build_domain, &s.base_url)
+        let mut view = build.view(&s.build_domain, &s.base_url);
+        let now = jiff::Timestamp::now();
+        let rounds = || runboat_core::progress::queue_rounds(index, build, s.max_initializing);
+        let (eta, init) = self
+            .controller()
+            .with_progress(|p| (p.eta(build, now, rounds), p.init_times(&build.name)));
+        view.eta_seconds = eta;
+        view.timeline = Some(runboat_core::progress::timeline(build, init));
+        let rule = runboat_core::policy::supersede::Rule::of(s);
+        view.superseded_by = runboat_core::policy::supersede::superseded_by(index, build, rule);
+        view
     }
 
     /// `GET /builds`'s answer for `filters` (newest first), from the
@@ -258,10 +295,22 @@ impl AppState {
     ) -> bytes::Bytes {
         let views = &self.inner.list_views;
         // Debug prints every field, strings escaped: a complete key.
-        let key = format!("{filters:?}");
+        // An ETA changes with time, not with the index: while builds that
+        // may have one are there, answers and views of those builds are
+        // cached for a few seconds at most (the time bucket is part of the
+        // answer's key and of those builds' view revision).
+        let bucket = jiff::Timestamp::now().as_second() / ETA_BUCKET_SECONDS;
+        let timed = index.count_by_status(runboat_core::BuildStatus::Initializing) > 0
+            || index.count_by_status(runboat_core::BuildStatus::Starting) > 0;
+        let key = if timed { format!("{filters:?}@{bucket}") } else { format!("{filters:?}") };
         views.answer(index, &key, || {
-            let found = index.search_with_revisions(filters, runboat_core::SortOrder::Desc);
-            views.json_array(index, &found, |b| self.build_list_json(b)).into()
+            let mut found = index.search_with_revisions(filters, runboat_core::SortOrder::Desc);
+            if timed {
+                for (b, rev) in &mut found {
+                    *rev = timed_revision(b, *rev, bucket);
+                }
+            }
+            views.json_array(index, &found, |b| self.build_list_json(index, b)).into()
         })
     }
 
@@ -272,20 +321,22 @@ impl AppState {
         build: &Build,
         rev: u64,
     ) -> bytes::Bytes {
-        self.inner.views.json_one(index, build, rev, |b| self.build_json(b))
+        let bucket = jiff::Timestamp::now().as_second() / ETA_BUCKET_SECONDS;
+        let rev = timed_revision(build, rev, bucket);
+        self.inner.views.json_one(index, build, rev, |b| self.build_json(index, b))
     }
 
-    fn build_json(&self, build: &Build) -> bytes::Bytes {
+    fn build_json(&self, index: &BuildIndex, build: &Build) -> bytes::Bytes {
         // A view is plain strings and numbers: serialising cannot fail.
-        serde_json::to_vec(&self.build_view(build)).unwrap_or_default().into()
+        serde_json::to_vec(&self.build_view_in(index, build)).unwrap_or_default().into()
     }
 
     /// A build as `GET /builds` shows it: the fields that are `null`
     /// (`commit_info.pr`, `repo_pr_link` of a branch build) are left out,
     /// as the original's list answer (FastAPI's `response_model_exclude_none`)
     /// does. `GET /builds/{name}` and the events keep them as `null`.
-    fn build_list_json(&self, build: &Build) -> bytes::Bytes {
-        let view = self.build_view(build);
+    fn build_list_json(&self, index: &BuildIndex, build: &Build) -> bytes::Bytes {
+        let view = self.build_view_in(index, build);
         serde_json::to_vec(&runboat_api::ListedBuild::from(&view)).unwrap_or_default().into()
     }
 

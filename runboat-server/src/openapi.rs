@@ -55,6 +55,7 @@ use crate::{api, events, logs, ops, summary};
         runboat_api::Repo,
         runboat_api::Resync,
         runboat_api::StatusCounts,
+        runboat_api::Timeline,
         runboat_api::Undeployed,
         summary::RepoSummary,
     )),

@@ -443,12 +443,23 @@ pub async fn run_with_cluster_elected(
 ) -> Result<()> {
     let settings = Arc::new(settings);
     let github = github_client(&settings);
-    let forge: Arc<dyn Forge> = match (&github, settings.disable_commit_statuses) {
-        (Some(client), false) if settings.github_token.is_some() => {
+    // The controller posts commit statuses unless disabled and deployment
+    // updates only when enabled; both need a token to reach GitHub.
+    let wanted = !settings.disable_commit_statuses || settings.github_deployments;
+    let forge: Arc<dyn Forge> = match &github {
+        Some(client) if wanted && settings.github_token.is_some() => {
+            if settings.disable_commit_statuses {
+                tracing::info!("commit statuses are not posted (disabled)");
+            }
+            if settings.github_deployments {
+                tracing::info!("GitHub deployments are on");
+            }
             Arc::new(GitHubForge::new(client.clone()))
         }
         _ => {
-            tracing::info!("commit statuses are not posted (disabled, or no GitHub token)");
+            tracing::info!(
+                "commit statuses and deployments are not posted (disabled, or no GitHub token)"
+            );
             Arc::new(NoForge)
         }
     };

@@ -2,14 +2,20 @@
 //! build, each call retried on transient errors, then the commit statuses
 //! they earned.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::build::Build;
 use crate::cluster::{Cluster, ClusterResult, JobKind, KubefilesMode};
 use crate::commit::CommitInfo;
-use crate::forge::{CommitState, CommitStatus, Forge};
-use crate::policy::{Target, Task};
+use crate::forge::{CommitState, CommitStatus, DeploymentState, DeploymentUpdate, Forge};
+
+/// A commit status (if any) and a deployment state a task earned, with
+/// their description.
+type Post = (Option<CommitState>, DeploymentState, Cow<'static, str>);
+use crate::policy::{Superseded, Target, Task};
+use crate::progress::{Progress, Step, ready_in};
 use crate::rng::SeededRng;
 use crate::settings::Settings;
 use crate::status::InitStatus;
@@ -25,6 +31,8 @@ pub(super) struct Ctx {
     pub(super) forge: Arc<dyn Forge>,
     pub(super) settings: Arc<Settings>,
     pub(super) retry: RetryPolicy,
+    /// The duration estimates, for the "ready in ~N min" of a status.
+    pub(super) progress: Arc<std::sync::Mutex<Progress>>,
 }
 
 impl Ctx {
@@ -113,6 +121,48 @@ impl Ctx {
         });
     }
 
+    /// Queues the deployment update of `state` for build `name`, when
+    /// `github_deployments` is on.
+    fn post_deployment(
+        &self,
+        name: &str,
+        commit: &CommitInfo,
+        state: DeploymentState,
+        description: &str,
+    ) {
+        if !self.settings.github_deployments {
+            return;
+        }
+        let s = &self.settings;
+        let base = s.base_url.trim_end_matches('/');
+        let (environment, transient) = match commit.pr() {
+            Some(pr) => (format!("runboat/{}-pr{pr}", commit.target_branch()), true),
+            None => (format!("runboat/{}", commit.target_branch()), false),
+        };
+        let build_page = format!("{base}/builds/{name}");
+        let (environment_url, log_url) = match state {
+            DeploymentState::Success => {
+                let slug = commit.slug();
+                (format!("http://{slug}.{}", s.build_domain), build_page)
+            }
+            DeploymentState::Failure | DeploymentState::Error => {
+                (String::new(), format!("{base}/api/v1/builds/{name}/init-log"))
+            }
+            _ => (String::new(), build_page),
+        };
+        self.forge.post_deployment(DeploymentUpdate {
+            repo: commit.repo().to_owned(),
+            git_commit: commit.git_commit().to_owned(),
+            build_name: name.to_owned(),
+            environment,
+            transient,
+            state,
+            environment_url,
+            log_url,
+            description: description.to_owned(),
+        });
+    }
+
     /// Runs the cluster calls of `task`, then posts the commit statuses
     /// they earned (also when a later call failed): statuses never come
     /// between two cluster calls, so even a forge that blocks could not
@@ -121,23 +171,25 @@ impl Ctx {
         let mut posts = Vec::new();
         let result = self.calls(task, j, &mut posts).await;
         if let Some(commit) = task.commit() {
-            for (state, description) in posts {
-                self.post(task.build_name(), commit, state, description);
+            for (state, deployment, description) in posts {
+                if let Some(state) = state {
+                    self.post(task.build_name(), commit, state, &description);
+                }
+                self.post_deployment(task.build_name(), commit, deployment, &description);
             }
         }
         result
     }
 
-    async fn calls(
-        &self,
-        task: &Task,
-        j: &mut Jitter,
-        posts: &mut Vec<(CommitState, &'static str)>,
-    ) -> ClusterResult<()> {
+    async fn calls(&self, task: &Task, j: &mut Jitter, posts: &mut Vec<Post>) -> ClusterResult<()> {
         match task {
             Task::Deploy(Target { name, commit }) => {
                 self.apply(j, name, commit, KubefilesMode::Deployment).await?;
-                posts.push((CommitState::Pending, "build queued"));
+                posts.push((
+                    Some(CommitState::Pending),
+                    DeploymentState::Queued,
+                    Cow::Borrowed("build queued"),
+                ));
             }
             Task::Initialize(Target { name, commit }) => {
                 self.apply(j, name, commit, KubefilesMode::Initialize).await?;
@@ -154,7 +206,11 @@ impl Ctx {
                 self.kill(j, name, JobKind::Initialize).await?;
                 self.kill(j, name, JobKind::Cleanup).await?;
                 self.apply(j, name, commit, KubefilesMode::Deployment).await?;
-                posts.push((CommitState::Pending, "build queued"));
+                posts.push((
+                    Some(CommitState::Pending),
+                    DeploymentState::Queued,
+                    Cow::Borrowed("build queued"),
+                ));
             }
             Task::Undeploy(name) => {
                 ok_if_gone(
@@ -162,7 +218,30 @@ impl Ctx {
                         .await,
                 )?;
             }
+            Task::Supersede(Superseded { target, by, init_status }) => {
+                ok_if_gone(
+                    self.call(j, "delete_deployment", || {
+                        self.cluster.delete_deployment(&target.name)
+                    })
+                    .await,
+                )?;
+                // The old commit's status says what happened to its build;
+                // its state stays what the build had earned.
+                let state = match init_status {
+                    InitStatus::Succeeded => CommitState::Success,
+                    InitStatus::Failed => CommitState::Failure,
+                    InitStatus::Todo | InitStatus::Started => CommitState::Error,
+                };
+                posts.push((
+                    Some(state),
+                    DeploymentState::Inactive,
+                    Cow::Owned(format!("superseded by {by}")),
+                ));
+            }
             Task::Cleanup(Target { name, commit }) => {
+                // Undeploying: the deployment goes inactive (no commit
+                // status: the commit's stays what the build earned).
+                posts.push((None, DeploymentState::Inactive, Cow::Borrowed("undeployed")));
                 self.kill(j, name, JobKind::Initialize).await?;
                 ok_if_gone(self.scale(j, name, 0).await)?;
                 if self.settings.no_cleanup_job {
@@ -172,7 +251,7 @@ impl Ctx {
                     self.apply(j, name, commit, KubefilesMode::Cleanup).await?;
                 }
             }
-            Task::InitStarted(Target { name, .. }) => {
+            Task::InitStarted(Target { name, commit }) => {
                 if !matches!(
                     self.current_init_status(j, name).await?,
                     Some((InitStatus::Todo, false))
@@ -180,7 +259,17 @@ impl Ctx {
                     return Ok(());
                 }
                 self.set_init(j, name, InitStatus::Started).await?;
-                posts.push((CommitState::Pending, "initializing"));
+                let estimate = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .estimator()
+                    .estimate(Step::Initialize, commit.repo(), commit.target_branch());
+                let description = match estimate {
+                    Some(d) => Cow::Owned(format!("initializing, {}", ready_in(d.as_secs()))),
+                    None => Cow::Borrowed("initializing"),
+                };
+                posts.push((Some(CommitState::Pending), DeploymentState::InProgress, description));
             }
             Task::InitSucceeded(Target { name, commit }) => {
                 // Job completions are acted on once: re-read the init
@@ -190,7 +279,11 @@ impl Ctx {
                 }
                 self.apply(j, name, commit, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Succeeded).await?;
-                posts.push((CommitState::Success, "build ready"));
+                posts.push((
+                    Some(CommitState::Success),
+                    DeploymentState::Success,
+                    Cow::Borrowed("build ready"),
+                ));
                 if self.settings.start_after_init {
                     self.apply(j, name, commit, KubefilesMode::Start).await?;
                     self.scale(j, name, 1).await?;
@@ -203,7 +296,11 @@ impl Ctx {
                 self.scale(j, name, 0).await?;
                 self.apply(j, name, commit, KubefilesMode::Stop).await?;
                 self.set_init(j, name, InitStatus::Failed).await?;
-                posts.push((CommitState::Failure, "initialization failed"));
+                posts.push((
+                    Some(CommitState::Failure),
+                    DeploymentState::Failure,
+                    Cow::Borrowed("initialization failed"),
+                ));
             }
             Task::Requeue(Target { name, .. }) => {
                 if !matches!(
@@ -214,7 +311,11 @@ impl Ctx {
                 }
                 tracing::warn!(build = name, "initializing without init job: back to todo");
                 self.set_init(j, name, InitStatus::Todo).await?;
-                posts.push((CommitState::Pending, "build queued"));
+                posts.push((
+                    Some(CommitState::Pending),
+                    DeploymentState::Queued,
+                    Cow::Borrowed("build queued"),
+                ));
             }
             Task::CleanupSucceeded(name) => {
                 self.delete_resources(j, name).await?;

@@ -94,6 +94,7 @@ use crate::commit::CommitInfo;
 use crate::forge::Forge;
 use crate::index::{BuildIndex, IndexEvent, SearchFilters, SortOrder, StatusCounts};
 use crate::policy::Request;
+use crate::progress::Progress;
 use crate::settings::Settings;
 
 pub use crate::policy::{CommandOutcome, IgnoredReason};
@@ -282,6 +283,8 @@ struct Shared {
     idle: AtomicBool,
     cleanup_failures: Mutex<BTreeSet<String>>,
     counters: Counters,
+    /// Init times and duration estimates (see [`crate::progress`]).
+    progress: Arc<Mutex<Progress>>,
 }
 
 impl Shared {
@@ -289,6 +292,10 @@ impl Shared {
         // A poisoned lock only means a reader panicked; the index itself is
         // only mutated by the loop, which does not panic while holding it.
         self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, BuildIndex> {
@@ -392,6 +399,7 @@ impl Controller {
             idle: AtomicBool::new(false),
             cleanup_failures: Mutex::new(BTreeSet::new()),
             counters: Counters::default(),
+            progress: Arc::default(),
         });
         let looper = run::Loop::new(shared.clone(), forge, config, command_rx, leader);
         let task = tokio::spawn(looper.run());
@@ -534,6 +542,12 @@ impl ControllerHandle {
     /// waits for the lock to apply events).
     pub fn with_index<R>(&self, f: impl FnOnce(&BuildIndex) -> R) -> R {
         f(&self.shared.read_index())
+    }
+
+    /// Runs `f` on the init times and duration estimates (keep `f` short;
+    /// it holds a lock the loop takes on every event).
+    pub fn with_progress<R>(&self, f: impl FnOnce(&Progress) -> R) -> R {
+        f(&self.shared.progress())
     }
 
     /// The build `name`, if known.

@@ -164,6 +164,7 @@ impl Loop {
             forge,
             settings: shared.settings.clone(),
             retry: config.retry,
+            progress: shared.progress.clone(),
         });
         let deployments = Watch::new(shared.cluster.deployment_events());
         let jobs = Watch::new(shared.cluster.job_events());
@@ -395,7 +396,16 @@ impl Loop {
                 if self.deployments.listed {
                     self.shared.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
                 }
-                let builds: Vec<Build> = list.iter().filter_map(parse_build).collect();
+                let parsed: Vec<(Build, Option<jiff::Timestamp>)> = list
+                    .iter()
+                    .filter_map(|f| Some((parse_build(f)?, f.available_since)))
+                    .collect();
+                let mut progress = self.shared.progress();
+                for (b, available_since) in &parsed {
+                    progress.deployment(b, *available_since);
+                }
+                drop(progress);
+                let builds: Vec<Build> = parsed.into_iter().map(|(b, _)| b).collect();
                 self.touched.extend(idx.iter().map(|b| b.name.clone()));
                 self.touched.extend(builds.iter().map(|b| b.name.clone()));
                 idx.replace_all(builds);
@@ -407,6 +417,7 @@ impl Loop {
             ClusterEvent::Applied(facts) => match Build::from_deployment_facts(&facts) {
                 Ok(build) => {
                     self.touched.insert(build.name.clone());
+                    self.shared.progress().deployment(&build, facts.available_since);
                     idx.upsert(build);
                 }
                 Err(e) => {
@@ -436,10 +447,16 @@ impl Loop {
                 if self.jobs.listed {
                     self.shared.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
                 }
+                let mut progress = self.shared.progress();
+                list.iter().for_each(|job| progress.job(job));
+                drop(progress);
                 self.touched.extend(self.job_table.replace_all(list));
                 self.jobs.listed = true;
             }
-            ClusterEvent::Applied(job) => self.touched.extend(self.job_table.insert(job)),
+            ClusterEvent::Applied(job) => {
+                self.shared.progress().job(&job);
+                self.touched.extend(self.job_table.insert(job));
+            }
             ClusterEvent::Deleted(job) => self.touched.extend(self.job_table.remove(&job.name)),
         }
         self.update_ready();
@@ -575,6 +592,9 @@ impl Loop {
             leader: self.leader,
         };
         let step = policy::decide(&world, &touched, self.queue.iter().map(|(r, _)| r));
+        self.shared
+            .progress()
+            .absorb(&idx, &touched, |name| self.job_table.all(name).next().is_some());
         drop(idx);
 
         // Requests: the step looked at the front of the queue, in order.

@@ -114,6 +114,7 @@ fn facts(
         available_replicas: Some(available),
         deletion_timestamp: deleting.then_some(at),
         creation_timestamp: Some(at),
+        available_since: None,
     }
 }
 
@@ -124,6 +125,8 @@ fn job(c: &CommitInfo, kind: JobKind, phase: JobPhase) -> JobFacts {
         kind,
         phase,
         deleting: false,
+        started: None,
+        finished: None,
     }
 }
 

@@ -219,7 +219,7 @@ fn reflected(
                 || undeploying
                 || (init == Some(InitStatus::Todo) && !jobs.has_live(name, JobKind::Initialize))
         }
-        TaskKind::Undeploy => build.is_none() || undeploying,
+        TaskKind::Undeploy | TaskKind::Supersede => build.is_none() || undeploying,
         TaskKind::Cleanup => {
             build.is_none() || (!no_cleanup_job && jobs.has_live(name, JobKind::Cleanup))
         }

@@ -142,7 +142,15 @@ mod tests {
     use super::*;
 
     fn job(name: &str, build: &str, kind: JobKind, phase: JobPhase) -> JobFacts {
-        JobFacts { name: name.into(), build_name: build.into(), kind, phase, deleting: false }
+        JobFacts {
+            name: name.into(),
+            build_name: build.into(),
+            kind,
+            phase,
+            deleting: false,
+            started: None,
+            finished: None,
+        }
     }
 
     #[test]

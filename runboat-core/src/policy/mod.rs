@@ -19,6 +19,7 @@
 
 mod in_flight;
 mod jobs;
+pub mod supersede;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -39,7 +40,7 @@ use crate::status::{BuildStatus, InitStatus};
 pub use crate::settings::Limits;
 pub use in_flight::{Ended, InFlight};
 pub use jobs::JobTable;
-pub use task::{Target, Task, TaskKind};
+pub use task::{Superseded, Target, Task, TaskKind};
 
 /// A user request waiting in the controller's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,15 +397,52 @@ impl Decider<'_, '_> {
         }
     }
 
+    /// Supersede (see [`supersede`]) in the groups of the builds touched:
+    /// a group's supersede decision only changes when one of its builds
+    /// does. Returns how many builds it undeploys.
+    fn supersede(&mut self, touched: &BTreeSet<String>) -> usize {
+        let rule = supersede::Rule::of(self.world.settings);
+        if rule.is_off() {
+            return 0;
+        }
+        let index = self.world.index;
+        let groups: BTreeSet<supersede::GroupKey> =
+            touched.iter().filter_map(|n| index.get(n)).map(supersede::group_key).collect();
+        let mut issued = 0;
+        for (repo, target_branch, pr) in groups {
+            let group = index.group(&repo, &target_branch, pr);
+            for (old, by) in supersede::superseded(&group, rule) {
+                // A busy build is touched again when its action ends or
+                // its effect shows.
+                if self.busy(&old.name) {
+                    continue;
+                }
+                if !self.has_capacity() {
+                    self.step.revisit.push(old.name.clone());
+                    continue;
+                }
+                self.run(Task::Supersede(Superseded {
+                    target: Target::of(old),
+                    by: by.name.clone(),
+                    init_status: old.init_status,
+                }));
+                issued += 1;
+            }
+        }
+        issued
+    }
+
     /// The limits and cleanup: stop the excess started builds, undeploy
-    /// the excess deployed ones, clean up the undeploying ones.
-    fn policies(&mut self) {
+    /// the excess deployed ones (less those superseded in this step),
+    /// clean up the undeploying ones.
+    fn policies(&mut self, superseded: usize) {
         let index = self.world.index;
         let limits = self.world.settings.limits();
         let no_cleanup_job = self.world.settings.no_cleanup_job;
         let stop_excess =
             index.count_by_status(BuildStatus::Started).saturating_sub(limits.max_started);
-        let undeploy_excess = index.count_deployed().saturating_sub(limits.max_deployed);
+        let undeploy_excess =
+            index.count_deployed().saturating_sub(limits.max_deployed).saturating_sub(superseded);
         // Idle stop: started builds (never pinned ones: the index keeps
         // them out of its started set) whose session since their last
         // start ran out, after the excess over `max_started`.
@@ -552,8 +590,11 @@ fn idle_builds(
 /// undeploying build, never more stops or undeploys than the excess over
 /// `max_started`/`max_deployed` (plus, for stops, the builds whose idle
 /// session ran out), never the newest build of a branch undeployed by the
-/// limit, never a pinned build stopped or undeployed but by a request,
-/// never more than `max_pinned` pinned builds by its pins, no task but those of requests when not
+/// limit, never a pinned build stopped, undeployed or superseded but by a
+/// request, never more than `max_pinned` pinned builds by its pins, never a
+/// supersede of a build not superseded (so never of the newest successfully
+/// initialized build of a pull request or branch), no task but those of
+/// requests when not
 /// [`World::leader`]; and once its tasks are recorded as in flight, a
 /// second step over the same facts issues nothing new.
 pub fn decide<'r>(
@@ -632,8 +673,9 @@ pub fn decide<'r>(
         }
     }
 
-    // 3. Limits and cleanup, then 4. initialization.
-    d.policies();
+    // 3. Supersede, limits and cleanup, then 4. initialization.
+    let superseded = d.supersede(touched);
+    d.policies(superseded);
     d.initialize();
     d.step
 }

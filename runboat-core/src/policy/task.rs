@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::build::Build;
 use crate::commit::CommitInfo;
+use crate::status::InitStatus;
 
 /// A build and the commit it deploys: what every task that applies kubefiles
 /// or posts a commit status needs.
@@ -21,6 +22,18 @@ impl Target {
     pub fn of(build: &Build) -> Target {
         Target { name: build.name.clone(), commit: build.commit_info.clone() }
     }
+}
+
+/// A build superseded by a newer build of its pull request or branch (see
+/// [`supersede`](super::supersede)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superseded {
+    /// The old build and its commit.
+    pub target: Target,
+    /// The name of the build superseding it.
+    pub by: String,
+    /// The old build's init status (what its last commit status said).
+    pub init_status: InitStatus,
 }
 
 /// One action for one build. The loop runs at most one per build at a time
@@ -40,6 +53,9 @@ pub enum Task {
     Reset(Target),
     /// Delete the Deployment (the finalizer makes the build `undeploying`).
     Undeploy(String),
+    /// Undeploy a superseded build (delete its Deployment), and say so in
+    /// its commit status.
+    Supersede(Superseded),
     /// Kill the init job, scale to 0 and apply mode `cleanup` (or, with
     /// `no_cleanup_job`, delete the resources and remove the finalizer).
     Cleanup(Target),
@@ -84,6 +100,8 @@ pub enum TaskKind {
     Reset,
     /// [`Task::Undeploy`].
     Undeploy,
+    /// [`Task::Supersede`].
+    Supersede,
     /// [`Task::Cleanup`].
     Cleanup,
     /// [`Task::InitStarted`].
@@ -118,6 +136,7 @@ impl TaskKind {
             TaskKind::Stop => "stop",
             TaskKind::Reset => "reset",
             TaskKind::Undeploy => "undeploy",
+            TaskKind::Supersede => "supersede",
             TaskKind::Cleanup => "cleanup",
             TaskKind::InitStarted => "init-started",
             TaskKind::InitSucceeded => "init-succeeded",
@@ -147,6 +166,7 @@ impl Task {
             | Task::InitSucceeded(t)
             | Task::InitFailed(t)
             | Task::Requeue(t) => Some(t),
+            Task::Supersede(s) => Some(&s.target),
             Task::Undeploy(_)
             | Task::CleanupSucceeded(_)
             | Task::DeleteOrphan(_)
@@ -184,6 +204,7 @@ impl Task {
             Task::Stop(_) => TaskKind::Stop,
             Task::Reset(_) => TaskKind::Reset,
             Task::Undeploy(_) => TaskKind::Undeploy,
+            Task::Supersede(_) => TaskKind::Supersede,
             Task::Cleanup(_) => TaskKind::Cleanup,
             Task::InitStarted(_) => TaskKind::InitStarted,
             Task::InitSucceeded(_) => TaskKind::InitSucceeded,

@@ -50,7 +50,15 @@ fn spec(name: &str, status: BuildStatus, created: i64, sha: u8) -> Spec {
 }
 
 fn job(name: &str, build: &str, kind: JobKind, phase: JobPhase) -> JobFacts {
-    JobFacts { name: name.into(), build_name: build.into(), kind, phase, deleting: false }
+    JobFacts {
+        name: name.into(),
+        build_name: build.into(),
+        kind,
+        phase,
+        deleting: false,
+        started: None,
+        finished: None,
+    }
 }
 
 /// Everything the step reads but the index, with room for any number of
@@ -702,5 +710,169 @@ proptest! {
         let world = b.fixture.world(&b.index);
         let as_leader = decide(&world, &b.touched, &b.requests);
         prop_assert_eq!(step.verdicts, as_leader.verdicts);
+    }
+}
+
+// ---- Supersede ----
+
+fn supersede_settings(keep: usize) -> Settings {
+    let mut s = settings(2, 6, 99);
+    s.supersede_keep = keep;
+    s
+}
+
+fn pr_spec(name: &str, status: BuildStatus, init: InitStatus, created: i64, sha: u8) -> Spec {
+    let mut s = spec(name, status, created, sha);
+    s.pr = Some(7);
+    s.init = init;
+    s
+}
+
+#[test]
+fn supersede_waits_for_the_new_build_to_initialize() {
+    use InitStatus::{Failed, Started, Succeeded, Todo};
+    let old = pr_spec("old", BuildStatus::Started, Succeeded, 1, 1);
+    let new_todo = pr_spec("new", BuildStatus::Initializing, Todo, 2, 2);
+    let f = Fixture::new(supersede_settings(1));
+    // The new commit is initializing: the old build stays.
+    let idx = index_of(&[old.clone(), new_todo.clone()]);
+    assert!(f.decide(&idx, &["old", "new"], &[]).tasks.iter().all(|t| t.build_name() != "old"));
+    let mut running = new_todo.clone();
+    running.init = Started;
+    let idx = index_of(&[old.clone(), running]);
+    assert!(f.decide(&idx, &["old", "new"], &[]).tasks.iter().all(|t| t.build_name() != "old"));
+    // It failed: the old build, the last good one, stays.
+    let failed = pr_spec("new", BuildStatus::Failed, Failed, 2, 2);
+    let idx = index_of(&[old.clone(), failed]);
+    assert!(f.decide(&idx, &["old", "new"], &[]).tasks.is_empty());
+    // It succeeded: the old one is superseded by it, with what it had
+    // earned; a build of another PR or of the branch is not.
+    let ready = pr_spec("new", BuildStatus::Stopped, Succeeded, 2, 2);
+    let mut other_pr = pr_spec("other", BuildStatus::Stopped, Succeeded, 0, 3);
+    other_pr.pr = Some(8);
+    let branch = spec("branch", BuildStatus::Stopped, 0, 4);
+    let idx = index_of(&[old.clone(), ready.clone(), other_pr, branch]);
+    let step = f.decide(&idx, &["new"], &[]);
+    assert_eq!(
+        step.tasks,
+        [Task::Supersede(Superseded {
+            target: Target::of(idx.get("old").expect("old")),
+            by: "new".into(),
+            init_status: Succeeded,
+        })]
+    );
+    let keep = |keep| supersede::Rule { keep, cap: 0 };
+    assert_eq!(
+        supersede::superseded_by(&idx, idx.get("old").expect("old"), keep(1)).as_deref(),
+        Some("new")
+    );
+    assert_eq!(supersede::superseded_by(&idx, idx.get("new").expect("new"), keep(1)), None);
+    // Off by default: nothing superseded, nothing shown.
+    assert!(Fixture::new(settings(2, 6, 99)).decide(&idx, &["new"], &[]).tasks.is_empty());
+    assert_eq!(supersede::superseded_by(&idx, idx.get("old").expect("old"), keep(0)), None);
+    // Keeping 2: both stay; a third good one supersedes the oldest only.
+    assert!(Fixture::new(supersede_settings(2)).decide(&idx, &["new"], &[]).tasks.is_empty());
+    let third = pr_spec("third", BuildStatus::Stopped, Succeeded, 3, 5);
+    let idx = index_of(&[old, ready, third]);
+    assert_eq!(
+        names(&Fixture::new(supersede_settings(2)).decide(&idx, &["third"], &[]).tasks),
+        ["supersede old"]
+    );
+}
+
+#[test]
+fn supersede_revisits_when_out_of_capacity_and_skips_busy_builds() {
+    use InitStatus::Succeeded;
+    let idx = index_of(&[
+        pr_spec("a", BuildStatus::Stopped, Succeeded, 1, 1),
+        pr_spec("b", BuildStatus::Stopped, Succeeded, 2, 2),
+        pr_spec("c", BuildStatus::Stopped, Succeeded, 3, 3),
+    ]);
+    let mut f = Fixture::new(supersede_settings(1));
+    f.max_concurrent_actions = 1;
+    let step = f.decide(&idx, &["c"], &[]);
+    assert_eq!(step.tasks.len(), 1);
+    assert_eq!(step.revisit.len(), 1);
+    let mut f = Fixture::new(supersede_settings(1));
+    f.in_flight.begin(&Task::Undeploy("a".into()), f.now, Duration::from_secs(30));
+    assert_eq!(names(&f.decide(&idx, &["c"], &[]).tasks), ["supersede b"]);
+}
+
+#[test]
+fn the_cap_supersedes_the_oldest_but_never_the_newest_good_build() {
+    use InitStatus::{Failed, Succeeded, Todo};
+    let mut s = settings(2, 6, 99);
+    s.supersede_max_builds = 2;
+    let f = Fixture::new(s);
+    // Newest first: two failing, one initializing, the good one, an old one.
+    let idx = index_of(&[
+        pr_spec("f2", BuildStatus::Failed, Failed, 5, 1),
+        pr_spec("f1", BuildStatus::Failed, Failed, 4, 2),
+        pr_spec("init", BuildStatus::Initializing, Todo, 3, 3),
+        pr_spec("good", BuildStatus::Stopped, Succeeded, 2, 4),
+        pr_spec("old", BuildStatus::Stopped, Succeeded, 1, 5),
+    ]);
+    let mut tasks = names(&f.decide(&idx, &["f2"], &[]).tasks);
+    tasks.retain(|t| t.starts_with("supersede"));
+    assert_eq!(tasks, ["supersede init", "supersede old"]);
+    let rule = supersede::Rule { keep: 0, cap: 2 };
+    let by = |n: &str| supersede::superseded_by(&idx, idx.get(n).expect("build"), rule);
+    assert_eq!(by("old").as_deref(), Some("good"));
+    // No good build newer than it: by the newest.
+    assert_eq!(by("init").as_deref(), Some("f2"));
+    assert_eq!((by("good"), by("f1"), by("f2")), (None, None, None));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Supersede never takes the newest `keep` successfully initialized
+    /// builds of a pull request or branch, only builds older than them, and
+    /// says by which build.
+    #[test]
+    fn supersede_never_undeploys_the_last_good_builds(
+        w in arb_world(),
+        keep in 0..3usize,
+        cap in 0..4usize,
+    ) {
+        let mut b = build(&w);
+        b.fixture.settings.supersede_keep = keep;
+        b.fixture.settings.supersede_max_builds = cap;
+        let world = b.fixture.world(&b.index);
+        let step = decide(&world, &b.touched, &b.requests);
+        for t in step.all_tasks() {
+            let Task::Supersede(s) = t else { continue };
+            let old = b.index.get(&s.target.name).expect("a known build");
+            prop_assert_ne!(old.status, BuildStatus::Undeploying);
+            let c = &old.commit_info;
+            let in_group = |x: &&Build| x.commit_info.repo() == c.repo()
+                && x.commit_info.target_branch() == c.target_branch()
+                && x.commit_info.pr() == c.pr()
+                && x.status != BuildStatus::Undeploying;
+            let newer = |x: &&Build| (x.created, &x.name) > (old.created, &old.name);
+            let good = |x: &&Build| x.init_status == InitStatus::Succeeded;
+            let good_newer: Vec<&Build> =
+                b.model.builds.iter().filter(in_group).filter(newer).filter(good).collect();
+            let live_newer = b.model.builds.iter().filter(in_group).filter(newer).count();
+            // Never the newest good build of its group.
+            prop_assert!(!good(&old) || !good_newer.is_empty(), "{} was the newest good build", old.name);
+            // Either K good newer ones, or the cap's excess.
+            let by_keep = keep > 0 && good_newer.len() >= keep;
+            let by_cap = cap > 0 && live_newer >= cap;
+            prop_assert!(by_keep || by_cap, "{} superseded: {} good, {} deployed newer", old.name, good_newer.len(), live_newer);
+            // By the newest good build, else the group's newest.
+            let by = match good_newer.iter().max_by_key(|x| (x.created, &x.name)) {
+                Some(by) => *by,
+                None => b.model.builds.iter().filter(in_group).max_by_key(|x| (x.created, &x.name)).expect("some"),
+            };
+            prop_assert_eq!(&s.by, &by.name);
+            prop_assert_eq!(s.init_status, old.init_status);
+        }
+        // Off, nothing is superseded.
+        b.fixture.settings.supersede_keep = 0;
+        b.fixture.settings.supersede_max_builds = 0;
+        let world = b.fixture.world(&b.index);
+        let step = decide(&world, &b.touched, &b.requests);
+        prop_assert!(!step.all_tasks().any(|t| matches!(t, Task::Supersede(_))));
     }
 }

@@ -370,6 +370,7 @@ impl State {
             available_replicas: (d.available > 0).then_some(d.available),
             deletion_timestamp: d.deleting,
             creation_timestamp: Some(d.created),
+            available_since: None,
         })
     }
 
@@ -826,6 +827,8 @@ impl SimCluster {
             kind,
             phase: JobPhase::Pending,
             deleting: false,
+            started: None,
+            finished: None,
         };
         s.set_job(&name, Some(Job { facts, uid }));
         s.report.peak_active_init_jobs = s.report.peak_active_init_jobs.max(s.active_init);
@@ -859,7 +862,13 @@ impl SimCluster {
         match s.jobs.get(name) {
             Some(job) if job.uid == uid && !job.facts.deleting => {
                 let mut job = job.clone();
+                let now = s.now();
                 job.facts.phase = phase;
+                match phase {
+                    JobPhase::Running => job.facts.started = Some(now),
+                    JobPhase::Succeeded | JobPhase::Failed => job.facts.finished = Some(now),
+                    JobPhase::Pending => {}
+                }
                 s.set_job(name, Some(job));
                 self.emit_job(&mut s, name, None);
                 true

@@ -500,4 +500,168 @@ async fn without_a_wake_service_nothing_is_routed() {
     assert!(eventually(MINUTE, || status_of(&h, &name) == Some(BuildStatus::Started)).await);
     assert!(sim.calls().iter().all(|c| c.method != SimMethod::SetRoute));
     assert_eq!(h.get(&name).and_then(|b| b.route), None);
+    assert_eq!(sim.report().violations, Vec::<String>::new());
+}
+
+/// The descriptions posted for `git_commit`, in order.
+fn descriptions(forge: &RecordingForge, git_commit: &str) -> Vec<String> {
+    let posted = forge.0.lock().expect("lock");
+    posted.iter().filter(|s| s.git_commit == git_commit).map(|s| s.description.clone()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_say_when_a_build_will_be_ready_and_by_which_it_was_superseded() {
+    let sim = sim(SimConfig::default());
+    let forge = Arc::new(RecordingForge::default());
+    let mut s = (*settings(2, 6, 10, false, false)).clone();
+    s.supersede_keep = 1;
+    let h = spawn(&sim, forge.clone(), Arc::new(s), 11);
+    h.ready().await;
+    let first = commit(1, "16.0", Some(4), 1);
+    sim.script_init(&first.build_name(), JobScript::succeed_after(Duration::from_secs(230)));
+    h.deploy_commit(first.clone()).await.expect("deploy");
+    let stopped = |c: &runboat_core::CommitInfo| {
+        let name = c.build_name();
+        let h = h.clone();
+        move || status_of(&h, &name) == Some(BuildStatus::Stopped)
+    };
+    assert!(eventually(10 * MINUTE, stopped(&first)).await);
+    // No history before the first run: no estimate.
+    assert_eq!(
+        descriptions(&forge, first.git_commit()),
+        ["build queued", "initializing", "build ready"]
+    );
+    // The first run took about 4 minutes: the next commit's status says so.
+    let second = commit(1, "16.0", Some(4), 2);
+    h.deploy_commit(second.clone()).await.expect("deploy");
+    assert!(eventually(10 * MINUTE, stopped(&second)).await);
+    assert_eq!(
+        descriptions(&forge, second.git_commit()),
+        ["build queued", "initializing, ready in ~4 min", "build ready"]
+    );
+    // Initialized, the second supersedes the first, whose status says so.
+    assert!(eventually(MINUTE, || h.get(&first.build_name()).is_none()).await);
+    let said = descriptions(&forge, first.git_commit());
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some(format!("superseded by {}", second.build_name()).as_str())
+    );
+    assert_eq!(forge.states_for(first.git_commit()).last().map(String::as_str), Some("success"));
+    // The estimate and the init times are known to the handle.
+    let eta = h.with_progress(|p| p.init_times(&second.build_name()));
+    assert!(eta.is_some_and(|t| t.started.is_some() && t.finished.is_some()));
+}
+
+/// A forge that records deployment updates.
+#[derive(Debug, Default)]
+struct DeploymentRecorder(std::sync::Mutex<Vec<runboat_core::forge::DeploymentUpdate>>);
+
+impl runboat_core::forge::Forge for DeploymentRecorder {
+    fn post_status(&self, _status: runboat_core::forge::CommitStatus) {}
+
+    fn post_deployment(&self, update: runboat_core::forge::DeploymentUpdate) {
+        self.0.lock().expect("lock").push(update);
+    }
+}
+
+impl DeploymentRecorder {
+    fn of(&self, build: &str) -> Vec<(String, String, String, String)> {
+        let updates = self.0.lock().expect("lock");
+        updates
+            .iter()
+            .filter(|u| u.build_name == build)
+            .map(|u| {
+                (
+                    u.state.as_str().to_owned(),
+                    u.description.clone(),
+                    u.environment_url.clone(),
+                    u.log_url.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn deployment_updates_follow_the_build_when_enabled() {
+    let sim = sim(SimConfig::default());
+    let forge = Arc::new(DeploymentRecorder::default());
+    let mut s = (*settings(2, 6, 10, false, false)).clone();
+    s.supersede_keep = 1;
+    s.github_deployments = true;
+    let h = spawn(&sim, forge.clone(), Arc::new(s), 12);
+    h.ready().await;
+    let first = commit(1, "16.0", Some(9), 1);
+    let (b1, page) = (first.build_name(), "https://runboat.example.com/builds/");
+    h.deploy_commit(first.clone()).await.expect("deploy");
+    assert!(eventually(MINUTE, || status_of(&h, &b1) == Some(BuildStatus::Stopped)).await);
+    // Started: no new deployment state.
+    assert_eq!(h.start(&b1).await, Ok(CommandOutcome::Done));
+    assert!(eventually(MINUTE, || status_of(&h, &b1) == Some(BuildStatus::Started)).await);
+    // A failing new commit: failure with its init log; the first stays.
+    let second = commit(1, "16.0", Some(9), 2);
+    let b2 = second.build_name();
+    sim.script_init(&b2, JobScript::fail_after(Duration::from_secs(5)));
+    h.deploy_commit(second).await.expect("deploy");
+    assert!(eventually(MINUTE, || status_of(&h, &b2) == Some(BuildStatus::Failed)).await);
+    // A good one: the first two are superseded.
+    let third = commit(1, "16.0", Some(9), 3);
+    let b3 = third.build_name();
+    h.deploy_commit(third.clone()).await.expect("deploy");
+    assert!(eventually(MINUTE, || h.get(&b1).is_none() && h.get(&b2).is_none()).await);
+    let url = |c: &runboat_core::CommitInfo| format!("http://{}.runboat.example.com", c.slug());
+    let s = |a: &str, b: &str, c: &str, d: &str| {
+        (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned())
+    };
+    let by = format!("superseded by {b3}");
+    assert_eq!(
+        forge.of(&b1),
+        [
+            s("queued", "build queued", "", &format!("{page}{b1}")),
+            s("in_progress", "initializing", "", &format!("{page}{b1}")),
+            s("success", "build ready", &url(&first), &format!("{page}{b1}")),
+            s("inactive", &by, "", &format!("{page}{b1}")),
+            s("inactive", "undeployed", "", &format!("{page}{b1}")),
+        ]
+    );
+    let log = format!("https://runboat.example.com/api/v1/builds/{b2}/init-log");
+    let b2_states: Vec<(String, String)> = forge
+        .of(&b2)
+        .into_iter()
+        .map(|(st, d, _, l)| (st, if l == log { "log".into() } else { d }))
+        .collect();
+    assert_eq!(
+        b2_states,
+        [
+            ("queued".into(), "build queued".into()),
+            ("in_progress".into(), "initializing, ready in ~1 min".into()),
+            ("failure".into(), "log".into()),
+            ("inactive".into(), by.clone()),
+            ("inactive".into(), "undeployed".into()),
+        ]
+    );
+    assert!(eventually(MINUTE, || status_of(&h, &b3) == Some(BuildStatus::Stopped)).await);
+    assert_eq!(forge.of(&b3).last().map(|u| u.2.clone()), Some(url(&third)));
+    let envs: std::collections::BTreeSet<(String, bool)> = forge
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|u| (u.environment.clone(), u.transient))
+        .collect();
+    assert_eq!(envs.into_iter().collect::<Vec<_>>(), [("runboat/16.0-pr9".to_owned(), true)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_deployment_updates_unless_enabled() {
+    let sim = sim(SimConfig::default());
+    let forge = Arc::new(DeploymentRecorder::default());
+    let h = spawn(&sim, forge.clone(), settings(2, 6, 10, false, false), 13);
+    h.ready().await;
+    let c = commit(1, "16.0", Some(9), 1);
+    h.deploy_commit(c.clone()).await.expect("deploy");
+    assert!(
+        eventually(MINUTE, || status_of(&h, &c.build_name()) == Some(BuildStatus::Stopped)).await
+    );
+    assert!(forge.0.lock().expect("lock").is_empty());
 }

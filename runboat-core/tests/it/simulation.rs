@@ -31,6 +31,75 @@ struct World {
     accepted: Arc<std::sync::Mutex<BTreeSet<String>>>,
     /// Builds whose cleanup job is scripted to fail.
     failing_cleanups: BTreeSet<String>,
+    /// `supersede_keep` (0: off).
+    keep: usize,
+    /// `supersede_max_builds` (0: no cap).
+    cap: usize,
+    /// The groups (repo, target branch, pull request) that had a
+    /// successfully initialized build at some step.
+    had_good: BTreeSet<Group>,
+}
+
+type Group = (String, String, Option<u64>);
+
+fn group_of(b: &Build) -> Group {
+    let c = &b.commit_info;
+    (c.repo().to_owned(), c.target_branch().to_owned(), c.pr())
+}
+
+fn is_good(b: &Build) -> bool {
+    b.init_status == InitStatus::Succeeded && b.status != BuildStatus::Undeploying
+}
+
+/// With supersede on (and neither limits, closed pull requests nor resets
+/// taking builds), a group that had a successfully initialized build keeps
+/// one at every step: a failing or initializing new commit never takes the
+/// last good one.
+fn check_last_good(w: &mut World) {
+    if w.keep == 0 {
+        return;
+    }
+    let builds = sim_builds(&w.sim);
+    let good: BTreeSet<Group> = builds.iter().filter(|b| is_good(b)).map(group_of).collect();
+    for g in &w.had_good {
+        assert!(good.contains(g), "seed {}: the last good build of {g:?} was undeployed", w.seed);
+    }
+    w.had_good.extend(good);
+}
+
+/// Once settled with supersede on: in each group, no build older than the
+/// newest `keep` successfully initialized ones is left deployed.
+fn check_superseded(w: &World) -> usize {
+    let mut builds: Vec<Build> =
+        sim_builds(&w.sim).into_iter().filter(|b| b.status != BuildStatus::Undeploying).collect();
+    builds.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
+    let mut good: BTreeMap<Group, usize> = BTreeMap::new();
+    let mut live: BTreeMap<Group, usize> = BTreeMap::new();
+    for b in &builds {
+        let n = live.entry(group_of(b)).or_default();
+        *n += 1;
+        // The cap, plus the newest good build it never takes.
+        assert!(
+            w.cap == 0 || *n <= w.cap + 1,
+            "seed {}: {} builds in {:?}",
+            w.seed,
+            n,
+            group_of(b)
+        );
+        let n = good.entry(group_of(b)).or_default();
+        assert!(
+            *n < w.keep,
+            "seed {}: {} ({}) is deployed behind {} good newer builds",
+            w.seed,
+            b.name,
+            b.init_status,
+            n
+        );
+        if is_good(b) {
+            *n += 1;
+        }
+    }
+    good.values().filter(|n| **n > 0).count()
 }
 
 fn sim_builds(sim: &SimCluster) -> Vec<Build> {
@@ -163,10 +232,20 @@ fn check_settled(w: &World) {
 /// Runs one simulation; returns the calls the cluster received.
 async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
     let mut rng = Rng::new(seed);
-    let (max_init, max_started, max_deployed) = (3, 4, 40);
+    // Every other seed supersedes (keeping 1 or 2 builds per group), with
+    // no limit, closed pull request or reset taking builds, so that the
+    // last good build of a group is checked at every step.
+    let keep = if seed.is_multiple_of(2) { 0 } else { usize::from(seed % 4 == 1) + 1 };
+    let (max_init, max_started) = (3, 4);
+    let max_deployed = if keep == 0 { 40 } else { 10_000 };
     let start_after_init = seed.is_multiple_of(2);
     let no_cleanup_job = seed.is_multiple_of(3);
-    let settings = settings(max_init, max_started, max_deployed, start_after_init, no_cleanup_job);
+    let mut settings =
+        settings(max_init, max_started, max_deployed, start_after_init, no_cleanup_job);
+    Arc::make_mut(&mut settings).supersede_keep = keep;
+    // Some of them with a cap of 3 deployed builds per group as well.
+    let cap = if keep > 0 && seed.is_multiple_of(3) { 3 } else { 0 };
+    Arc::make_mut(&mut settings).supersede_max_builds = cap;
     let sim = SimCluster::new(SimConfig {
         seed,
         init_failure_rate: 0.15,
@@ -184,6 +263,9 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
         restarts: 0,
         accepted: Arc::default(),
         failing_cleanups: BTreeSet::new(),
+        keep,
+        cap,
+        had_good: BTreeSet::new(),
     };
     w.handle.ready().await;
 
@@ -197,6 +279,7 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
     for _ in 0..steps {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(3000))).await;
         check_step(&w, max_init);
+        check_last_good(&mut w);
         let op = rng.below(100);
         match op {
             // A push to a branch or a pull request: a new commit.
@@ -240,7 +323,7 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
                 let c = &commits[usize::try_from(rng.below(commits.len() as u64)).expect("i")];
                 let name = c.build_name();
                 let h = w.handle.clone();
-                let which = rng.below(3);
+                let which = rng.below(if keep == 0 { 3 } else { 2 });
                 tokio::spawn(async move {
                     let _ = match which {
                         0 => h.start(&name).await,
@@ -250,7 +333,7 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
                 });
             }
             // A pull request is closed.
-            85..=89 if !open_prs.is_empty() => {
+            85..=89 if !open_prs.is_empty() && keep == 0 => {
                 let i = usize::try_from(rng.below(open_prs.len() as u64)).expect("i");
                 let pr = open_prs.swap_remove(i);
                 let h = w.handle.clone();
@@ -277,6 +360,7 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
     let mut ok = false;
     for _ in 0..720 {
         check_step(&w, max_init);
+        check_last_good(&mut w);
         if settled(&w) {
             ok = true;
             break;
@@ -316,6 +400,14 @@ async fn simulate(seed: u64, steps: usize) -> Vec<runboat_core::sim::SimCall> {
     }
     check_step(&w, max_init);
     check_settled(&w);
+    if keep > 0 {
+        let groups = check_superseded(&w);
+        assert!(groups > 0, "seed {seed}: no group with a good build");
+        // Supersede did undeploy builds (no limit nor closed pull request
+        // does here).
+        let gone = w.sim.report().undeployed.len();
+        assert!(gone > 0, "seed {seed}: nothing superseded");
+    }
     let report = w.sim.report();
     assert!(
         report.init_jobs_created > 0 && report.injected_failures > 0,

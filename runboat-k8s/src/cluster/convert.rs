@@ -28,6 +28,13 @@ pub(crate) fn deployment_facts(deployment: &SlimDeployment) -> Option<Deployment
         available_replicas: status.and_then(|s| s.available_replicas),
         deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
         creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0),
+        available_since: status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Available" && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0),
     })
 }
 
@@ -43,12 +50,28 @@ pub(crate) fn job_facts(job: &SlimJob) -> Option<JobFacts> {
         tracing::debug!(job = name, "skipping a Job without runboat/build and runboat/job-kind");
         return None;
     };
+    let phase = job_phase(job);
+    let status = job.status.as_ref();
     Some(JobFacts {
         name,
         build_name,
         kind,
-        phase: job_phase(job),
+        phase,
         deleting: meta.deletion_timestamp.is_some(),
+        started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+        finished: match phase {
+            JobPhase::Succeeded => status.and_then(|s| s.completion_time.as_ref()).map(|t| t.0),
+            JobPhase::Failed => status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c.status == "True" && ["Failed", "FailureTarget"].contains(&c.type_.as_str())
+                })
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
+            _ => None,
+        },
     })
 }
 
@@ -127,6 +150,36 @@ mod tests {
         }
     }
 
+    /// The run's times: the start, and the end of a succeeded (completion
+    /// time) or failed (the terminal condition's transition) Job; none of
+    /// a running one's end.
+    #[test]
+    fn job_facts_carry_the_run_times() {
+        let at = |s: &str| Some(s.parse::<jiff::Timestamp>().expect("time"));
+        let started = "2026-11-28T09:14:03Z";
+        let ended = "2026-11-28T09:19:55Z";
+        let cases = [
+            (json!({"active": 1, "startTime": started}), at(started), None),
+            (
+                json!({"succeeded": 1, "startTime": started, "completionTime": ended,
+                    "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": ended}]}),
+                at(started),
+                at(ended),
+            ),
+            (
+                json!({"failed": 1, "startTime": started,
+                    "conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": ended}]}),
+                at(started),
+                at(ended),
+            ),
+            (json!({}), None, None),
+        ];
+        for (status, start, end) in cases {
+            let facts = job_facts(&job(labels(), status.clone())).expect("runboat job");
+            assert_eq!((facts.started, facts.finished), (start, end), "{status}");
+        }
+    }
+
     #[test]
     fn objects_without_runboat_labels_are_skipped() {
         assert!(job_facts(&job(json!({"runboat/build": "b1"}), json!({}))).is_none());
@@ -168,5 +221,24 @@ mod tests {
             Some("2024-05-02T12:00:00Z".parse().expect("timestamp"))
         );
         assert!(facts.creation_timestamp.is_some());
+        assert_eq!(facts.available_since, None, "no conditions");
+    }
+
+    /// A start's end: when `Available` last turned true; none while false.
+    #[test]
+    fn deployment_facts_say_since_when_it_is_available() {
+        let with = |status: &str| {
+            let deployment: SlimDeployment = serde_json::from_value(json!({
+                "metadata": {"name": "b1-odoo", "labels": {"runboat/build": "b1"}},
+                "status": {"conditions": [
+                    {"type": "Progressing", "status": "True", "lastTransitionTime": "2024-05-01T12:00:00Z"},
+                    {"type": "Available", "status": status, "lastTransitionTime": "2024-05-01T12:00:42Z"},
+                ]},
+            }))
+            .expect("deployment");
+            deployment_facts(&deployment).expect("runboat deployment").available_since
+        };
+        assert_eq!(with("True"), Some("2024-05-01T12:00:42Z".parse().expect("timestamp")));
+        assert_eq!(with("False"), None);
     }
 }

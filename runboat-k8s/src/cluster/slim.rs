@@ -49,6 +49,17 @@ pub struct SlimDeploymentStatus {
     pub replicas: Option<i32>,
     /// `status.availableReplicas`.
     pub available_replicas: Option<i32>,
+    /// `status.conditions` (the `Available` one is read); ignored when
+    /// not a list of conditions, as the fields runboat does not read.
+    #[serde(default, deserialize_with = "lenient_conditions")]
+    pub conditions: Option<Vec<SlimJobCondition>>,
+}
+
+fn lenient_conditions<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<SlimJobCondition>>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// A Job with only its metadata (the same fields as [`SlimDeployment`]'s)
@@ -72,6 +83,12 @@ pub struct SlimJobStatus {
     pub succeeded: Option<i32>,
     /// `status.failed`: pods that failed.
     pub failed: Option<i32>,
+    /// `status.startTime`.
+    #[serde(rename = "startTime")]
+    pub start_time: Option<Time>,
+    /// `status.completionTime` (set when the Job succeeded).
+    #[serde(rename = "completionTime")]
+    pub completion_time: Option<Time>,
     /// `status.conditions`.
     pub conditions: Option<Vec<SlimJobCondition>>,
 }
@@ -86,6 +103,9 @@ pub struct SlimJobCondition {
     pub type_: String,
     /// `status`: `True`, `False` or `Unknown`.
     pub status: String,
+    /// `lastTransitionTime`.
+    #[serde(rename = "lastTransitionTime")]
+    pub last_transition_time: Option<Time>,
 }
 
 /// The metadata fields that are decoded; every other one (`managedFields`,
@@ -238,6 +258,15 @@ impl From<&Deployment> for SlimDeployment {
             status: d.status.as_ref().map(|s| SlimDeploymentStatus {
                 replicas: s.replicas,
                 available_replicas: s.available_replicas,
+                conditions: s.conditions.as_ref().map(|cs| {
+                    cs.iter()
+                        .map(|c| SlimJobCondition {
+                            type_: c.type_.clone(),
+                            status: c.status.clone(),
+                            last_transition_time: c.last_transition_time.clone(),
+                        })
+                        .collect()
+                }),
             }),
         }
     }
@@ -252,11 +281,14 @@ impl From<&Job> for SlimJob {
                 active: s.active,
                 succeeded: s.succeeded,
                 failed: s.failed,
+                start_time: s.start_time.clone(),
+                completion_time: s.completion_time.clone(),
                 conditions: s.conditions.as_ref().map(|cs| {
                     cs.iter()
                         .map(|c| SlimJobCondition {
                             type_: c.type_.clone(),
                             status: c.status.clone(),
+                            last_transition_time: c.last_transition_time.clone(),
                         })
                         .collect()
                 }),
@@ -356,6 +388,13 @@ mod tests {
             available_replicas: status.and_then(|s| s.available_replicas),
             deletion_timestamp: meta.deletion_timestamp.as_ref().map(|t| t.0),
             creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0),
+            available_since: status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == "Available" && c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
         })
     }
 
@@ -392,12 +431,25 @@ mod tests {
                 }
             }
         };
+        let status = job.status.as_ref();
+        let ended = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.status == "True" && ["Failed", "FailureTarget"].contains(&c.type_.as_str()))
+            .and_then(|c| c.last_transition_time.as_ref());
         Some(JobFacts {
             name,
             build_name,
             kind,
             phase,
             deleting: meta.deletion_timestamp.is_some(),
+            started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            finished: match phase {
+                JobPhase::Succeeded => status.and_then(|s| s.completion_time.as_ref()).map(|t| t.0),
+                JobPhase::Failed => ended.map(|t| t.0),
+                _ => None,
+            },
         })
     }
 

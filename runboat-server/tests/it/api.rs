@@ -115,6 +115,7 @@ async fn builds_list_has_spec_fields_and_filters() {
             "repo_pr_link",
             "repo_target_branch_link",
             "status",
+            "timeline",
             "webui_link"
         ]
     );
