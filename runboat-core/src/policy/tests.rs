@@ -876,3 +876,26 @@ proptest! {
         prop_assert!(!step.all_tasks().any(|t| matches!(t, Task::Supersede(_))));
     }
 }
+
+#[test]
+fn a_pinned_build_is_never_superseded() {
+    use InitStatus::Succeeded;
+    let mut pinned = pr_spec("a", BuildStatus::Stopped, Succeeded, 1, 1);
+    pinned.pinned = true;
+    let idx = index_of(&[
+        pinned,
+        pr_spec("b", BuildStatus::Stopped, Succeeded, 2, 2),
+        pr_spec("c", BuildStatus::Stopped, Succeeded, 3, 3),
+    ]);
+    // Keeping 1 and a cap of 1: both rules would take "a" and "b".
+    let mut s = supersede_settings(1);
+    s.supersede_max_builds = 1;
+    let step = Fixture::new(s).decide(&idx, &["c"], &[]);
+    assert_eq!(names(&step.tasks), ["supersede b"]);
+    let rule = supersede::Rule { keep: 1, cap: 1 };
+    assert_eq!(supersede::superseded_by(&idx, idx.get("a").expect("a"), rule), None);
+    assert_eq!(
+        supersede::superseded_by(&idx, idx.get("b").expect("b"), rule).as_deref(),
+        Some("c")
+    );
+}
