@@ -17,8 +17,10 @@
 //!
 //! The page reloads the same URL (a script, or `<meta http-equiv="refresh">`
 //! without scripts; path, query and fragment kept) every few seconds; once the Ingress points at the build,
-//! the reload reaches it. The estimate is the median of this repo's last
-//! wake-to-ready times (or "unknown").
+//! the reload reaches it. The estimate is the controller's (`eta_seconds`:
+//! learnt from the cluster's recent initializations and starts of the
+//! repository and branch) when it has one, else the median of this repo's
+//! last wake-to-ready times, else "unknown".
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -347,6 +349,15 @@ fn describe(build: &Build) -> String {
     out
 }
 
+/// `about 40 s`, `about 4 min`.
+fn about(seconds: u64) -> String {
+    if seconds < 90 {
+        format!("about {} s", seconds.max(1))
+    } else {
+        format!("about {} min", seconds.div_ceil(60))
+    }
+}
+
 fn waiting_page(state: &AppState, build: &Build, board: &str, phase: &Phase) -> Response {
     let (now, refresh) = match phase {
         Phase::Queued(0) => ("Initializing: next in line.".to_owned(), REFRESH_SECS),
@@ -357,12 +368,18 @@ fn waiting_page(state: &AppState, build: &Build, board: &str, phase: &Phase) -> 
         Phase::Ready => ("Ready: opening it.".to_owned(), 1),
         Phase::NotStarted(why) => (format!("Not started: {why}."), 10),
     };
-    let estimate = match state.wake().estimate(build.commit_info.repo()) {
-        Some(d) => format!("about {} s (recent starts of this repository)", d.as_secs().max(1)),
-        None => "unknown".to_owned(),
+    // The controller's estimate (learnt from this repository and branch's
+    // initializations and starts in the cluster) for a queued,
+    // initializing or starting build; else the recent wakes of the repo.
+    let current = state.controller().get(&build.name).unwrap_or_else(|| build.clone());
+    let eta = state.build_view(&current).eta_seconds;
+    let estimate = match (eta, state.wake().estimate(build.commit_info.repo())) {
+        (Some(s), _) => format!("{} (recent builds of this repository and branch)", about(s)),
+        (None, Some(d)) => format!("{} (recent starts of this repository)", about(d.as_secs())),
+        (None, None) => "unknown".to_owned(),
     };
     let body = format!(
-        "<p class=\"now\" id=\"now\">{}</p><progress></progress>{}<p>Estimated time to start: {}.</p>\
+        "<p class=\"now\" id=\"now\">{}</p><progress></progress>{}<p>Estimated time until ready: {}.</p>\
          <p>This page reloads by itself and opens the build once it is ready.</p>\
          <p><a href=\"{}/builds/{}\">This build on the board</a> · <a href=\"{}\">All builds</a></p>",
         html_escape(&now),

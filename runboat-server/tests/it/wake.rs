@@ -77,7 +77,7 @@ async fn a_request_to_a_stopped_build_wakes_it_and_the_page_follows_it() {
     // The next wake of this repo has an estimate.
     let b2 = h.add("oca/web", "16.0", Some(8), &sha(2), BuildStatus::Stopped, 1).await;
     let a = h.send(at(&host_of("oca/web", Some(8), 2), "/")).await;
-    assert!(a.text().contains("Estimated time to start: about"), "{}", a.text());
+    assert!(a.text().contains("Estimated time until ready: about"), "{}", a.text());
     assert_eq!(scales(&h, &b2.name), 1);
 }
 
@@ -136,4 +136,31 @@ async fn an_initializing_build_says_how_many_are_queued_before_it() {
     let a = h.send(at(&host_of("oca/web", Some(1), 1), "/")).await;
     assert!(a.text().contains("next in line"), "{}", a.text());
     assert_eq!(scales(&h, &first.name) + scales(&h, &second.name), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_initializing_build_shows_the_estimate_learnt_from_the_cluster() {
+    let config = SimConfig {
+        init_job: runboat_core::sim::JobScript::succeed_after(std::time::Duration::from_secs(240)),
+        ..SimConfig::default()
+    };
+    let h = Harness::build(settings_with(WAKE), config, ServerOptions::default()).await;
+    let commit =
+        |n: u8| CommitInfo::new("oca/web", "16.0", Some(u64::from(n)), &sha(n)).expect("c");
+    // Before any history: unknown.
+    assert_eq!(h.handle.deploy_commit(commit(1)).await, Ok(runboat_core::CommandOutcome::Done));
+    h.wait_status(&commit(1).build_name(), Some(BuildStatus::Initializing)).await;
+    let a = h.send(at(&host_of("oca/web", Some(1), 1), "/")).await;
+    assert!(a.text().contains("Estimated time until ready: unknown."), "{}", a.text());
+    // A first initialization of this repository and branch took 4 min
+    // (on the paused clock).
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    while h.handle.get(&commit(1).build_name()).map(|b| b.status) != Some(BuildStatus::Stopped) {
+        assert!(tokio::time::Instant::now() < end, "the first build never initialized");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(h.handle.deploy_commit(commit(2)).await, Ok(runboat_core::CommandOutcome::Done));
+    h.wait_status(&commit(2).build_name(), Some(BuildStatus::Initializing)).await;
+    let a = h.send(at(&host_of("oca/web", Some(2), 2), "/")).await;
+    assert!(a.text().contains("Estimated time until ready: about 4 min"), "{}", a.text());
 }
