@@ -24,14 +24,9 @@ import { dirname, join } from "node:path";
 
 import { chromium } from "playwright-core";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`board.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env as sharedEnv, run } from "./common.mjs";
+
+const env = (name) => sharedEnv("board.mjs", name);
 
 const base = env("RUNBOAT_URL");
 const secret = env("RUNBOAT_WEBHOOK_SECRET");
@@ -246,18 +241,4 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => {
-  console.error(`[browser] not done within ${WHOLE_TEST} ms`);
-  process.exit(3);
-}, WHOLE_TEST);
-
-main().then(
-  () => {
-    clearTimeout(watchdog);
-    log("ok");
-  },
-  (e) => {
-    console.error(`[browser] FAILED: ${e.stack ?? e}`);
-    process.exit(1);
-  },
-);
+run("browser", WHOLE_TEST, main);

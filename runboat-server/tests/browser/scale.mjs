@@ -34,14 +34,9 @@ import { join } from "node:path";
 
 import { chromium } from "playwright-core";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`scale.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env as sharedEnv, run } from "./common.mjs";
+
+const env = (name) => sharedEnv("scale.mjs", name);
 
 const base = env("RUNBOAT_URL");
 const shots = env("RUNBOAT_SCREENSHOTS");
@@ -434,18 +429,4 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => {
-  console.error(`[scale] not done within ${WHOLE_TEST} ms`);
-  process.exit(3);
-}, WHOLE_TEST);
-
-main().then(
-  () => {
-    clearTimeout(watchdog);
-    log("ok");
-  },
-  (e) => {
-    console.error(`[scale] FAILED: ${e.stack ?? e}`);
-    process.exit(1);
-  },
-);
+run("scale", WHOLE_TEST, main);

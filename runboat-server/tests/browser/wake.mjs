@@ -20,14 +20,9 @@ import { dirname, join } from "node:path";
 
 import { chromium } from "playwright-core";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`wake.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env as sharedEnv, run } from "./common.mjs";
+
+const env = (name) => sharedEnv("wake.mjs", name);
 
 const proxy = env("RUNBOAT_PROXY");
 const url = env("RUNBOAT_BUILD_URL");
@@ -97,18 +92,4 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => {
-  console.error(`[wake] not done within ${WHOLE_TEST} ms`);
-  process.exit(3);
-}, WHOLE_TEST);
-
-main().then(
-  () => {
-    clearTimeout(watchdog);
-    log("ok");
-  },
-  (e) => {
-    console.error(`[wake] FAILED: ${e.stack ?? e}`);
-    process.exit(1);
-  },
-);
+run("wake", WHOLE_TEST, main);
