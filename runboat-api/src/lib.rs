@@ -159,8 +159,8 @@ pub struct Build {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "b0123456789abcdef0123")]
     pub superseded_by: Option<String>,
-    /// When the build reached each stage, as the cluster shows it (omitted
-    /// when nothing is known).
+    /// When the build reached each stage, as the cluster shows it: in
+    /// `GET /builds/{name}` only (lists and events leave it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
 }

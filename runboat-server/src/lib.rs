@@ -261,26 +261,36 @@ impl AppState {
         self.inner.controller.with_index(f)
     }
 
-    /// A build as the API shows it (SPEC's JSON fields), ready to serialise
-    /// (takes the index's read lock: not for use under [`AppState::read`]).
+    /// A build as the event stream shows it (SPEC's JSON fields and the
+    /// estimate; no timeline), ready to serialise (takes the index's read
+    /// lock: not for use under [`AppState::read`]).
     pub(crate) fn build_view(&self, build: &Build) -> runboat_api::Build {
-        self.read(|index| self.build_view_in(index, build))
+        self.read(|index| self.build_view_in(index, build, false))
     }
 
-    /// [`AppState::build_view`] under a read lock already held. The fields
+    /// [`AppState::build_view`] under a read lock already held, with the
+    /// `timeline` when `timeline` is true (only the single-build answer
+    /// carries it: lists and events stay as small as they were). The fields
     /// that depend on other builds (`superseded_by`) change only with the
     /// build itself in practice (a superseded build is undeployed at once),
     /// so the per-build caches stay right.
-    pub(crate) fn build_view_in(&self, index: &BuildIndex, build: &Build) -> runboat_api::Build {
+    pub(crate) fn build_view_in(
+        &self,
+        index: &BuildIndex,
+        build: &Build,
+        timeline: bool,
+    ) -> runboat_api::Build {
         let s = self.settings();
         let mut view = build.view(&s.build_domain, &s.base_url);
         let now = jiff::Timestamp::now();
         let rounds = || runboat_core::progress::queue_rounds(index, build, s.max_initializing);
-        let (eta, init) = self
-            .controller()
-            .with_progress(|p| (p.eta(build, now, rounds), p.init_times(&build.name)));
+        let (eta, init) = self.controller().with_progress(|p| {
+            (p.eta(build, now, rounds), timeline.then(|| p.init_times(&build.name)))
+        });
         view.eta_seconds = eta;
-        view.timeline = Some(runboat_core::progress::timeline(build, init));
+        if let Some(init) = init {
+            view.timeline = Some(runboat_core::progress::timeline(build, init));
+        }
         let rule = runboat_core::policy::supersede::Rule::of(s);
         view.superseded_by = runboat_core::policy::supersede::superseded_by(index, build, rule);
         view
@@ -328,7 +338,7 @@ impl AppState {
 
     fn build_json(&self, index: &BuildIndex, build: &Build) -> bytes::Bytes {
         // A view is plain strings and numbers: serialising cannot fail.
-        serde_json::to_vec(&self.build_view_in(index, build)).unwrap_or_default().into()
+        serde_json::to_vec(&self.build_view_in(index, build, true)).unwrap_or_default().into()
     }
 
     /// A build as `GET /builds` shows it: the fields that are `null`
@@ -336,7 +346,7 @@ impl AppState {
     /// as the original's list answer (FastAPI's `response_model_exclude_none`)
     /// does. `GET /builds/{name}` and the events keep them as `null`.
     fn build_list_json(&self, index: &BuildIndex, build: &Build) -> bytes::Bytes {
-        let view = self.build_view_in(index, build);
+        let view = self.build_view_in(index, build, false);
         serde_json::to_vec(&runboat_api::ListedBuild::from(&view)).unwrap_or_default().into()
     }
 

@@ -49,17 +49,98 @@ pub struct SlimDeploymentStatus {
     pub replicas: Option<i32>,
     /// `status.availableReplicas`.
     pub available_replicas: Option<i32>,
-    /// `status.conditions` (the `Available` one is read); ignored when
+    /// `status.conditions`: only the `Available` one is kept; ignored when
     /// not a list of conditions, as the fields runboat does not read.
     #[serde(default, deserialize_with = "lenient_conditions")]
     pub conditions: Option<Vec<SlimJobCondition>>,
 }
 
+/// Decodes `status.conditions` straight from the input (no intermediate
+/// `serde_json::Value`: this runs for every Deployment event): a list of
+/// conditions, anything else skipped as `None`.
 fn lenient_conditions<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Vec<SlimJobCondition>>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
-    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    struct Conditions;
+    impl<'de> serde::de::Visitor<'de> for Conditions {
+        type Value = Option<Vec<SlimJobCondition>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of conditions")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            // Only `Available` is read: the others are skipped without
+            // allocating or parsing their times.
+            #[derive(Deserialize)]
+            struct Raw<'a> {
+                #[serde(rename = "type", borrow, default)]
+                type_: Cow<'a, str>,
+                #[serde(borrow, default)]
+                status: Cow<'a, str>,
+                #[serde(rename = "lastTransitionTime", borrow, default)]
+                last_transition_time: Option<Cow<'a, str>>,
+            }
+            let mut out = Vec::new();
+            while let Some(c) = seq.next_element::<Raw<'_>>()? {
+                if c.type_ != "Available" {
+                    continue;
+                }
+                let last_transition_time = match c.last_transition_time {
+                    None => None,
+                    Some(t) => Some(Time(t.parse().map_err(|e| {
+                        serde::de::Error::custom(format_args!("lastTransitionTime {t:?}: {e}"))
+                    })?)),
+                };
+                out.push(SlimJobCondition {
+                    type_: c.type_.into_owned(),
+                    status: c.status.into_owned(),
+                    last_transition_time,
+                });
+            }
+            Ok(Some(out))
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(Conditions)
 }
 
 /// A Job with only its metadata (the same fields as [`SlimDeployment`]'s)
@@ -260,6 +341,7 @@ impl From<&Deployment> for SlimDeployment {
                 available_replicas: s.available_replicas,
                 conditions: s.conditions.as_ref().map(|cs| {
                     cs.iter()
+                        .filter(|c| c.type_ == "Available")
                         .map(|c| SlimJobCondition {
                             type_: c.type_.clone(),
                             status: c.status.clone(),
@@ -352,6 +434,34 @@ mod tests {
 
     use super::*;
     use crate::cluster::convert::{deployment_facts, job_facts};
+
+    #[test]
+    fn deployment_conditions_are_read_from_a_list_and_skipped_otherwise() {
+        let status = |conditions: Value| {
+            serde_json::from_value::<SlimDeploymentStatus>(json!({
+                "replicas": 1,
+                "conditions": conditions,
+            }))
+            .expect("decodes")
+            .conditions
+        };
+        let list = status(json!([{
+            "type": "Progressing", "status": "True", "lastTransitionTime": "2024-05-01T12:00:00Z",
+        }, {
+            "type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+            "lastTransitionTime": "2024-05-01T12:34:56Z", "message": "ok",
+        }]))
+        .expect("a list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].type_, "Available");
+        assert_eq!(
+            list[0].last_transition_time.as_ref().map(|t| t.0.as_second()),
+            Some(1_714_566_896)
+        );
+        for other in [json!("x"), json!(3), json!({"a": [1]}), json!(null), json!(true)] {
+            assert_eq!(status(other.clone()), None, "{other}");
+        }
+    }
 
     /// A Deployment as the API server returns it for the default kubefiles:
     /// two containers, probes, resources, volumes, server defaults, status

@@ -115,7 +115,6 @@ async fn builds_list_has_spec_fields_and_filters() {
             "repo_pr_link",
             "repo_target_branch_link",
             "status",
-            "timeline",
             "webui_link"
         ]
     );
