@@ -32,7 +32,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use runboat_core::{Build, BuildStatus, CommandOutcome};
+use runboat_core::{Build, BuildStatus, CommandOutcome, InitStatus};
 
 use crate::AppState;
 use crate::api::html_escape;
@@ -40,6 +40,10 @@ use crate::limits::{PeerAddr, client_ip, rate_key};
 
 /// Seconds between reloads of the waiting page.
 const REFRESH_SECS: u64 = 3;
+/// Builds ahead in the initialization queue counted at most (the page
+/// bounds its work per request).
+const MAX_AHEAD: usize = 10_000;
+
 /// Wake-to-ready times kept per repo (for the estimate).
 const KEPT_PER_REPO: usize = 20;
 /// Repos whose times are kept (the oldest-inserted goes beyond).
@@ -228,9 +232,11 @@ async fn answer(
     }
     let found = state.read(|index| {
         index.get_by_slug(slug).cloned().map(|b| {
-            let queued = (b.status == BuildStatus::Initializing)
-                .then(|| index.to_initialize(usize::MAX).iter().position(|q| q.name == b.name))
-                .flatten();
+            // Counted in the index's ordered set of builds to initialize,
+            // without listing them: any visitor can ask this page.
+            let queued = (b.status == BuildStatus::Initializing
+                && b.init_status == InitStatus::Todo)
+                .then(|| index.todo_ahead(&b, MAX_AHEAD));
             (b, queued)
         })
     });
